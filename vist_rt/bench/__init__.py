@@ -1,0 +1,1 @@
+"""Benchmarks run by `vist-rt bench ...` (figures, not tests)."""

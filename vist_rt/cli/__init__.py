@@ -1,0 +1,40 @@
+"""The `vist-rt` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import vist_rt
+from vist_rt.errors import VistError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (subcommands register themselves)."""
+    from vist_rt.cli import bench, checkpoint
+
+    parser = argparse.ArgumentParser(prog="vist-rt", description="Real-time retina emulator (Vi-ST).")
+    parser.add_argument("--version", action="version", version=f"vist-rt {vist_rt.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    bench.register(sub)
+    checkpoint.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; a user's mistake is one line on stderr and exit status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VistError as exc:
+        print(f"vist-rt: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vist-rt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Configuration of the Vi-ST spikes alignment module."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from vist_rt.errors import VistError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+PUBLISHED_WINDOWS: tuple[tuple[int, ...], ...] = ((1, 25), (1, 13, 21), (1, 7, 9), (1, 3, 5))
+
+
+@dataclasses.dataclass(frozen=True)
+class ViSTConfig:
+    """Sizes of the Vi-ST model; the defaults are the published configuration.
+
+    feature_dim: token dimension D of the video features.
+    video_layers: number of dilated C3TCN layers (layer i has time dilation 2**i).
+    video_dim: channels inside the C3TCN.
+    cells: number of ganglion cells C predicted.
+    grid: side of the token grid (16 for a 224x224 input to a /14 ViT).
+    windows: one tuple of causal time windows per CMST block.
+    dropout: dropout probability (training only).
+    """
+
+    feature_dim: int = 1024
+    video_layers: int = 6
+    video_dim: int = 256
+    cells: int = 90
+    grid: int = 16
+    windows: tuple[tuple[int, ...], ...] = PUBLISHED_WINDOWS
+    dropout: float = 0.25
+
+    def __post_init__(self) -> None:
+        windows = tuple(tuple(int(w) for w in ws) for ws in self.windows)
+        object.__setattr__(self, "windows", windows)
+        for name in ("feature_dim", "video_layers", "video_dim", "cells", "grid"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise VistError(f"ViSTConfig.{name} must be a positive integer, got {value!r}")
+        if not windows or any(not ws or min(ws) < 1 for ws in windows):
+            raise VistError(f"ViSTConfig.windows must be non-empty lists of windows >= 1, got {windows!r}")
+        if self.readout_grid < 1:
+            raise VistError(
+                f"ViSTConfig.grid={self.grid} is too small for {len(windows)} CMST blocks "
+                f"(each removes 2 from the side; need grid > {2 * len(windows)})"
+            )
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise VistError(f"ViSTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+
+    @property
+    def tokens(self) -> int:
+        """Tokens per frame (grid * grid)."""
+        return self.grid * self.grid
+
+    @property
+    def readout_grid(self) -> int:
+        """Side of the spatial map entering the readout."""
+        return self.grid - 2 * len(self.windows)
+
+    @property
+    def dilations(self) -> tuple[int, ...]:
+        """Time dilation of each C3TCN layer."""
+        return tuple(2**i for i in range(self.video_layers))
+
+    @property
+    def receptive_field(self) -> int:
+        """Frames that influence one output (183 for the published configuration)."""
+        return 1 + sum(2 * d for d in self.dilations) + sum(max(ws) - 1 for ws in self.windows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/TOML-friendly dict."""
+        out = dataclasses.asdict(self)
+        out["windows"] = [list(ws) for ws in self.windows]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ViSTConfig:
+        """Build from a dict; unknown keys are an error (a typo must not pass silently)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise VistError(f"unknown ViSTConfig keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        kwargs = dict(data)
+        if "windows" in kwargs:
+            kwargs["windows"] = tuple(tuple(ws) for ws in kwargs["windows"])
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise VistError(f"bad ViSTConfig: {exc}") from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path, table: str | None = "model") -> ViSTConfig:
+        """Load from a TOML file, from `[table]` when it exists, else from the top level."""
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise VistError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise VistError(f"config {path} is not valid TOML: {exc}") from None
+        if table is not None and isinstance(data.get(table), dict):
+            data = data[table]
+        return cls.from_dict(data)
