@@ -30,14 +30,17 @@ def run_temporal_bench(
     if min(steps, windows, window_frames, batch) < 1 or warmup < 0:
         raise ValueError("steps, windows, window frames and batch must be >= 1, warm-up >= 0")
     gen = torch.Generator().manual_seed(seed)
-    model = ViST(cfg).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ViST(cfg).eval()
     rf = torch.rand(batch, cfg.cells, cfg.grid, cfg.grid, generator=gen)
     stream = StreamingViST.from_model(model, rf)
     pool = torch.randn(8, batch, cfg.tokens, cfg.feature_dim, generator=gen)
     counter = iter(range(1 << 62))
+    last: list[torch.Tensor] = []
 
     def one_step() -> None:
-        stream.step(pool[next(counter) % len(pool)])
+        last[:] = [stream.step(pool[next(counter) % len(pool)])]
 
     step_times = time_calls(one_step, steps, warmup=warmup)
     window = torch.randn(batch, window_frames, cfg.tokens, cfg.feature_dim, generator=gen)
@@ -58,6 +61,8 @@ def run_temporal_bench(
         "machine": machine_info(),
         "config": cfg.to_dict(),
         "batch": batch,
+        "seed": seed,
+        "last_rates_sum": float(last[0].sum()),  # identifies the random weights/inputs used
         "window_frames": window_frames,
         "warmup": warmup,
         "step_ms": step,

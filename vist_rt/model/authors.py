@@ -32,10 +32,12 @@ def _read(path: Path) -> Mapping[str, object]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported object"
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found is None:
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (not a tensor file)") from None
         raise CheckpointError(
-            f"{path} holds objects other than tensors, which are not unpickled for safety ({first}); "
-            "re-save its state_dict with torch.save(ckpt['state_dict'], 'weights.ckpt') where you trust the file"
+            f"{path} holds objects other than tensors ({found.group(1)}), which are not unpickled for safety; "
+            "where you trust the file, re-save its tensors: torch.save(ckpt['state_dict'], 'weights.ckpt')"
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
