@@ -46,6 +46,7 @@ def test_bench_temporal_every_flag_is_used(tmp_path: Path, small_toml: Path, res
     assert a["machine"]["torch_threads"] == 1  # --threads
     assert a["ratio_p50"] > 0 and a["floor_ms"] > 0 and a["step_over_floor"] > 0
     assert set(a["met"]) == {"ratio", "floor"}
+    assert a["command"].startswith("vist-rt bench temporal --config ") and "--seed 3" in a["command"]
     out = capsys.readouterr().out
     assert "streaming step" in out and "floor" in out
     b = bench([*args, "--warmup", "1", "--batch", "2", "--seed", "3"], tmp_path, "b")

@@ -26,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; a user's mistake is one line on stderr and exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for provenance in outputs
     try:
         return int(args.func(args) or 0)
     except VistError as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from typing import Any
 
 from vist_rt.errors import VistError
@@ -52,10 +51,10 @@ def _table(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="vist-rt bench temporal (CPU, float32, ms)")
-    table.add_column("what")
+    table.add_column("what", no_wrap=True)
     for col in ("n", "min", "p50", "p90", "p99", "max", "jitter"):
         table.add_column(col, justify="right")
-    for label, key in (("streaming step", "step_ms"), (f"recompute {result['window_frames']} frames", "window_ms")):
+    for label, key in (("streaming step", "step_ms"), (f"window of {result['window_frames']}", "window_ms")):
         s = result[key]
         table.add_row(label, str(s["n"]), *(f"{s[c]:.3f}" for c in ("min", "p50", "p90", "p99", "max", "jitter")))
     console = Console()
@@ -99,9 +98,7 @@ def run_temporal(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise VistError(str(exc)) from None
-    result["command"] = (
-        "vist-rt " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "vist-rt bench temporal"
-    )
+    result["command"] = "vist-rt " + shlex.join(args.argv)
     _table(result)
     if args.json:
         write_json(args.json, result)
