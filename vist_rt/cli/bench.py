@@ -46,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run_temporal)
 
 
+def _ms(value: float) -> str:
+    return f"{value:.3f}" if value < 100 else f"{value:.1f}" if value < 1000 else f"{value:.0f}"
+
+
 def _table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -56,7 +60,7 @@ def _table(result: dict[str, Any]) -> None:
         table.add_column(col, justify="right")
     for label, key in (("streaming step", "step_ms"), (f"window of {result['window_frames']}", "window_ms")):
         s = result[key]
-        table.add_row(label, str(s["n"]), *(f"{s[c]:.3f}" for c in ("min", "p50", "p90", "p99", "max", "jitter")))
+        table.add_row(label, str(s["n"]), *(_ms(s[c]) for c in ("min", "p50", "p90", "p99", "max", "jitter")))
     console = Console()
     console.print(table)
     met = result["met"]
