@@ -69,7 +69,7 @@ def test_bench_bad_config_and_bad_numbers(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["bench", "temporal", "--steps", "0"])
     assert exit_.value.code == 2
-    assert "expected a positive integer" in capsys.readouterr().err
+    assert "expected an integer >= 1, got '0'" in capsys.readouterr().err
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """Golden tests: the streaming model equals the offline model, frame by frame."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -190,3 +192,30 @@ def test_step_flops_match_the_published_cost() -> None:
     macs = counter.get_total_flops() / 2
     # the block residual pools before its 1x1 conv (fewer positions): a little under the published count
     assert 0.98 * step_macs(cfg) < macs <= step_macs(cfg)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc to read the resident size")
+def test_memory_does_not_grow_with_steps(make_model, tiny) -> None:
+    stream = StreamingViST.from_model(make_model(), torch.rand(tiny.cells, tiny.grid, tiny.grid))
+    feats = torch.randn(1, tiny.tokens, tiny.feature_dim)
+    for _ in range(300):
+        stream.step(feats)
+    before = _rss_bytes()
+    for _ in range(3000):
+        stream.step(feats)
+    assert _rss_bytes() - before < 8 * 2**20  # 3000 steps; any per-step leak of >= 3 KB would show
+
+
+@pytest.mark.gpu
+def test_streaming_equals_offline_on_cuda(make_model, tiny) -> None:
+    model = make_model(seed=6).cuda()
+    feats = torch.randn(1, 2 * tiny.receptive_field, tiny.tokens, tiny.feature_dim, device="cuda")
+    rf = torch.rand(tiny.cells, tiny.grid, tiny.grid, device="cuda")
+    want = offline(model, feats, rf)
+    got = stream_all(StreamingViST.from_model(model, rf), feats)
+    assert (got - want).abs().max() <= TOL
