@@ -2,10 +2,9 @@
 
 Every per-frame activation is kept channels-last, `[B, H, W, Ch]`, which is both the token
 layout of the features and the layout in which CPU depthwise convolutions are fastest.
-Each temporal layer owns a ring of the inputs it still needs. The ring is written twice per
-step (slots `s` and `s + L` of a `2L` buffer), so the last `L` frames are always one
-contiguous slice and the taps of a dilated layer are a strided view of it: per-step work
-does not depend on history length or dilation, and nothing is copied but the new frame.
+Each temporal layer owns a ring of the inputs it still needs, laid out so that the frames one
+output reads are always one contiguous block (see the two layer classes): per-step work does
+not depend on history length or dilation, and nothing is copied but the new frame.
 The zero ring is exactly the offline model's zero padding.
 """
 
