@@ -69,8 +69,12 @@ def test_missing_and_wrong_tensors_are_named(make_model) -> None:
 def test_nan_weights_and_foreign_files(tmp_path: Path, make_model) -> None:
     ckpt = lightning_dict(make_model())
     ckpt["state_dict"]["net.adaln.net.1.bias"][0] = float("nan")
-    with pytest.raises(CheckpointError, match=r"NaN/inf values in net\.adaln\.net\.1\.bias"):
+    with pytest.raises(CheckpointError, match=r"NaN/inf \(or negative variance\) values in net\.adaln\.net\.1\.bias"):
         from_authors_checkpoint(ckpt)
+    flat = lightning_dict(make_model())
+    flat["state_dict"]["net.stage1.conv_1x1.weight"] = torch.zeros(8)
+    with pytest.raises(CheckpointError, match="tensor shapes are not Vi-ST's"):
+        from_authors_checkpoint(flat)
     with pytest.raises(CheckpointError, match="no Vi-ST tensors found"):
         from_authors_checkpoint({"state_dict": {"encoder.weight": torch.zeros(2)}})
     with pytest.raises(CheckpointError, match="not found"):

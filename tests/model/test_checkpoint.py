@@ -72,6 +72,8 @@ def test_default_cell_ids_and_units(tmp_path: Path, make_model, tiny) -> None:
         ({"cell_ids": ["a", "b"]}, "cell_ids has 2 entries but the model predicts 5"),
         ({"cell_ids": ["a"] * 5}, "not unique"),
         ({"extractor": "dinov2"}, "extractor must be a dict"),
+        ({"fps": True}, "fps must be a number"),
+        ({"cell_ids": {"a": 1}}, "cell_ids must be a list"),
         ({"when": object()}, "not JSON-serialisable"),
     ],
 )
@@ -137,6 +139,28 @@ def test_mismatches_are_named_in_one_line(saved, tmp_path: Path) -> None:
         load_checkpoint(_rewrite(path, tmp_path / "d.safetensors", header_edit=lambda h: h.update(version=7)))
     with pytest.raises(CheckpointError, match="unknown ViSTConfig keys: depth"):
         load_checkpoint(_rewrite(path, tmp_path / "e.safetensors", header_edit=lambda h: h["model"].update(depth=3)))
+    with pytest.raises(CheckpointError, match="table of settings, got list"):
+        load_checkpoint(_rewrite(path, tmp_path / "g.safetensors", header_edit=lambda h: h.update(model=[1])))
+    with pytest.raises(CheckpointError, match="windows must be lists of integers"):
+        load_checkpoint(_rewrite(path, tmp_path / "h.safetensors", header_edit=lambda h: h["model"].update(windows=5)))
+
+    def int_weights(t):
+        t["model.msb_5.weight"] = t["model.msb_5.weight"].long()
+
+    with pytest.raises(CheckpointError, match=r"not floating point: model\.msb_5\.weight is torch\.int64"):
+        load_checkpoint(_rewrite(path, tmp_path / "i.safetensors", tensor_edit=int_weights))
+
+    def huge(t):
+        t["model.msb_5.bias"] = t["model.msb_5.bias"].double() * 1e300
+
+    with pytest.raises(CheckpointError, match=r"NaN/inf .* model\.msb_5\.bias"):
+        load_checkpoint(_rewrite(path, tmp_path / "j.safetensors", tensor_edit=huge))
+
+    def negative_var(t):
+        t["model.stage1.layers.1.norm.running_var"][0] = -1.0
+
+    with pytest.raises(CheckpointError, match=r"negative variance.*layers\.1\.norm\.running_var"):
+        load_checkpoint(_rewrite(path, tmp_path / "k.safetensors", tensor_edit=negative_var))
     with pytest.raises(CheckpointError, match="lacks 'fps'"):
         load_checkpoint(_rewrite(path, tmp_path / "f.safetensors", header_edit=lambda h: h.pop("fps")))
 

@@ -55,3 +55,17 @@ def test_unknown_key_and_bad_toml(tmp_path: Path) -> None:
         ViSTConfig.from_toml(bad)
     with pytest.raises(VistError, match="cannot read"):
         ViSTConfig.from_toml(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"windows": 5}, {"windows": [5]}, {"windows": [["a"]]}, {"windows": [[1.5]]}, {"dropout": "x"}, {"cells": True}],
+)
+def test_malformed_values_are_vist_errors(data: dict) -> None:
+    with pytest.raises(VistError):
+        ViSTConfig.from_dict(data)
+
+
+def test_config_must_be_a_table() -> None:
+    with pytest.raises(VistError, match="table of settings, got list"):
+        ViSTConfig.from_dict([["cells", 3]])  # type: ignore[arg-type]

@@ -219,3 +219,36 @@ def test_streaming_equals_offline_on_cuda(make_model, tiny) -> None:
     want = offline(model, feats, rf)
     got = stream_all(StreamingViST.from_model(model, rf), feats)
     assert (got - want).abs().max() <= TOL
+
+
+def test_equal_without_onednn(make_model, tiny) -> None:
+    # other conv kernels return non-channels-last outputs: the step must not depend on the layout
+    model = make_model(seed=7)
+    rf = torch.rand(tiny.cells, tiny.grid, tiny.grid)
+    feats = torch.randn(1, 200, tiny.tokens, tiny.feature_dim)
+    with torch.backends.mkldnn.flags(enabled=False):
+        want = offline(model, feats, rf)
+        got = stream_all(StreamingViST.from_model(model, rf), feats)
+    assert (got - want).abs().max() <= TOL
+
+
+def test_built_in_inference_mode_still_resets_outside(make_model, tiny) -> None:
+    model = make_model()
+    rf = torch.rand(tiny.cells, tiny.grid, tiny.grid)
+    with torch.inference_mode():
+        stream = StreamingViST.from_model(model, rf).to(torch.float32)
+        stream.step(torch.randn(1, tiny.tokens, tiny.feature_dim))
+    snap = stream.get_state()
+    stream.reset()
+    stream.set_rf(rf)
+    stream.set_state(snap)
+    assert stream.t == 1
+
+
+def test_set_state_checks_what_it_restores(make_model, tiny) -> None:
+    stream = StreamingViST.from_model(make_model(), torch.rand(tiny.cells, tiny.grid, tiny.grid))
+    snap = stream.get_state()
+    with pytest.raises(VistError, match="integer >= 0"):
+        stream.set_state(type(snap)(-5, snap.rings))
+    with pytest.raises(VistError, match="shape and dtype"):
+        stream.set_state(type(snap)(0, tuple(r.double() for r in snap.rings)))

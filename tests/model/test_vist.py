@@ -114,3 +114,13 @@ def test_training_mode_uses_dropout(tiny) -> None:
     assert not torch.allclose(a, b)
     a.sum().backward()
     assert model.stage1.conv_1x1.weight.grad is not None
+
+
+def test_rf_batch_mismatch_and_float64_features(make_model, tiny) -> None:
+    model = make_model()
+    feats = torch.randn(2, 3, tiny.tokens, tiny.feature_dim, dtype=torch.float64)
+    with pytest.raises(VistError, match="rf holds 3 RF sets but features hold 2"):
+        model(feats, torch.rand(3, tiny.cells, tiny.grid, tiny.grid))
+    rf = torch.rand(tiny.cells, tiny.grid, tiny.grid)
+    with torch.no_grad():
+        assert torch.allclose(model(feats, rf), model(feats.float(), rf))

@@ -64,6 +64,15 @@ def _net_tensors(obj: Mapping[str, object]) -> dict[str, torch.Tensor]:
 def infer_config(tensors: Mapping[str, torch.Tensor]) -> ViSTConfig:
     """Sizes of the model that the tensors (names without `net.`) belong to."""
     try:
+        return _infer(tensors)
+    except (IndexError, ValueError, ZeroDivisionError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"cannot infer the model size: tensor shapes are not Vi-ST's ({exc})") from None
+
+
+def _infer(tensors: Mapping[str, torch.Tensor]) -> ViSTConfig:
+    try:
         w_in = tensors["stage1.conv_1x1.weight"]
         cells = tensors["stage1.conv_out.weight"].shape[0]
     except KeyError as exc:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import vist_rt
@@ -64,6 +65,8 @@ def _check_rf(rf: torch.Tensor, cfg: ViSTConfig) -> torch.Tensor:
 
 
 def _check_fps(fps: object) -> float:
+    if isinstance(fps, bool):
+        raise CheckpointError(f"fps must be a number, got {fps!r}")
     try:
         value = float(fps)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -76,9 +79,9 @@ def _check_fps(fps: object) -> float:
 def _check_cell_ids(cell_ids: object, cells: int) -> list[str]:
     if cell_ids is None:
         return [str(i) for i in range(cells)]
-    if isinstance(cell_ids, (str, bytes)) or not hasattr(cell_ids, "__len__"):
+    if not isinstance(cell_ids, (list, tuple, np.ndarray)):
         raise CheckpointError(f"cell_ids must be a list of {cells} ids, got {type(cell_ids).__name__}")
-    ids = [str(c) for c in cell_ids]  # type: ignore[union-attr]
+    ids = [str(c) for c in cell_ids]
     if len(ids) != cells:
         raise CheckpointError(f"cell_ids has {len(ids)} entries but the model predicts {cells} cells")
     if len(set(ids)) != len(ids):

@@ -15,6 +15,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+
+def _whole(value: object) -> int:
+    """An int (not a bool, not a float), else TypeError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(value)
+    return value
+
+
 PUBLISHED_WINDOWS: tuple[tuple[int, ...], ...] = ((1, 25), (1, 13, 21), (1, 7, 9), (1, 3, 5))
 
 
@@ -40,7 +48,10 @@ class ViSTConfig:
     dropout: float = 0.25
 
     def __post_init__(self) -> None:
-        windows = tuple(tuple(int(w) for w in ws) for ws in self.windows)
+        try:
+            windows = tuple(tuple(_whole(w) for w in ws) for ws in self.windows)
+        except (TypeError, ValueError):
+            raise VistError(f"ViSTConfig.windows must be lists of integers, got {self.windows!r}") from None
         object.__setattr__(self, "windows", windows)
         for name in ("feature_dim", "video_layers", "video_dim", "cells", "grid"):
             value = getattr(self, name)
@@ -53,7 +64,7 @@ class ViSTConfig:
                 f"ViSTConfig.grid={self.grid} is too small for {len(windows)} CMST blocks "
                 f"(each removes 2 from the side; need grid > {2 * len(windows)})"
             )
-        if not 0.0 <= float(self.dropout) < 1.0:
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise VistError(f"ViSTConfig.dropout must be in [0, 1), got {self.dropout!r}")
 
     @property
@@ -85,17 +96,13 @@ class ViSTConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ViSTConfig:
         """Build from a dict; unknown keys are an error (a typo must not pass silently)."""
+        if not isinstance(data, Mapping):
+            raise VistError(f"a model config must be a table of settings, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise VistError(f"unknown ViSTConfig keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        kwargs = dict(data)
-        if "windows" in kwargs:
-            kwargs["windows"] = tuple(tuple(ws) for ws in kwargs["windows"])
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:
-            raise VistError(f"bad ViSTConfig: {exc}") from None
+        return cls(**data)
 
     @classmethod
     def from_toml(cls, path: str | Path, table: str | None = "model") -> ViSTConfig:

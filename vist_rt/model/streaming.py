@@ -43,7 +43,8 @@ class _RingModule(nn.Module):
         raise NotImplementedError
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]  # signature of nn.Module._apply
-        out = super()._apply(fn, recurse)
+        with torch.inference_mode(False):  # state must stay writable outside inference mode
+            out = super()._apply(fn, recurse)
         self._make_views()
         return out
 
@@ -89,7 +90,7 @@ class StreamingC3TCNLayer(_RingModule):
         h = F.conv3d(self.taps[phase], self.w_rot[rot], self.b_dw, padding=(0, 1, 1), groups=self.groups)
         h = F.relu_(h.permute(0, 2, 3, 4, 1).reshape(x.shape))
         out = x.view(-1, x.shape[-1])
-        out.addmm_(h.view(out.shape), self.wt_pw).add_(self.b_pw)
+        out.addmm_(h.reshape(out.shape), self.wt_pw).add_(self.b_pw)
         return x
 
 
@@ -186,7 +187,8 @@ class StreamingViST(nn.Module):
         self.batch = int(batch if batch is not None else rf.shape[0])
         g, ch, c = cfg.grid, cfg.video_dim, cfg.cells
         self.t = 0
-        with torch.no_grad():  # everything below is a snapshot of the model's weights
+        # a snapshot of the model's weights; normal (not inference) tensors even if built in inference mode
+        with torch.inference_mode(False), torch.no_grad():
             s1 = model.stage1
             # matmul weights are stored transposed, [in, out], for addmm on channels-last rows
             self.register_buffer("wt_in", _frozen(s1.conv_1x1.weight.view(ch, cfg.feature_dim).t()), persistent=False)
@@ -211,7 +213,7 @@ class StreamingViST(nn.Module):
             w_read = model.readout.weight.view(c, c, r, r).permute(0, 2, 3, 1).reshape(c, r * r * c)
             self.register_buffer("wt_read", _frozen(w_read.t()), persistent=False)
             self.register_buffer("b_read", _frozen(model.readout.bias), persistent=False)
-        self.set_rf(rf)
+            self.set_rf(rf)
 
     @classmethod
     def from_model(cls, model: ViST, rf: torch.Tensor, batch: int | None = None) -> StreamingViST:
@@ -249,8 +251,12 @@ class StreamingViST(nn.Module):
     def set_state(self, state: StreamState) -> None:
         """Restore a state taken with get_state()."""
         mods = (*self.layers, *self.blocks)
-        if len(state.rings) != len(mods) or any(r.shape != m.ring.shape for r, m in zip(state.rings, mods)):
-            raise VistError("state does not belong to a stream of this shape")
+        if len(state.rings) != len(mods) or any(
+            r.shape != m.ring.shape or r.dtype != m.ring.dtype for r, m in zip(state.rings, mods)
+        ):
+            raise VistError("state does not belong to a stream of this shape and dtype")
+        if not isinstance(state.t, int) or state.t < 0:
+            raise VistError(f"state step count must be an integer >= 0, got {state.t!r}")
         for ring, m in zip(state.rings, mods):
             m.ring.copy_(ring)
         self.t = state.t

@@ -42,8 +42,22 @@ def mismatch_report(
         problems.append(
             "wrong shape: " + "; ".join(wrong[:3]) + (f" (+{len(wrong) - 3} more)" if len(wrong) > 3 else "")
         )
+    if not problems:
+        kinds = [
+            f"{prefix}{k} is {tensors[k].dtype}"
+            for k, v in expected.items()
+            if k in tensors and v.is_floating_point() and not tensors[k].is_floating_point()
+        ]
+        if kinds:
+            problems.append("not floating point: " + "; ".join(kinds[:3]))
     if check_finite and not problems:
-        bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        # checked in the dtype the model will hold them in (a float64 1e300 is inf in float32)
+        bad = [
+            k
+            for k, v in tensors.items()
+            if v.is_floating_point() and not bool(torch.isfinite(v.to(expected[k].dtype)).all())
+        ]
+        bad += [k for k, v in tensors.items() if k.endswith("running_var") and bool((v < 0).any())]
         if bad:
-            problems.append("NaN/inf values in " + _listing(prefix + k for k in bad))
+            problems.append("NaN/inf (or negative variance) values in " + _listing(prefix + k for k in bad))
     return "; ".join(problems) if problems else None

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vist_rt.errors import VistError
 from vist_rt.model.config import ViSTConfig
 from vist_rt.model.inputs import check_features, check_rf
 
@@ -154,10 +155,11 @@ class ViST(nn.Module):
         """features: [B, T, grid*grid, D]; rf: [B, C, grid, grid] (or [C, grid, grid]) -> rates [B, C, T]."""
         cfg = self.config
         check_features(features, cfg, streaming=False)
+        features = features.to(self.stage1.conv_1x1.weight.dtype)
         rf = check_rf(rf, cfg).to(features)
         b, t = features.shape[:2]
         if rf.shape[0] not in (1, b):
-            raise ValueError(f"rf batch {rf.shape[0]} does not match features batch {b}")
+            raise VistError(f"rf holds {rf.shape[0]} RF sets but features hold {b} sequences")
         x = features.permute(0, 3, 1, 2).reshape(b, cfg.feature_dim, t, cfg.grid, cfg.grid)
         x = self.stage1(x)
         x = self.adaln(x, self.condition(rf))
