@@ -221,6 +221,7 @@ def test_streaming_equals_offline_on_cuda(make_model, tiny) -> None:
     assert (got - want).abs().max() <= TOL
 
 
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN:UserWarning")
 def test_equal_without_onednn(make_model, tiny) -> None:
     # other conv kernels return non-channels-last outputs: the step must not depend on the layout
     model = make_model(seed=7)
