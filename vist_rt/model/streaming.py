@@ -141,10 +141,10 @@ class StreamingCMSTBlock(_RingModule):
         b, _, _, c = x.shape
         o = self.out_side
         n = b * o * o
-        sb, sh, sw, _ = x.stride()
+        sb, sh, sw, sc = x.stride()
         acc = None
         if self.dense:
-            patches = x.as_strided((b, o, o, 3, 3, c), (sb, sh, sw, sh, sw, 1)).reshape(n, 9 * c)
+            patches = x.as_strided((b, o, o, 3, 3, c), (sb, sh, sw, sh, sw, sc)).reshape(n, 9 * c)
             mixed = torch.addmm(self.b_patch, patches, self.w_patch)  # [n, dense * C]
             acc = F.leaky_relu_(mixed[:, :c], 0.1)
             for k in range(1, self.dense):
