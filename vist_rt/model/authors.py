@@ -65,9 +65,9 @@ def infer_config(tensors: Mapping[str, torch.Tensor]) -> ViSTConfig:
     """Sizes of the model that the tensors (names without `net.`) belong to."""
     try:
         return _infer(tensors)
+    except CheckpointError:
+        raise
     except (IndexError, ValueError, ZeroDivisionError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
         raise CheckpointError(f"cannot infer the model size: tensor shapes are not Vi-ST's ({exc})") from None
 
 

@@ -182,8 +182,6 @@ class StreamingViST(nn.Module):
         self.config: ViSTConfig = cfg
         ref = model.stage1.conv_1x1.weight
         rf = check_rf(rf, cfg).to(device=ref.device, dtype=ref.dtype)
-        if batch is not None and rf.shape[0] not in (1, batch):
-            raise VistError(f"rf holds {rf.shape[0]} streams but batch={batch}")
         self.batch = int(batch if batch is not None else rf.shape[0])
         g, ch, c = cfg.grid, cfg.video_dim, cfg.cells
         self.t = 0
