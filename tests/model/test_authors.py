@@ -81,7 +81,7 @@ def test_nan_weights_and_foreign_files(tmp_path: Path, make_model) -> None:
         from_authors_checkpoint(tmp_path / "nope.ckpt")
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"definitely not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable PyTorch file"):
         from_authors_checkpoint(junk)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,37 +13,13 @@ from vist_rt.errors import CheckpointError
 from vist_rt.model.config import ViSTConfig
 from vist_rt.model.tensors import mismatch_report
 from vist_rt.model.vist import ViST
+from vist_rt.tensorfile import read_tensor_file
 
 PREFIX = "net."
 
 
 def _read(path: Path) -> Mapping[str, object]:
-    if not path.is_file():
-        raise CheckpointError(f"authors' checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        if found is None:
-            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (not a tensor file)") from None
-        raise CheckpointError(
-            f"{path} holds objects other than tensors ({found.group(1)}), which are not unpickled for safety; "
-            "where you trust the file, re-save its tensors: torch.save(ckpt['state_dict'], 'weights.ckpt')"
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {msg}") from None
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
-    return obj
+    return read_tensor_file(path, "authors' checkpoint", CheckpointError)
 
 
 def _net_tensors(obj: Mapping[str, object]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,101 @@
+"""Extractors: block choice, final norm, random-weights honesty, specs that rebuild them, patches."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.features.replicas import hf_model, write_hf_folder
+from vist_rt.errors import VistError
+from vist_rt.features import DINOv2Extractor, PatchesExtractor, WeightsError, from_spec
+from vist_rt.features.backbones import BACKBONES, build_vit
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (2, 120, 160, 3), dtype=np.uint8)
+
+
+@pytest.mark.slow
+def test_block_index_and_norm_follow_timm_on_the_full_model(frames):
+    ext = DINOv2Extractor("vits14", seed=7, block=4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        full = build_vit(BACKBONES["vits14"], 224).eval()
+    pixels = ext.preprocess(frames)
+    x = torch.from_numpy(pixels)
+    with torch.no_grad():
+        for block, norm in ((4, False), (-8, False), (4, True)):
+            e = DINOv2Extractor("vits14", seed=7, block=block, norm=norm)
+            want = full.forward_intermediates(x, indices=[4], norm=norm, output_fmt="NLC", intermediates_only=True)[0]
+            got = e.tokens_from_pixels(pixels)
+            np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-5)
+            assert e.spec["block"] == 4 and len(e.module.vit.blocks) == 5  # later blocks are never computed
+    assert not np.allclose(ext.tokens_from_pixels(pixels), DINOv2Extractor("vits14", seed=7, block=5)(frames))
+
+
+@pytest.mark.parametrize("block", [12, -13, 1.5, True])
+def test_block_out_of_range(block):
+    with pytest.raises(VistError, match=r"out of range for ViT-S/14 \(12 blocks: 0\.\.11 or -12\.\.-1\)"):
+        DINOv2Extractor("vits14", seed=0, block=block)
+
+
+def test_unknown_backbone():
+    with pytest.raises(VistError, match="unknown backbone 'vith14'"):
+        DINOv2Extractor("vith14", seed=0)
+
+
+def test_random_weights_say_so_everywhere(frames):
+    a, b = DINOv2Extractor("vits14", seed=3, block=1), DINOv2Extractor("vits14", seed=3, block=1)
+    np.testing.assert_array_equal(a(frames), b(frames))  # seeded: reproducible
+    assert not np.allclose(a(frames), DINOv2Extractor("vits14", seed=4, block=1)(frames))
+    assert a.spec["dinov2"] is False and a.spec["weights"] == {"kind": "random", "seed": 3}
+    assert "NOT DINOv2" in a.describe() and "RANDOM" in a.describe()
+    json.dumps(a.spec)  # the spec goes into checkpoints and meta messages
+
+
+def test_output_shape_and_dtype_for_every_input_form(frames):
+    ext = DINOv2Extractor("vits14", seed=0, block=0, image_size=112)
+    cases = [(frames[0], 1), (frames, 2), (frames[0, :, :, 0], 1), (frames[:, :, :, 0], 2)]
+    for f, n in cases:
+        out = ext(f)
+        assert out.dtype == np.float32 and out.shape == (n, 64, 384)
+
+
+@pytest.mark.slow
+def test_spec_rebuilds_the_same_extractor(tmp_path, frames):
+    folder = write_hf_folder(hf_model(), tmp_path / "hf")
+    ext = DINOv2Extractor("vits14", folder, block=2, image_size=112, norm=True)
+    spec = json.loads(json.dumps(ext.spec))
+    again = from_spec(spec, weights=folder)
+    np.testing.assert_array_equal(again(frames), ext(frames))
+    assert "DINOv2 ViT-S/14 block 2 +norm" in ext.describe()
+    with pytest.raises(VistError, match="give that file"):
+        from_spec(spec)
+    other = write_hf_folder(hf_model(seed=9), tmp_path / "other")
+    with pytest.raises(WeightsError, match="other weights than the ones"):
+        from_spec(spec, weights=other)
+    rnd = DINOv2Extractor("vits14", seed=1, block=0, image_size=56)
+    np.testing.assert_array_equal(from_spec(rnd.spec)(frames), rnd(frames))
+    with pytest.raises(VistError, match="RANDOM weights"):
+        from_spec(rnd.spec, weights=folder)
+    with pytest.raises(VistError, match="unknown extractor kind"):
+        from_spec({"kind": "clip"})
+
+
+def test_patches_are_the_normalised_pixels(frames):
+    p = PatchesExtractor(image_size=56)
+    out = p(frames)
+    assert out.shape == (2, 16, 588) and p.dim == 588 and p.spec["dinov2"] is False
+    pix = p.preprocess(frames)
+    # token (row 1, col 2) = pixels [:, 14:28, 28:42] flattened channel-major
+    np.testing.assert_array_equal(out[1, 1 * 4 + 2], pix[1, :, 14:28, 28:42].reshape(-1))
+    grey = PatchesExtractor(image_size=56, channels="grey")
+    assert grey(frames).shape == (2, 16, 196)
+    np.testing.assert_allclose(from_spec(grey.spec)(frames), grey(frames))
+    assert "NOT DINOv2" in grey.describe()
+    with pytest.raises(VistError, match="multiple of 14"):
+        PatchesExtractor(image_size=100)

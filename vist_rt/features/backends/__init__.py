@@ -1,0 +1,100 @@
+"""Feature backends: one small interface, chosen by name; each imported only when asked for.
+
+A backend runs a ViT's token graph: `backend(pixels)` with pixels float32 `[N, 3, S, S]` (numpy)
+returns float32 `[N, T, D]` (numpy). `auto` picks the best one available here and says which.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from vist_rt.errors import VistError
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEVICES = ("cpu", "cuda")
+
+
+class Backend(Protocol):
+    """What every feature backend provides."""
+
+    name: str
+    device: str
+    precision: str
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """pixels: float32 [N, 3, S, S] -> float32 [N, T, D]."""
+        ...
+
+    def close(self) -> None:
+        """Release what the backend holds (sessions, engines, graphs)."""
+        ...
+
+
+def available() -> dict[str, str | None]:
+    """Backend name -> None if usable here, else the reason it is not."""
+    reasons: dict[str, str | None] = {"torch": None}
+    reasons["onnxruntime"] = (
+        None if importlib.util.find_spec("onnxruntime") else 'not installed: pip install "vist-rt[onnx]"'
+    )
+    if importlib.util.find_spec("tensorrt") is None:
+        reasons["tensorrt"] = 'not installed: pip install "vist-rt[tensorrt]" (needs an NVIDIA GPU)'
+    elif not torch.cuda.is_available():
+        reasons["tensorrt"] = "no CUDA device visible"
+    else:
+        reasons["tensorrt"] = None
+    return reasons
+
+
+def choose(name: str, device: str) -> str:
+    """Resolve `auto` (GPU: TensorRT, else PyTorch; CPU: ONNX Runtime, else PyTorch); check an explicit name."""
+    if name not in BACKENDS:
+        raise VistError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    if device not in DEVICES:
+        raise VistError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise VistError("device 'cuda' asked for, but no CUDA device is visible (torch.cuda.is_available() is False)")
+    reasons = available()
+    if name == "auto":
+        order = ("tensorrt", "torch") if device == "cuda" else ("onnxruntime", "torch")
+        return next(b for b in order if reasons[b] is None)
+    if reasons[name] is not None:
+        raise VistError(f"backend {name!r} is not available: {reasons[name]}")
+    if name == "tensorrt" and device != "cuda":
+        raise VistError("the tensorrt backend runs on CUDA only: add --device cuda")
+    return name
+
+
+def make_backend(
+    name: str,
+    module: torch.nn.Module,
+    *,
+    spec: dict[str, Any],
+    device: str = "cpu",
+    precision: str = "fp32",
+    cache_dir: str | Path = "engines",
+    threads: int | None = None,
+    cuda_graphs: bool = True,
+    log: Any = None,
+) -> Backend:
+    """Build backend `name` (or `auto`) for a token module `pixels [N,3,S,S] -> [N,T,D]` described by `spec`."""
+    if precision not in PRECISIONS:
+        raise VistError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    chosen = choose(name, device)
+    mod = importlib.import_module(f"vist_rt.features.backends.{chosen}_backend")
+    return mod.create(
+        module,
+        spec=spec,
+        device=device,
+        precision=precision,
+        cache_dir=Path(cache_dir),
+        threads=threads,
+        cuda_graphs=cuda_graphs,
+        log=log or (lambda _msg: None),
+    )

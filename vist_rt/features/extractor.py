@@ -1,0 +1,240 @@
+"""Feature extractors: uint8 frames -> float32 tokens `[N, grid*grid, D]` for the temporal model.
+
+Every extractor has a `.spec` (a JSON dict, stored in checkpoints) from which `from_spec` rebuilds it.
+The spec says what makes the features what they are (backbone, block, weights identity, image
+size, preprocessing); the backend, device and precision are run-time choices kept in `.runtime`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vist_rt.errors import VistError
+from vist_rt.features.backbones import PATCH, get_backbone
+from vist_rt.features.backends import Backend, make_backend
+from vist_rt.features.preprocess import Preprocessor, PreprocessSpec
+from vist_rt.features.vit import DINOv2Tokens, state_sha256
+from vist_rt.features.weights import WeightsError, load_into, read_weights
+
+
+class Extractor:
+    """Base: preprocessing + a token function; callable on uint8 frames."""
+
+    spec: dict[str, Any]
+    preprocess: Preprocessor
+    dim: int
+    is_dinov2: bool
+
+    @property
+    def tokens(self) -> int:
+        """Tokens per frame (grid * grid)."""
+        return (self.preprocess.spec.image_size // PATCH) ** 2
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        """How it runs here: backend, device, precision."""
+        return {"backend": "numpy", "device": "cpu", "precision": "fp32"}
+
+    def describe(self) -> str:
+        """One line saying honestly what the features are."""
+        raise NotImplementedError
+
+    def tokens_from_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 [N, 3, S, S] preprocessed pixels -> float32 [N, T, D]."""
+        raise NotImplementedError
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 frames [H,W], [H,W,3] or [N,H,W(,3)] (any size) -> float32 [N, grid*grid, D]."""
+        return self.tokens_from_pixels(self.preprocess(frames))
+
+    def close(self) -> None:
+        """Release backend resources."""
+
+    def __enter__(self) -> Extractor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PatchesExtractor(Extractor):
+    """Raw pixel patches on the ViT's grid, no ViT: the paper's no-prior ablation and a fast CPU baseline.
+
+    D = 3 * 14 * 14 = 588 ("rgb") or 14 * 14 = 196 ("grey": mean of the normalised channels).
+    """
+
+    is_dinov2 = False
+
+    def __init__(self, image_size: int = 224, channels: str = "rgb", crop: str = "center", color: str = "bgr"):
+        if channels not in ("rgb", "grey"):
+            raise VistError(f"patches channels must be 'rgb' or 'grey', got {channels!r}")
+        if image_size % PATCH:
+            raise VistError(f"image size must be a multiple of {PATCH}, got {image_size}")
+        self.preprocess = Preprocessor(PreprocessSpec(image_size=image_size, crop=crop, color=color))
+        self.channels = channels
+        self.dim = (3 if channels == "rgb" else 1) * PATCH * PATCH
+        self.spec = {
+            "kind": "patches",
+            "image_size": image_size,
+            "grid": image_size // PATCH,
+            "dim": self.dim,
+            "channels": channels,
+            "preprocess": self.preprocess.spec.to_dict(),
+            "dinov2": False,
+        }
+
+    def describe(self) -> str:
+        return f"raw {self.channels} pixel patches ({self.dim}-dim, no ViT): NOT DINOv2 features"
+
+    def tokens_from_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        n, _, s, _ = pixels.shape
+        g = s // PATCH
+        if self.channels == "grey":
+            pixels = pixels.mean(axis=1, keepdims=True)
+        c = pixels.shape[1]
+        x = pixels.reshape(n, c, g, PATCH, g, PATCH).transpose(0, 2, 4, 1, 3, 5)
+        return np.ascontiguousarray(x.reshape(n, g * g, c * PATCH * PATCH), dtype=np.float32)
+
+
+class DINOv2Extractor(Extractor):
+    """DINOv2 patch tokens of one block, from a local weights file (or random, seeded, on request).
+
+    backbone: vits14, vitb14, vitl14 (published), vitg14, each also as `*_reg` (4 registers).
+    weights: Meta .pth, timm .safetensors/.bin, or a Hugging Face folder. weights=None needs `seed`
+    (random weights: the features are then NOT DINOv2's, and the spec and `describe()` say so).
+    block: 0-based over the transformer blocks, negative from the end. norm: apply the final norm.
+    """
+
+    is_dinov2 = True
+
+    def __init__(
+        self,
+        backbone: str = "vitl14",
+        weights: str | Path | None = None,
+        block: int = -1,
+        image_size: int = 224,
+        seed: int | None = None,
+        *,
+        norm: bool = False,
+        crop: str = "center",
+        color: str = "bgr",
+        backend: str = "torch",
+        device: str = "cpu",
+        precision: str = "fp32",
+        cache_dir: str | Path = "engines",
+        threads: int | None = None,
+        cuda_graphs: bool = True,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        bb = get_backbone(backbone)
+        if weights is None and seed is None:
+            raise VistError(
+                f"no weights for DINOv2 {bb.title}: give a weights file (--vit-weights PATH), "
+                "or ask for random, seeded features explicitly (seed=N / --random-vit N)"
+            )
+        if weights is not None and seed is not None:
+            raise VistError("give either a weights file or a random seed, not both")
+        self.preprocess = Preprocessor(PreprocessSpec(image_size=image_size, crop=crop, color=color))
+        if weights is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))  # type: ignore[arg-type]
+                module = DINOv2Tokens(bb, block, image_size, norm, full_init=True)
+            ident: dict[str, Any] = {"kind": "random", "seed": int(seed)}  # type: ignore[arg-type]
+        else:
+            w = read_weights(weights)
+            module = DINOv2Tokens(bb, block, image_size, norm)
+            load_into(module.vit, w, bb, image_size)
+            ident = {"kind": "file", "sha256": w.sha256, "format": w.source_format, "name": Path(weights).name}
+        module.eval()
+        self.is_dinov2 = weights is not None
+        self.dim = bb.dim
+        self.spec = {
+            "kind": "dinov2",
+            "backbone": bb.name,
+            "block": module.block,
+            "norm": norm,
+            "image_size": image_size,
+            "grid": image_size // PATCH,
+            "dim": bb.dim,
+            "weights": ident,
+            "weights_sha256": state_sha256(module),  # of the blocks actually used
+            "preprocess": self.preprocess.spec.to_dict(),
+            "dinov2": self.is_dinov2,
+        }
+        self._backbone = bb
+        self.module = module
+        self.backend: Backend = make_backend(
+            backend,
+            module,
+            spec=self.spec,
+            device=device,
+            precision=precision,
+            cache_dir=cache_dir,
+            threads=threads,
+            cuda_graphs=cuda_graphs,
+            log=log,
+        )
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        b = self.backend
+        return {"backend": b.name, "device": b.device, "precision": b.precision}
+
+    def describe(self) -> str:
+        what = f"{self._backbone.title} block {self.spec['block']}{' +norm' if self.spec['norm'] else ''}"
+        w = self.spec["weights"]
+        if not self.is_dinov2:
+            return f"RANDOM {what} (seed {w['seed']}): NOT DINOv2 features"
+        return f"DINOv2 {what} ({w['name']}, sha256 {w['sha256'][:12]})"
+
+    def tokens_from_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return self.backend(pixels)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def from_spec(spec: dict[str, Any], weights: str | Path | None = None, **runtime: Any) -> Extractor:
+    """Rebuild the extractor a spec describes (checkpoints store it); `runtime` = backend, device, precision...
+
+    A spec made from a weights file needs that file again: a different file is a one-line error.
+    """
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise VistError("extractor spec must be a dict with a 'kind'")
+    pre = spec.get("preprocess", {})
+    common = {"crop": pre.get("crop", "center"), "color": pre.get("color", "bgr")}
+    if spec["kind"] == "patches":
+        return PatchesExtractor(int(spec["image_size"]), spec.get("channels", "rgb"), **common)
+    if spec["kind"] != "dinov2":
+        raise VistError(f"unknown extractor kind {spec['kind']!r} (known: dinov2, patches)")
+    w = spec["weights"]
+    if w["kind"] == "file" and weights is None:
+        raise VistError(
+            f"these features were made with DINOv2 weights {w['name']} (sha256 {w['sha256'][:12]}): "
+            "give that file (--vit-weights PATH)"
+        )
+    if w["kind"] == "random" and weights is not None:
+        raise VistError(f"these features came from RANDOM weights (seed {w['seed']}), not a weights file")
+    ext = DINOv2Extractor(
+        spec["backbone"],
+        weights,
+        int(spec["block"]),
+        int(spec["image_size"]),
+        seed=w.get("seed") if w["kind"] == "random" else None,
+        norm=bool(spec.get("norm", False)),
+        **common,
+        **runtime,
+    )
+    mine = ext.spec["weights"]
+    if w["kind"] == "file" and mine["sha256"] != w["sha256"]:
+        ext.close()
+        raise WeightsError(
+            f"{weights} holds other weights than the ones these features were made with "
+            f"(sha256 {mine['sha256'][:12]}, expected {w['sha256'][:12]} from {w['name']})"
+        )
+    return ext
