@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 import torch
@@ -92,8 +90,7 @@ def test_unreadable_and_foreign_files(tmp_path):
         def __reduce__(self):
             return (print, ("pwned",))
 
-    with open(tmp_path / "evil.pth", "wb") as f:
-        pickle.dump({"cls_token": Evil()}, f)
+    torch.save({"cls_token": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(WeightsError, match=r"not unpickled for safety"):
         read_weights(tmp_path / "evil.pth")
     torch.save({"stage1.conv_1x1.weight": torch.zeros(2, 2)}, tmp_path / "vist.ckpt")

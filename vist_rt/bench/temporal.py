@@ -1,4 +1,8 @@
-"""`vist-rt bench temporal`: streaming step vs recomputing a window, and the step's compute floor."""
+"""`vist-rt bench temporal`: streaming step vs recomputing a window, and the step's compute floor.
+
+The step runs on one of BACKENDS: "torch" (`StreamingViST`) or "onnxruntime" (`OnnxStreamingViST`,
+the exported step graph on ONNX Runtime's CPU provider, with as many threads as torch uses).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,13 @@ import torch
 
 from vist_rt.bench.stats import machine_info, matmul_gflops, summarize, time_calls
 from vist_rt.model.config import ViSTConfig
+from vist_rt.model.step_graph import OnnxStreamingViST
 from vist_rt.model.streaming import StreamingViST
 from vist_rt.model.vist import ViST, step_macs
 
 TARGET_RATIO = 200.0
 TARGET_FLOOR_FACTOR = 2.0
+BACKENDS = ("torch", "onnxruntime")
 
 
 def run_temporal_bench(
@@ -25,8 +31,11 @@ def run_temporal_bench(
     batch: int = 1,
     seed: int = 0,
     matmul_size: int = 1024,
+    backend: str = "torch",
 ) -> dict[str, Any]:
-    """Time the streaming step and the window recompute on CPU; return every figure as a dict."""
+    """Time the streaming step (on `backend`) and the window recompute on CPU; return every figure as a dict."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if min(steps, windows, window_frames, batch) < 1 or warmup < 0:
         raise ValueError("steps, windows, window frames and batch must be >= 1, warm-up >= 0")
     gen = torch.Generator().manual_seed(seed)
@@ -34,7 +43,11 @@ def run_temporal_bench(
         torch.manual_seed(seed)
         model = ViST(cfg).eval()
     rf = torch.rand(batch, cfg.cells, cfg.grid, cfg.grid, generator=gen)
-    stream = StreamingViST.from_model(model, rf)
+    stream: StreamingViST | OnnxStreamingViST
+    if backend == "onnxruntime":
+        stream = OnnxStreamingViST.from_model(model, rf, threads=torch.get_num_threads())
+    else:
+        stream = StreamingViST.from_model(model, rf)
     pool = torch.randn(8, batch, cfg.tokens, cfg.feature_dim, generator=gen)
     counter = iter(range(1 << 62))
     last: list[torch.Tensor] = []
@@ -56,9 +69,15 @@ def run_temporal_bench(
     step = summarize(step_times)
     win = summarize(window_times)
     ratio = win["p50"] / step["p50"]
+    machine = machine_info()
+    if backend == "onnxruntime":
+        from vist_rt.export.ort import require_ort
+
+        machine["onnxruntime"] = require_ort().__version__
     return {
         "bench": "temporal",
-        "machine": machine_info(),
+        "backend": backend,
+        "machine": machine,
         "config": cfg.to_dict(),
         "batch": batch,
         "seed": seed,

@@ -12,13 +12,14 @@ from vist_rt.errors import VistError
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (subcommands register themselves)."""
-    from vist_rt.cli import bench, checkpoint
+    from vist_rt.cli import bench, checkpoint, engine
 
     parser = argparse.ArgumentParser(prog="vist-rt", description="Real-time retina emulator (Vi-ST).")
     parser.add_argument("--version", action="version", version=f"vist-rt {vist_rt.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     bench.register(sub)
     checkpoint.register(sub)
+    engine.register(sub)
     return parser
 
 
