@@ -12,7 +12,7 @@ from vist_rt.errors import VistError
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (subcommands register themselves)."""
-    from vist_rt.cli import bench, checkpoint, engine
+    from vist_rt.cli import bench, checkpoint, engine, export
 
     parser = argparse.ArgumentParser(prog="vist-rt", description="Real-time retina emulator (Vi-ST).")
     parser.add_argument("--version", action="version", version=f"vist-rt {vist_rt.__version__}")
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.register(sub)
     checkpoint.register(sub)
     engine.register(sub)
+    export.register(sub)
     return parser
 
 

@@ -6,25 +6,10 @@ import argparse
 import shlex
 from typing import Any
 
+from vist_rt.cli.options import add_backend_args, add_extractor_args, int_at_least
 from vist_rt.errors import VistError
 
-
-def _int_at_least(minimum: int):  # type: ignore[no-untyped-def]
-    """argparse type: an integer >= minimum, else a usage error (exit 2, no traceback)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive, _non_negative = _int_at_least(1), _int_at_least(0)
+_positive, _non_negative = int_at_least(1), int_at_least(0)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -42,6 +27,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     p.set_defaults(func=run_temporal)
+
+    f = kinds.add_parser("features", help="per-frame feature latency on PyTorch vs ONNX Runtime, vs compute floor")
+    add_extractor_args(f, default_backbone="vits14")
+    add_backend_args(f, backend=False)
+    f.set_defaults(random_vit=0)  # timing does not depend on the weights' values; --vit-weights to use real ones
+    f.add_argument("--backends", default="torch,onnxruntime", help="backends to compare, first = reference")
+    f.add_argument("--frames", type=_positive, default=200, help="timed frames per backend (default 200)")
+    f.add_argument("--warmup", type=_non_negative, default=20, help="untimed frames first (default 20)")
+    f.add_argument("--frame-size", default="640x480", metavar="WxH", help="size of the uint8 input frames (640x480)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the random frames")
+    f.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
+    f.set_defaults(func=run_features)
+
+    g = kinds.add_parser("gpu", help="the device check: ViT and temporal step on CUDA, eager vs CUDA graphs (TensorRT)")
+    g.add_argument("--frames", type=_positive, default=500, help="timed frames per variant (default 500)")
+    g.add_argument("--warmup", type=_non_negative, default=50, help="untimed frames first (default 50)")
+    g.add_argument("--engines", default="engines", metavar="DIR", help="cache of ONNX graphs and engines (engines/)")
+    g.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
+    g.set_defaults(func=run_gpu)
 
 
 def _ms(value: float) -> str:
@@ -102,6 +106,138 @@ def run_temporal(args: argparse.Namespace) -> int:
         raise VistError(str(exc)) from None
     result["command"] = "vist-rt " + shlex.join(args.argv)
     _table(result)
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise VistError(f"--frame-size must look like 640x480, got {text!r}") from None
+    if w < 1 or h < 1:
+        raise VistError(f"--frame-size must be positive, got {text!r}")
+    return h, w
+
+
+def _features_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"vist-rt bench features: {result['described']} (ms per frame)")
+    table.add_column("stage / backend", no_wrap=True)
+    for col in ("n", "min", "p50", "p90", "p99", "max", "jitter", "x floor"):
+        table.add_column(col, justify="right")
+    cols = ("min", "p50", "p90", "p99", "max", "jitter")
+    for name, r in result["backends"].items():
+        rt = r["runtime"]
+        s = r["vit_ms"]
+        label = f"ViT {name} ({rt['device']}, {rt['precision']})"
+        table.add_row(label, str(s["n"]), *(_ms(s[c]) for c in cols), f"{r['vit_over_floor']:.2f}")
+    first = next(iter(result["backends"].values()))["preprocess_ms"]
+    h, w = result["frame_shape"]
+    table.add_row(f"preprocess {w}x{h} -> {result['extractor']['image_size']}", str(first["n"]),
+                  *(_ms(first[c]) for c in cols), "")  # fmt: skip
+    console = Console()
+    console.print(table)
+    console.print(
+        f"floor: {result['flops_per_frame'] / 1e9:.2f} GFLOP per frame at {result['matmul_gflops']:.0f} GFLOP/s "
+        f"= {result['floor_ms']:.2f} ms"
+    )
+    for pair, ratio in result.get("ratio_p50", {}).items():
+        console.print(f"ratio {pair} (p50): [bold]{ratio:.2f}x[/]")
+    console.print(f"max relative difference vs the first backend: {result['max_rel_diff_vs_first']}")
+    m = result["machine"]
+    console.print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} threads")
+
+
+def run_features(args: argparse.Namespace) -> int:
+    """Run the feature benchmark."""
+    import torch
+
+    from vist_rt.bench.features import run_features_bench
+    from vist_rt.bench.stats import write_json
+    from vist_rt.cli.options import extractor_from_args
+
+    if args.extractor != "dinov2":
+        raise VistError("bench features measures a ViT: use --extractor dinov2")
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    allowed = ("torch", "onnxruntime", "tensorrt")
+    if not backends or any(b not in allowed for b in backends):
+        raise VistError(f"--backends must list some of {', '.join(allowed)}, got {args.backends!r}")
+    frame_shape = _parse_size(args.frame_size)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.json:
+        write_json(args.json, {"bench": "features", "status": "running"})
+
+    def make(backend: str):  # type: ignore[no-untyped-def]
+        return extractor_from_args(
+            args,
+            backend=backend,
+            device=args.device,
+            precision=args.precision if backend != "onnxruntime" else "fp32",
+            cache_dir=args.engines,
+            threads=args.threads,
+            log=print,
+        )
+
+    try:
+        result = run_features_bench(
+            make, backends, frames=args.frames, warmup=args.warmup, frame_shape=frame_shape, seed=args.seed
+        )
+    except ValueError as exc:
+        raise VistError(str(exc)) from None
+    result["command"] = "vist-rt " + shlex.join(args.argv)
+    _features_table(result)
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
+def _gpu_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"vist-rt bench gpu on {result['gpu']['name']} (ms per frame; CUDA events / wall)")
+    for col in ("stage", "variant", "n", "p50", "p99", "max", "wall p50", "wall p99"):
+        table.add_column(col, justify="left" if col in ("stage", "variant") else "right", no_wrap=True)
+
+    def add(stage: str, variant: str, r: dict[str, Any]) -> None:
+        if "skipped" in r:
+            table.add_row(stage, variant, "", "", "", "", "", r["skipped"][:40])
+            return
+        g, w = r["gpu_ms"], r["wall_ms"]
+        table.add_row(stage, variant, str(g["n"]), *(_ms(g[c]) for c in ("p50", "p99", "max")),
+                      _ms(w["p50"]), _ms(w["p99"]))  # fmt: skip
+
+    for backbone, rows in result["vit"].items():
+        for variant, r in rows.items():
+            add(f"ViT {backbone} fp16", variant, r)
+    for variant, r in result["temporal"].items():
+        if isinstance(r, dict):
+            add("temporal step fp32", variant, r)
+    e2e = result["end_to_end"]
+    for key in ("preprocess", "vit", "temporal", "end_to_end"):
+        s = e2e[key]
+        table.add_row(f"frame: {key}", "wall clock", str(s["n"]), _ms(s["p50"]), _ms(s["p99"]), _ms(s["max"]), "", "")
+    console = Console(width=140)
+    console.print(table)
+    diff = result["temporal"]["graph_vs_eager_max_abs"]
+    console.print(f"temporal CUDA graph vs eager over 200 steps, max abs difference: {diff:.2e}")
+
+
+def run_gpu(args: argparse.Namespace) -> int:
+    """Run the device-check benchmark (needs CUDA)."""
+    from vist_rt.bench.gpu import run_gpu_bench
+    from vist_rt.bench.stats import write_json
+
+    if args.json:
+        write_json(args.json, {"bench": "gpu", "status": "running"})
+    result = run_gpu_bench(args.frames, args.warmup, args.engines)
+    result["command"] = "vist-rt " + shlex.join(args.argv)
+    _gpu_table(result)
     if args.json:
         write_json(args.json, result)
     return 0

@@ -89,6 +89,7 @@ def export_module(
                 do_constant_folding=True,
             )
         model = onnx.load(tmp)
+        _fix_output_shapes(model, module, args, output_names, dynamic_axes or {})
         del model.metadata_props[:]
         prop = model.metadata_props.add()
         prop.key = META_KEY
@@ -100,6 +101,27 @@ def export_module(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _fix_output_shapes(
+    model: Any,
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    output_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]],
+) -> None:
+    """Write the traced output shapes into the graph (the exporter may leave them symbolic)."""
+    with torch.no_grad():
+        outs = module(*args)
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    by_name = {o.name: o for o in model.graph.output}
+    for name, out in zip(output_names, outs):
+        dims = by_name[name].type.tensor_type.shape.dim
+        dynamic = dynamic_axes.get(name, {})
+        for i, size in enumerate(out.shape):
+            if i < len(dims) and i not in dynamic:
+                dims[i].Clear()
+                dims[i].dim_value = int(size)
 
 
 def read_meta(path: str | os.PathLike[str], *, kind: str | None = None) -> dict[str, Any]:

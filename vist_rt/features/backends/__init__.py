@@ -14,11 +14,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from vist_rt.choices import BACKENDS, DEVICES, PRECISIONS
 from vist_rt.errors import VistError
-
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "bf16")
-DEVICES = ("cpu", "cuda")
 
 
 class Backend(Protocol):

@@ -1,0 +1,70 @@
+"""`vist-rt export onnx features|temporal` and `vist-rt bench features`: flags reach the work, mistakes are one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from vist_rt.cli import main
+from vist_rt.export.onnx import read_meta
+
+TINY_VIT = ["--backbone", "vits14", "--block", "0", "--image-size", "28"]
+
+
+def test_export_features_writes_the_asked_graph(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "vit.onnx"
+    assert main(["export", "onnx", "features", *TINY_VIT, "--random-vit", "4", "--norm", "--crop", "letterbox",
+                 "--opset", "18", "--out", str(out)]) == 0  # fmt: skip
+    meta = read_meta(out, kind="features")
+    spec = meta["spec"]
+    assert (spec["backbone"], spec["block"], spec["image_size"], spec["norm"]) == ("vits14", 0, 28, True)
+    assert spec["weights"] == {"kind": "random", "seed": 4} and spec["preprocess"]["crop"] == "letterbox"
+    assert meta["opset"] == 18 and meta["inputs"] == {"pixels": ["batch", 3, 28, 28]}
+    assert "NOT DINOv2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["export", "onnx", "features", *TINY_VIT, "--out", "x.onnx"], "no weights for DINOv2 ViT-S/14"),
+        (["export", "onnx", "features", "--extractor", "patches", "--out", "x.onnx"], "only the dinov2 extractor"),
+        (["export", "onnx", "features", *TINY_VIT, "--vit-weights", "nope.pth", "--out", "x.onnx"], "not found"),
+        (["export", "onnx", "features", "--backbone", "vits14", "--random-vit", "0", "--block", "12", "--out", "x"],
+         "out of range"),
+        (["export", "onnx", "temporal", "--checkpoint", "nope.safetensors", "--out", "x.onnx"], "not found"),
+        (["bench", "features", *TINY_VIT, "--frame-size", "64by48"], "--frame-size must look like"),
+        (["bench", "features", *TINY_VIT, "--backends", "torch,openvino"], "--backends must list"),
+        (["bench", "features", *TINY_VIT, "--extractor", "patches"], "measures a ViT"),
+        (["bench", "features", *TINY_VIT, "--backends", "tensorrt"], "not available"),
+    ],
+)  # fmt: skip
+def test_mistakes_are_one_line(tmp_path: Path, monkeypatch, capsys, args: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vist-rt: error:") and message in err and "\n" not in err
+
+
+def test_bench_features_every_flag_is_used(tmp_path: Path, capsys) -> None:
+    before = torch.get_num_threads()
+    out = tmp_path / "f.json"
+    try:
+        args = ["bench", "features", *TINY_VIT, "--random-vit", "2", "--frames", "5", "--warmup", "1",
+                "--frame-size", "64x48", "--seed", "1", "--threads", "1", "--engines", str(tmp_path / "eng"),
+                "--backends", "onnxruntime,torch", "--json", str(out)]  # fmt: skip
+        assert main(args) == 0
+        assert torch.get_num_threads() == 1  # --threads
+    finally:
+        torch.set_num_threads(before)
+    r = json.loads(out.read_text())
+    assert list(r["backends"]) == ["onnxruntime", "torch"] and "onnxruntime/torch" in r["ratio_p50"]
+    assert r["extractor"]["weights"] == {"kind": "random", "seed": 2} and r["extractor"]["image_size"] == 28
+    assert r["frame_shape"] == [48, 64] and r["frames"] == 5 and r["warmup"] == 1
+    assert all(b["vit_ms"]["n"] == 5 for b in r["backends"].values())
+    assert r["max_rel_diff_vs_first"]["torch"] <= 1e-4 and r["floor_ms"] > 0 and r["flops_per_frame"] > 0
+    assert any((tmp_path / "eng" / "onnx").glob("*.onnx"))  # --engines
+    assert r["command"].startswith("vist-rt bench features")
+    assert "ratio onnxruntime/torch" in capsys.readouterr().out

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The device check: ONE run on a CUDA machine with no network, in < 8 minutes.
+#   1. the GPU- and TensorRT-marked tests;
+#   2. `vist-rt bench gpu`: ViT-S/14 and ViT-L/14 at 224 in fp16 (torch eager vs CUDA graph, TensorRT if
+#      importable) and the streaming temporal step at the published config (eager vs CUDA graph), CUDA
+#      events, 50 warm-up + 500 timed frames each, and one frame end to end; one table.
+# Copies the test log and the JSON to $OUT when set. Uses the machine's python3 (PYTHON= to change);
+# installs nothing: the package runs from the checkout via PYTHONPATH.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+OUT_DIR="${OUT:-device-check}"
+mkdir -p "$OUT_DIR"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+start=$(date +%s)
+{
+  echo "== machine"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader || echo "nvidia-smi: not found"
+  "$PY" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())'
+  "$PY" -c 'import tensorrt; print("tensorrt", tensorrt.__version__)' 2>/dev/null || echo "tensorrt: not importable"
+} 2>&1 | tee "$OUT_DIR/device-machine.txt"
+
+echo "== GPU and TensorRT tests"
+timeout 240 "$PY" -m pytest -q -p no:cacheprovider -m "gpu or trt" -rs tests 2>&1 | tee "$OUT_DIR/device-tests.log"
+tests_rc=${PIPESTATUS[0]}
+
+echo "== bench gpu"
+timeout 300 "$PY" -m vist_rt bench gpu --frames 500 --warmup 50 --engines /tmp/vist-engines \
+  --json "$OUT_DIR/device-check.json" 2>&1 | tee "$OUT_DIR/device-bench.log"
+bench_rc=${PIPESTATUS[0]}
+
+echo "== done in $(( $(date +%s) - start )) s: tests rc=$tests_rc, bench rc=$bench_rc; files in $OUT_DIR"
+[ "$tests_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]

@@ -1,0 +1,5 @@
+"""Names of run-time choices, importable without torch (the CLI parser uses them)."""
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEVICES = ("cpu", "cuda")
