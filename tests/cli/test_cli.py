@@ -53,7 +53,10 @@ def test_bench_temporal_every_flag_is_used(tmp_path: Path, small_toml: Path, res
     c = bench([*args, "--warmup", "1", "--batch", "2", "--seed", "4"], tmp_path, "c")
     assert b["last_rates_sum"] == a["last_rates_sum"] != c["last_rates_sum"]  # --seed
     d = bench(args, tmp_path, "d")
-    assert d["batch"] == 1 and d["warmup"] == 30  # defaults when the flags are absent
+    assert d["batch"] == 1 and d["warmup"] == 30 and d["backend"] == "torch"  # defaults when the flags are absent
+    e = bench([*args, "--warmup", "1", "--batch", "2", "--seed", "3", "--backend", "onnxruntime"], tmp_path, "e")
+    assert e["backend"] == "onnxruntime" and "onnxruntime" in e["machine"]  # --backend
+    assert abs(e["last_rates_sum"] - a["last_rates_sum"]) <= 1e-4 * max(1.0, abs(a["last_rates_sum"]))
 
 
 def test_bench_json_path_is_checked_before_measuring(tmp_path: Path, small_toml: Path, capsys) -> None:

@@ -68,3 +68,24 @@ def test_bench_features_every_flag_is_used(tmp_path: Path, capsys) -> None:
     assert any((tmp_path / "eng" / "onnx").glob("*.onnx"))  # --engines
     assert r["command"].startswith("vist-rt bench features")
     assert "ratio onnxruntime/torch" in capsys.readouterr().out
+
+
+def test_export_temporal_step_of_a_checkpoint(tmp_path: Path, make_model, tiny, capsys) -> None:
+    from vist_rt.model import OnnxStreamingViST, StreamingViST, save_checkpoint
+
+    model = make_model()
+    rf = torch.rand(tiny.cells, tiny.grid, tiny.grid)
+    ckpt = tmp_path / "m.safetensors"
+    save_checkpoint(ckpt, model, rf=rf, fps=30.0, extractor={"kind": "patches"})
+    out = tmp_path / "step.onnx"
+    assert main(["export", "onnx", "temporal", "--checkpoint", str(ckpt), "--batch", "2", "--out", str(out)]) == 0
+    meta = read_meta(out, kind="temporal-step")
+    assert meta["spec"]["batch"] == 2 and meta["spec"]["config"] == tiny.to_dict()
+    assert meta["inputs"]["features"] == [2, tiny.tokens, tiny.feature_dim] and "rates" in meta["outputs"]
+    assert "temporal-step" in capsys.readouterr().out
+    # the exported file runs under ONNX Runtime and equals the torch stream
+    host = OnnxStreamingViST.open(out, model, rf.expand(2, -1, -1, -1))
+    ref = StreamingViST.from_model(model, rf.expand(2, -1, -1, -1))
+    feats = torch.randn(40, 2, tiny.tokens, tiny.feature_dim)
+    err = max(float((host.step(f) - ref.step(f)).abs().max()) for f in feats)
+    assert err <= 1e-4

@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--window-frames", type=_positive, default=128, help="frames per recomputed window (128)")
     p.add_argument("--warmup", type=_non_negative, default=30, help="untimed steps first (default 30)")
     p.add_argument("--batch", type=_positive, default=1, help="independent streams stepped together (default 1)")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="what runs the streaming step: PyTorch, or the exported step graph on ONNX Runtime (default torch)",
+    )
     p.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     p.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
@@ -56,7 +62,7 @@ def _table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="vist-rt bench temporal (CPU, float32, ms)")
+    table = Table(title=f"vist-rt bench temporal ({result['backend']}, CPU, float32, ms)")
     table.add_column("what", no_wrap=True)
     for col in ("n", "min", "p50", "p90", "p99", "max", "jitter"):
         table.add_column(col, justify="right")
@@ -101,6 +107,7 @@ def run_temporal(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             batch=args.batch,
             seed=args.seed,
+            backend=args.backend,
         )
     except ValueError as exc:
         raise VistError(str(exc)) from None
