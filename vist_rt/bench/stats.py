@@ -70,6 +70,13 @@ def machine_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "platform": platform.platform(),
     }
+    from importlib.metadata import PackageNotFoundError, version
+
+    for package in ("onnxruntime", "tensorrt", "timm"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            info[package] = None
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -70,10 +70,6 @@ def run_temporal_bench(
     win = summarize(window_times)
     ratio = win["p50"] / step["p50"]
     machine = machine_info()
-    if backend == "onnxruntime":
-        from vist_rt.export.ort import require_ort
-
-        machine["onnxruntime"] = require_ort().__version__
     return {
         "bench": "temporal",
         "backend": backend,

@@ -54,12 +54,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.set_defaults(func=run_gpu)
 
 
+def _console():  # type: ignore[no-untyped-def]
+    """A rich console; at least 120 columns when not a terminal (logs, pipes), so tables are not cut."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, 120))
+
+
 def _ms(value: float) -> str:
     return f"{value:.3f}" if value < 100 else f"{value:.1f}" if value < 1000 else f"{value:.0f}"
 
 
 def _table(result: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"vist-rt bench temporal ({result['backend']}, CPU, float32, ms)")
@@ -69,7 +76,7 @@ def _table(result: dict[str, Any]) -> None:
     for label, key in (("streaming step", "step_ms"), (f"window of {result['window_frames']}", "window_ms")):
         s = result[key]
         table.add_row(label, str(s["n"]), *(_ms(s[c]) for c in ("min", "p50", "p90", "p99", "max", "jitter")))
-    console = Console()
+    console = _console()
     console.print(table)
     met = result["met"]
     console.print(
@@ -129,7 +136,6 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def _features_table(result: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"vist-rt bench features: {result['described']} (ms per frame)")
@@ -146,7 +152,7 @@ def _features_table(result: dict[str, Any]) -> None:
     h, w = result["frame_shape"]
     table.add_row(f"preprocess {w}x{h} -> {result['extractor']['image_size']}", str(first["n"]),
                   *(_ms(first[c]) for c in cols), "")  # fmt: skip
-    console = Console()
+    console = _console()
     console.print(table)
     console.print(
         f"floor: {result['flops_per_frame'] / 1e9:.2f} GFLOP per frame at {result['matmul_gflops']:.0f} GFLOP/s "
@@ -204,7 +210,6 @@ def run_features(args: argparse.Namespace) -> int:
 
 
 def _gpu_table(result: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"vist-rt bench gpu on {result['gpu']['name']} (ms per frame; CUDA events / wall)")
@@ -229,7 +234,7 @@ def _gpu_table(result: dict[str, Any]) -> None:
     for key in ("preprocess", "vit", "temporal", "end_to_end"):
         s = e2e[key]
         table.add_row(f"frame: {key}", "wall clock", str(s["n"]), _ms(s["p50"]), _ms(s["p99"]), _ms(s["max"]), "", "")
-    console = Console(width=140)
+    console = _console()
     console.print(table)
     diff = result["temporal"]["graph_vs_eager_max_abs"]
     console.print(f"temporal CUDA graph vs eager over 200 steps, max abs difference: {diff:.2e}")
