@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 from vist_rt.cli.options import add_backend_args, add_extractor_args, int_at_least
@@ -62,6 +63,17 @@ def _console():  # type: ignore[no-untyped-def]
     return console if console.is_terminal else Console(width=max(console.width, 120))
 
 
+def _finish(args: argparse.Namespace, result: dict[str, Any], table: Callable[[dict[str, Any]], None]) -> int:
+    """Record the command line, print the table, write the JSON if asked."""
+    from vist_rt.bench.stats import write_json
+
+    result["command"] = "vist-rt " + shlex.join(args.argv)
+    table(result)
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
 def _ms(value: float) -> str:
     return f"{value:.3f}" if value < 100 else f"{value:.1f}" if value < 1000 else f"{value:.0f}"
 
@@ -118,11 +130,7 @@ def run_temporal(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise VistError(str(exc)) from None
-    result["command"] = "vist-rt " + shlex.join(args.argv)
-    _table(result)
-    if args.json:
-        write_json(args.json, result)
-    return 0
+    return _finish(args, result, _table)
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -202,11 +210,7 @@ def run_features(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise VistError(str(exc)) from None
-    result["command"] = "vist-rt " + shlex.join(args.argv)
-    _features_table(result)
-    if args.json:
-        write_json(args.json, result)
-    return 0
+    return _finish(args, result, _features_table)
 
 
 def _gpu_table(result: dict[str, Any]) -> None:
@@ -248,8 +252,4 @@ def run_gpu(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, {"bench": "gpu", "status": "running"})
     result = run_gpu_bench(args.frames, args.warmup, args.engines)
-    result["command"] = "vist-rt " + shlex.join(args.argv)
-    _gpu_table(result)
-    if args.json:
-        write_json(args.json, result)
-    return 0
+    return _finish(args, result, _gpu_table)
