@@ -39,10 +39,18 @@ def test_export_features_writes_the_asked_graph(tmp_path: Path, capsys) -> None:
         (["bench", "features", *TINY_VIT, "--backends", "torch,openvino"], "--backends must list"),
         (["bench", "features", *TINY_VIT, "--extractor", "patches"], "measures a ViT"),
         (["bench", "features", *TINY_VIT, "--backends", "tensorrt"], "not available"),
+        (["bench", "features", *TINY_VIT, "--backends", "torch,torch"], "twice"),
+        (["bench", "features", *TINY_VIT, "--precision", "bf16"], "onnxruntime backend runs fp32 only"),
+        (["bench", "features", *TINY_VIT, "--backends", "onnxruntime", "--engines", "afile"], "cannot write"),
+        (["export", "onnx", "features", *TINY_VIT, "--random-vit", "0", "--out", "."], "is a folder"),
+        (["export", "onnx", "features", *TINY_VIT, "--random-vit", "0", "--out", "afile/x.onnx"], "cannot write"),
+        (["export", "onnx", "features", *TINY_VIT, "--random-vit", "0", "--opset", "30", "--out", "x"], "opset"),
+        (["export", "onnx", "features", *TINY_VIT, "--random-vit", str(2**70), "--out", "x"], "random seed"),
     ],
 )  # fmt: skip
 def test_mistakes_are_one_line(tmp_path: Path, monkeypatch, capsys, args: list[str], message: str) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("a file where a folder is expected")
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("vist-rt: error:") and message in err and "\n" not in err
@@ -89,3 +97,16 @@ def test_export_temporal_step_of_a_checkpoint(tmp_path: Path, make_model, tiny, 
     feats = torch.randn(40, 2, tiny.tokens, tiny.feature_dim)
     err = max(float((host.step(f) - ref.step(f)).abs().max()) for f in feats)
     assert err <= 1e-4
+
+
+@pytest.mark.slow
+def test_bench_features_with_a_weights_file(tmp_path: Path) -> None:
+    from tests.features.replicas import hf_model, write_hf_folder
+
+    folder = write_hf_folder(hf_model(), tmp_path / "hf")
+    out = tmp_path / "w.json"
+    args = ["bench", "features", *TINY_VIT, "--vit-weights", str(folder), "--frames", "2", "--warmup", "0",
+            "--backends", "torch", "--json", str(out)]  # fmt: skip
+    assert main(args) == 0
+    r = json.loads(out.read_text())
+    assert r["extractor"]["weights"]["kind"] == "file" and r["extractor"]["dinov2"] is True

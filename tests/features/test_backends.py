@@ -76,6 +76,9 @@ def test_foreign_onnx_is_refused(tmp_path):
 
 def test_choices_are_explicit():
     assert choose("auto", "cpu") == "onnxruntime"
+    assert choose("auto", "cpu", "bf16") == "torch"  # auto picks a backend that runs the precision asked for
+    with pytest.raises(VistError, match="no backend here runs fp16 on cpu"):
+        choose("auto", "cpu", "fp16")
     with pytest.raises(VistError, match="backend must be one of"):
         choose("openvino", "cpu")
     with pytest.raises(VistError, match="fp16 is not supported on CPU"):
@@ -101,8 +104,25 @@ def test_cuda_graph_equals_eager_and_fp16_is_close(frames):
     eager = DINOv2Extractor("vits14", seed=0, block=-1, device="cuda", cuda_graphs=False)
     graph = DINOv2Extractor("vits14", seed=0, block=-1, device="cuda")
     cpu = DINOv2Extractor("vits14", seed=0, block=-1)
-    for f in frames:  # the graph replays on new data each time
-        np.testing.assert_allclose(graph(f), eager(f), rtol=0, atol=1e-5)
+    kept = [graph(f) for f in frames]  # results are kept: none may be overwritten by a later call
+    for f, out in zip(frames, kept):
+        np.testing.assert_allclose(out, eager(f), rtol=0, atol=1e-5)
     assert _rel(eager(frames), cpu(frames)) <= 1e-3  # TF32 may be on for matmuls
     half = DINOv2Extractor("vits14", seed=0, block=-1, device="cuda", precision="fp16")
     assert _rel(half(frames[0]), cpu(frames[0])) <= 2e-2
+
+
+def test_export_leaves_the_extractors_module_alone(tmp_path, frames):
+    from vist_rt.features.onnx import export_features_onnx
+
+    ext = DINOv2Extractor("vits14", seed=0, block=0, image_size=28, precision="bf16")
+    before = ext(frames)
+    export_features_onnx(ext.module, ext.spec, tmp_path / "x.onnx")
+    assert next(ext.module.parameters()).dtype == torch.bfloat16
+    np.testing.assert_array_equal(ext(frames), before)
+    ort = OnnxRuntimeBackend(tmp_path / "x.onnx", ext.spec)
+    ort.close()
+    with pytest.raises(VistError, match="closed"):
+        ort(ext.preprocess(frames))
+    with pytest.raises(VistError, match=r"pixels must be \[N, 3, 28, 28\]"):
+        ext.tokens_from_pixels(np.zeros((1, 3, 32, 32), np.float32))

@@ -37,6 +37,13 @@ def test_block_index_and_norm_follow_timm_on_the_full_model(frames):
     assert not np.allclose(ext.tokens_from_pixels(pixels), DINOv2Extractor("vits14", seed=7, block=5)(frames))
 
 
+def test_numpy_integers_are_blocks_and_seeds_are_checked():
+    assert DINOv2Extractor("vits14", seed=0, block=np.int64(-12), image_size=28).spec["block"] == 0
+    for seed in (1.7, True, -1, 2**64):
+        with pytest.raises(VistError, match="random seed must be an integer"):
+            DINOv2Extractor("vits14", seed=seed, image_size=28)
+
+
 @pytest.mark.parametrize("block", [12, -13, 1.5, True])
 def test_block_out_of_range(block):
     with pytest.raises(VistError, match=r"out of range for ViT-S/14 \(12 blocks: 0\.\.11 or -12\.\.-1\)"):
@@ -84,6 +91,12 @@ def test_spec_rebuilds_the_same_extractor(tmp_path, frames):
         from_spec(rnd.spec, weights=folder)
     with pytest.raises(VistError, match="unknown extractor kind"):
         from_spec({"kind": "clip"})
+    tampered = {**rnd.spec, "weights_sha256": "0" * 64}  # e.g. timm initialises differently now
+    with pytest.raises(VistError, match=r"cannot rebuild the extractor this spec describes.*weights_sha256"):
+        from_spec(tampered)
+    incomplete = {k: v for k, v in rnd.spec.items() if k != "weights"}
+    with pytest.raises(VistError, match="incomplete or malformed"):
+        from_spec(incomplete)
 
 
 def test_patches_are_the_normalised_pixels(frames):

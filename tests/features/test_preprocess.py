@@ -30,6 +30,7 @@ def test_grey_equals_the_same_frame_in_colour():
     np.testing.assert_allclose(a, p(np.repeat(grey[..., None], 3, axis=2)), atol=1e-6)
     np.testing.assert_allclose(a, p(grey[None])[:1], atol=1e-6)  # [N,H,W] batch of one
     np.testing.assert_allclose(a, p(grey[None, ..., None]), atol=1e-6)  # [N,H,W,1]
+    np.testing.assert_allclose(a, p(grey[..., None]), atol=1e-6)  # [H,W,1]: one frame, not H frames
 
 
 def test_center_crop_drops_the_sides_letterbox_keeps_them_and_pads_with_the_mean():
@@ -66,6 +67,10 @@ def test_single_frame_reuses_its_buffer():
         (np.zeros((4, 4, 3), np.float32), "uint8"),
         (np.zeros((2, 3, 4, 5, 6), np.uint8), "shape"),
         (np.zeros((2, 4, 4, 2), np.uint8), "shape"),
+        (np.zeros((4, 4, 4), np.uint8)[..., :4], "4 channels"),
+        (np.zeros((2, 4, 4, 4), np.uint8), "4 channels"),
+        (np.zeros((0, 10), np.uint8), "empty"),
+        (np.zeros((3, 0, 10), np.uint8), "empty"),
         ([[1, 2]], "numpy"),
     ],
 )

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.features.replicas import hf_model, hf_tokens, meta_interpolate, meta_state_dict, write_hf_folder
+from tests.features.replicas import (
+    hf_model,
+    hf_tokens,
+    hub_state_dict,
+    meta_interpolate,
+    meta_state_dict,
+    write_hf_folder,
+)
 from vist_rt.errors import VistError
 from vist_rt.features import DINOv2Extractor, WeightsError, read_weights
 
@@ -68,6 +77,42 @@ def test_every_format_gives_the_same_features_and_identity(tmp_path, pixels):
     outs = [DINOv2Extractor("vits14", tmp_path / p, block=2).tokens_from_pixels(pixels.numpy()) for p in paths]
     for out in outs[1:]:
         np.testing.assert_allclose(out, outs[0], rtol=0, atol=1e-5)
+
+
+def test_checkpoints_with_heads_prefixes_and_classifiers(tmp_path, pixels):
+    """Real training checkpoints hold DINO/iBOT heads and both networks; HF classifiers add a head."""
+    model = hf_model(seed=6)
+    meta = meta_state_dict(model, pretrain_grid=16)
+    want = DINOv2Extractor("vits14", write_hf_folder(model, tmp_path / "hf"), block=1)(np.zeros((8, 8), np.uint8))
+    heads = {"dino_head.mlp.0.weight": torch.zeros(4, 4), "ibot_head.last_layer.weight": torch.zeros(4, 4)}
+    noise = {k: torch.randn_like(v) for k, v in meta.items()}
+    files = {
+        "teacher.pth": {"teacher": {**{f"backbone.{k}": v for k, v in meta.items()}, **heads}},
+        "both.pth": {"model": {**{f"student.backbone.{k}": v for k, v in noise.items()},
+                               **{f"teacher.backbone.{k}": v for k, v in meta.items()}}},
+        "ddp.pth": {f"backbone.module.{k}": v for k, v in meta.items()},
+        "compiled.pth": {f"_orig_mod.{k}": v for k, v in meta.items()},
+    }  # fmt: skip
+    for name, obj in files.items():
+        torch.save(obj, tmp_path / name)
+        got = DINOv2Extractor("vits14", tmp_path / name, block=1)(np.zeros((8, 8), np.uint8))
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, err_msg=name)
+    hf = hub_state_dict(model)
+    cls_dir = tmp_path / "cls"
+    cls_dir.mkdir()
+    (cls_dir / "config.json").write_text(json.dumps({**model.config.to_dict(), "model_type": "dinov2"}))
+    save_file({**{f"dinov2.{k}": v for k, v in hf.items()}, "classifier.weight": torch.zeros(3, 768)},
+              str(cls_dir / "model.safetensors"))  # fmt: skip
+    assert read_weights(cls_dir).sha256 == read_weights(tmp_path / "teacher.pth").sha256
+
+
+def test_a_vit_that_is_not_dinov2_is_called_so(tmp_path):
+    import timm
+
+    vit = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0)
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp_path / "vit16.safetensors"))
+    with pytest.raises(WeightsError, match=r"ViT/16 .*not a DINOv2 backbone"):
+        DINOv2Extractor("vits14", tmp_path / "vit16.safetensors")
 
 
 def test_wrong_backbone_names_both(tmp_path):

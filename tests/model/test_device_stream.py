@@ -56,3 +56,21 @@ def test_cuda_graph_equals_eager_on_gpu(make_model, tiny):
         out = graphed.step(feats[:, t])
         assert torch.allclose(out, eager.step(feats[:, t]), atol=1e-4)
         assert torch.allclose(out, offline[..., t], atol=1e-3)  # TF32 may be on for the offline convs
+
+
+def test_built_in_inference_mode_still_works_outside(make_model, tiny):
+    model = make_model()
+    rf = torch.rand(1, tiny.cells, tiny.grid, tiny.grid)
+    with torch.inference_mode():
+        stream = DeviceStreamingViST.from_model(model, rf)
+    feats = torch.randn(1, tiny.tokens, tiny.feature_dim)
+    first = stream.step(feats)
+    stream.reset()
+    stream.set_rf(rf)
+    assert torch.equal(stream.step(feats), first)
+
+
+def test_cannot_be_moved_after_it_is_built(make_model, tiny):
+    stream = DeviceStreamingViST.from_model(make_model(), torch.rand(1, tiny.cells, tiny.grid, tiny.grid))
+    with pytest.raises(VistError, match="cannot be moved or cast"):
+        stream.to(torch.float64)

@@ -38,7 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     f = kinds.add_parser("features", help="per-frame feature latency on PyTorch vs ONNX Runtime, vs compute floor")
     add_extractor_args(f, default_backbone="vits14")
     add_backend_args(f, backend=False)
-    f.set_defaults(random_vit=0)  # timing does not depend on the weights' values; --vit-weights to use real ones
     f.add_argument("--backends", default="torch,onnxruntime", help="backends to compare, first = reference")
     f.add_argument("--frames", type=_positive, default=200, help="timed frames per backend (default 200)")
     f.add_argument("--warmup", type=_non_negative, default=20, help="untimed frames first (default 20)")
@@ -188,6 +187,12 @@ def run_features(args: argparse.Namespace) -> int:
     if not backends or any(b not in allowed for b in backends):
         raise VistError(f"--backends must list some of {', '.join(allowed)}, got {args.backends!r}")
     frame_shape = _parse_size(args.frame_size)
+    if args.vit_weights is None and args.random_vit is None:
+        args.random_vit = 0  # timing does not depend on the weights' values; --vit-weights to use real ones
+    if args.precision != "fp32" and "onnxruntime" in backends:
+        raise VistError(f"the onnxruntime backend runs fp32 only: drop --precision {args.precision} or that backend")
+    if len(set(backends)) != len(backends):
+        raise VistError(f"--backends lists a backend twice: {args.backends!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.json:
@@ -198,7 +203,7 @@ def run_features(args: argparse.Namespace) -> int:
             args,
             backend=backend,
             device=args.device,
-            precision=args.precision if backend != "onnxruntime" else "fp32",
+            precision=args.precision,
             cache_dir=args.engines,
             threads=args.threads,
             log=print,

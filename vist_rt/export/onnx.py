@@ -50,6 +50,15 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _max_opset() -> int:
+    """The highest opset this torch's TorchScript-based exporter writes (20 in torch 2.4-2.14)."""
+    try:
+        from torch.onnx import _constants
+    except ImportError:
+        return 20
+    return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
+
+
 def export_module(
     module: nn.Module,
     args: tuple[torch.Tensor, ...],
@@ -68,11 +77,17 @@ def export_module(
     keeps LayerNormalization as one op (which TensorRT needs to keep normalisation in fp32).
     """
     onnx = _require_onnx()
-    if opset < MIN_OPSET:
-        raise VistError(f"ONNX opset must be >= {MIN_OPSET}, got {opset}")
+    max_opset = _max_opset()
+    if not MIN_OPSET <= opset <= max_opset:
+        raise VistError(f"ONNX opset must be {MIN_OPSET}..{max_opset} (this torch's exporter), got {opset}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise OnnxFileError(f"cannot write the ONNX file: {path} is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OnnxFileError(f"cannot write the ONNX file {path}: {exc.strerror or exc}") from None
     os.close(fd)
     try:
         with warnings.catch_warnings():
@@ -97,6 +112,8 @@ def export_module(
         onnx.checker.check_model(model)
         onnx.save(model, tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OnnxFileError(f"cannot write the ONNX file {path}: {exc.strerror or exc}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

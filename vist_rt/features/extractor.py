@@ -139,6 +139,8 @@ class DINOv2Extractor(Extractor):
             )
         if weights is not None and seed is not None:
             raise VistError("give either a weights file or a random seed, not both")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+            raise VistError(f"random seed must be an integer in 0..2**63-1, got {seed!r}")
         self.preprocess = Preprocessor(PreprocessSpec(image_size=image_size, crop=crop, color=color))
         if weights is None:
             with torch.random.fork_rng(devices=[]):
@@ -193,22 +195,55 @@ class DINOv2Extractor(Extractor):
         return f"DINOv2 {what} ({w['name']}, sha256 {w['sha256'][:12]})"
 
     def tokens_from_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        s = self.spec["image_size"]
+        if pixels.ndim != 4 or pixels.shape[1:] != (3, s, s):
+            raise VistError(f"pixels must be [N, 3, {s}, {s}], got {list(pixels.shape)}")
         return self.backend(pixels)
 
     def close(self) -> None:
         self.backend.close()
 
 
+# spec entries that define the features: a rebuilt extractor must reproduce each of them exactly
+DEFINING = ("kind", "backbone", "block", "norm", "image_size", "grid", "dim", "weights", "weights_sha256", "preprocess")
+
+
 def from_spec(spec: dict[str, Any], weights: str | Path | None = None, **runtime: Any) -> Extractor:
     """Rebuild the extractor a spec describes (checkpoints store it); `runtime` = backend, device, precision...
 
-    A spec made from a weights file needs that file again: a different file is a one-line error.
+    The rebuilt extractor must reproduce every defining entry of the spec (weights identity,
+    preprocessing, ...): a spec from a weights file needs that very file, and a random spec that
+    this timm/torch no longer initialises the same way is refused rather than run with other weights.
     """
     if not isinstance(spec, dict) or "kind" not in spec:
         raise VistError("extractor spec must be a dict with a 'kind'")
+    try:
+        ext = _build(spec, weights, runtime)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, VistError):
+            raise
+        raise VistError(f"extractor spec is incomplete or malformed ({type(exc).__name__}: {exc})") from None
+    mine = ext.spec
+    differs = [k for k in DEFINING if k in spec and spec[k] != mine.get(k)]
+    if differs:
+        ext.close()
+        w, w2 = spec.get("weights", {}), mine.get("weights", {})
+        if "weights" in differs and w.get("kind") == w2.get("kind") == "file":
+            raise WeightsError(
+                f"{weights} holds other weights than the ones these features were made with "
+                f"(sha256 {w2.get('sha256', '')[:12]}, expected {w.get('sha256', '')[:12]} from {w.get('name')})"
+            )
+        shown = "; ".join(f"{k}: spec {spec[k]!r}, rebuilt {mine.get(k)!r}" for k in differs[:2])
+        raise VistError(f"cannot rebuild the extractor this spec describes ({shown[:300]})")
+    return ext
+
+
+def _build(spec: dict[str, Any], weights: str | Path | None, runtime: dict[str, Any]) -> Extractor:
     pre = spec.get("preprocess", {})
     common = {"crop": pre.get("crop", "center"), "color": pre.get("color", "bgr")}
     if spec["kind"] == "patches":
+        if weights is not None:
+            raise VistError("the patches extractor has no weights")
         return PatchesExtractor(int(spec["image_size"]), spec.get("channels", "rgb"), **common)
     if spec["kind"] != "dinov2":
         raise VistError(f"unknown extractor kind {spec['kind']!r} (known: dinov2, patches)")
@@ -220,7 +255,7 @@ def from_spec(spec: dict[str, Any], weights: str | Path | None = None, **runtime
         )
     if w["kind"] == "random" and weights is not None:
         raise VistError(f"these features came from RANDOM weights (seed {w['seed']}), not a weights file")
-    ext = DINOv2Extractor(
+    return DINOv2Extractor(
         spec["backbone"],
         weights,
         int(spec["block"]),
@@ -230,11 +265,3 @@ def from_spec(spec: dict[str, Any], weights: str | Path | None = None, **runtime
         **common,
         **runtime,
     )
-    mine = ext.spec["weights"]
-    if w["kind"] == "file" and mine["sha256"] != w["sha256"]:
-        ext.close()
-        raise WeightsError(
-            f"{weights} holds other weights than the ones these features were made with "
-            f"(sha256 {mine['sha256'][:12]}, expected {w['sha256'][:12]} from {w['name']})"
-        )
-    return ext

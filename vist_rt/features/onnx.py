@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ def export_features_onnx(module: nn.Module, spec: dict[str, Any], path: str | Pa
     """Export a token module (`pixels [N,3,S,S] -> tokens [N,T,D]`, dynamic N) with `spec` as its identity."""
     s = int(spec["image_size"])
     dummy = torch.zeros(1, 3, s, s)
-    module = module.to(dtype=torch.float32, device="cpu").eval()
+    module = copy.deepcopy(module).to(dtype=torch.float32, device="cpu").eval()  # never move the caller's module
     with torch.no_grad():
         return export_module(
             module,

@@ -38,18 +38,27 @@ class PreprocessSpec:
 
 
 def as_batch(frames: np.ndarray) -> np.ndarray:
-    """uint8 `[H,W]`, `[H,W,3]`, `[N,H,W]` or `[N,H,W,3]` -> `[N,H,W,C]` view (C = 1 or 3); else VistError."""
+    """uint8 `[H,W]`, `[H,W,1|3]`, `[N,H,W]` or `[N,H,W,1|3]` -> `[N,H,W,C]` view (C = 1 or 3); else VistError.
+
+    A 3-D array whose last dimension is 1 or 3 is one frame (a batch of 1- or 3-pixel-wide frames is not).
+    """
     if not isinstance(frames, np.ndarray):
         raise VistError(f"frames must be a numpy uint8 array, got {type(frames).__name__}")
     if frames.dtype != np.uint8:
         raise VistError(f"frames must be uint8, got {frames.dtype}")
+    if frames.ndim >= 3 and frames.shape[-1] == 4:
+        raise VistError("frames have 4 channels (BGRA?): convert to BGR or grey first")
     if frames.ndim == 2:
-        return frames[None, :, :, None]
-    if frames.ndim == 3:
-        return frames[None] if frames.shape[-1] == 3 else frames[..., None]
-    if frames.ndim == 4 and frames.shape[-1] in (1, 3):
-        return frames
-    raise VistError(f"frames must be [H,W], [H,W,3], [N,H,W] or [N,H,W,3] uint8, got shape {list(frames.shape)}")
+        batch = frames[None, :, :, None]
+    elif frames.ndim == 3:
+        batch = frames[None] if frames.shape[-1] in (1, 3) else frames[..., None]  # [H,W,C] or [N,H,W]
+    elif frames.ndim == 4 and frames.shape[-1] in (1, 3):
+        batch = frames
+    else:
+        raise VistError(f"frames must be [H,W], [H,W,3], [N,H,W] or [N,H,W,3] uint8, got shape {list(frames.shape)}")
+    if 0 in batch.shape:
+        raise VistError(f"frames must not be empty, got shape {list(frames.shape)}")
+    return batch
 
 
 class Preprocessor:

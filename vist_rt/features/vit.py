@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -13,6 +15,8 @@ from vist_rt.tensorfile import tensors_sha256
 def resolve_block(block: int, backbone: Backbone) -> int:
     """A 0-based block index (negative counts from the end) -> 0..depth-1, else a one-line error."""
     depth = backbone.depth
+    if isinstance(block, numbers.Integral) and not isinstance(block, bool):
+        block = int(block)
     if not isinstance(block, int) or isinstance(block, bool) or not -depth <= block < depth:
         raise VistError(
             f"block {block!r} is out of range for {backbone.title} ({depth} blocks: 0..{depth - 1} or -{depth}..-1)"

@@ -23,7 +23,6 @@ from vist_rt.model.tensors import mismatch_report
 from vist_rt.tensorfile import read_tensor_file, tensors_sha256
 
 WRAPPERS = ("teacher", "model", "state_dict", "student")
-PREFIXES = ("module.", "backbone.", "dinov2.", "model.", "encoder.backbone.")
 
 
 class WeightsError(VistError):
@@ -46,42 +45,56 @@ class Weights:
 
     def backbone(self) -> Backbone | None:
         """The backbone these weights are for, if it is one we know."""
-        arch = _architecture(self.tensors)
-        for b in BACKBONES.values():
-            if (b.dim, b.depth, b.registers, b.swiglu) == arch:
-                return b
-        return None
+        return _match(self.tensors)
 
 
-def _architecture(t: Mapping[str, torch.Tensor]) -> tuple[int, int, int, bool]:
+def _architecture(t: Mapping[str, torch.Tensor]) -> tuple[int, int, int, bool, int, bool]:
+    """(dim, depth, registers, SwiGLU, patch size, layer scale): what tells DINOv2 backbones apart."""
     dim = int(t["cls_token"].shape[-1])
     depth = 1 + max(int(m.group(1)) for k in t if (m := re.match(r"blocks\.(\d+)\.", k)))
     registers = int(t["reg_token"].shape[1]) if "reg_token" in t else 0
     fc1, fc2 = t["blocks.0.mlp.fc1.weight"], t["blocks.0.mlp.fc2.weight"]
-    return dim, depth, registers, bool(fc1.shape[0] == 2 * fc2.shape[1])
+    patch = int(t["patch_embed.proj.weight"].shape[-1]) if "patch_embed.proj.weight" in t else 0
+    return dim, depth, registers, bool(fc1.shape[0] == 2 * fc2.shape[1]), patch, "blocks.0.ls1.gamma" in t
 
 
 def describe_tensors(t: Mapping[str, torch.Tensor]) -> str:
     """E.g. 'DINOv2 ViT-B/14 (768-dim, 12 blocks, no registers)' or the raw architecture if unknown."""
-    dim, depth, regs, swiglu = _architecture(t)
-    for b in BACKBONES.values():
-        if (b.dim, b.depth, b.registers, b.swiglu) == (dim, depth, regs, swiglu):
-            return f"DINOv2 {b.describe()} weights (backbone {b.name})"
+    b = _match(t)
+    if b is not None:
+        return f"DINOv2 {b.describe()} weights (backbone {b.name})"
+    dim, depth, regs, swiglu, patch, scale = _architecture(t)
     mlp = "SwiGLU" if swiglu else "MLP"
-    return f"a {dim}-dim, {depth}-block ViT with {regs} registers and {mlp} (no DINOv2 backbone has that shape)"
+    extra = "" if scale else ", no layer scale"
+    return f"a {dim}-dim, {depth}-block ViT/{patch} with {regs} registers and {mlp}{extra} (not a DINOv2 backbone)"
+
+
+def _match(t: Mapping[str, torch.Tensor]) -> Backbone | None:
+    """The DINOv2 backbone these tensors are for, if any."""
+    arch = _architecture(t)
+    for b in BACKBONES.values():
+        if (b.dim, b.depth, b.registers, b.swiglu, PATCH, True) == arch:
+            return b
+    return None
 
 
 def _unwrap(obj: Mapping[str, object]) -> dict[str, torch.Tensor]:
+    """The ViT's own tensors, whatever they are wrapped in: a `teacher`/`model`/`state_dict` dict, and
+    any key prefix (`backbone.`, `teacher.backbone.`, `module.`, `_orig_mod.`, HF's `dinov2.`), next to
+    other tensors (DINO/iBOT heads, a classifier) that are dropped. The teacher is preferred to the student."""
     for key in WRAPPERS:
         inner = obj.get(key)
         if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
             obj = inner
             break
     tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-    for prefix in PREFIXES:
-        if tensors and all(k.startswith(prefix) for k in tensors):
-            tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
-    return tensors
+    marks = [k for k in tensors if k == "cls_token" or k.endswith(".cls_token")]
+    if not marks:
+        return tensors
+    mark = min(marks, key=lambda k: ("teacher" not in k, len(k)))
+    prefix = mark[: -len("cls_token")]
+    prefix = prefix.removesuffix("embeddings.")  # Hugging Face names start at embeddings.
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _hf_to_meta(t: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vist_rt.errors import VistError
 from vist_rt.model.inputs import check_features, check_rf
 from vist_rt.model.step_graph import StepGraph
 from vist_rt.model.streaming import StreamingViST
@@ -34,26 +35,30 @@ class DeviceStreamingViST(nn.Module):
         dev = model.stage1.conv_1x1.weight.device
         rf = check_rf(rf, cfg).to(dev)
         self.batch = int(batch if batch is not None else rf.shape[0])
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad():  # state stays writable outside inference mode
             self.graph_fn = StepGraph(StreamingViST.from_model(model, rf, self.batch)).eval()
-        shapes = self.graph_fn.input_shapes()
-        dtype = self.graph_fn.w_in.dtype
-        self.static_in = {name: torch.zeros(s, dtype=dtype, device=dev) for name, s in shapes.items()}
-        b, cp = self.batch, self.graph_fn.cells_padded
-        g, ch = cfg.grid, cfg.video_dim
-        self.tcn = [torch.zeros(3 * d, b, ch, g, g, dtype=dtype, device=dev) for d in self.graph_fn.dilations]
-        self.cmst = {}
-        for k in self.graph_fn.stateful_blocks:
-            length, _, _, side = self.graph_fn.blocks[k]
-            self.cmst[k] = torch.zeros(2 * length, b, cp, side, side, dtype=dtype, device=dev)
-        self.t_dev = torch.zeros((), dtype=torch.int64, device=dev)
-        self.t = 0
-        self._arange = {k: torch.arange(1, self.graph_fn.blocks[k][0], device=dev) for k in self.cmst}
-        self.rates = torch.zeros(b, cfg.cells, dtype=dtype, device=dev)
+            self._make_state(dev)
         self.cuda_graph: torch.cuda.CUDAGraph | None = None
         self.set_rf(rf)
         if cuda_graph and dev.type == "cuda":
             self._capture()
+
+    def _make_state(self, dev: torch.device) -> None:
+        """Static step inputs, rings, the device step counter and the rates buffer (made once)."""
+        cfg, graph = self.config, self.graph_fn
+        dtype = graph.w_in.dtype
+        self.static_in = {name: torch.zeros(s, dtype=dtype, device=dev) for name, s in graph.input_shapes().items()}
+        b, cp = self.batch, graph.cells_padded
+        g, ch = cfg.grid, cfg.video_dim
+        self.tcn = [torch.zeros(3 * d, b, ch, g, g, dtype=dtype, device=dev) for d in graph.dilations]
+        self.cmst: dict[int, torch.Tensor] = {}
+        for k in graph.stateful_blocks:
+            length, _, _, side = graph.blocks[k]
+            self.cmst[k] = torch.zeros(2 * length, b, cp, side, side, dtype=dtype, device=dev)
+        self.t_dev = torch.zeros((), dtype=torch.int64, device=dev)
+        self.t = 0
+        self._arange = {k: torch.arange(1, graph.blocks[k][0], device=dev) for k in self.cmst}
+        self.rates = torch.zeros(b, cfg.cells, dtype=dtype, device=dev)
 
     @classmethod
     def from_model(
@@ -106,8 +111,15 @@ class DeviceStreamingViST(nn.Module):
             ring.index_copy_(0, where[k], new.unsqueeze(0).expand(2, *new.shape))
         t.add_(1)
 
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]  # signature of nn.Module._apply
+        raise VistError("a DeviceStreamingViST cannot be moved or cast: build it from a model already there")
+
     def _capture(self) -> None:
         """Warm up on a side stream, then capture `_step_body` into a CUDA graph; state restored after."""
+        with torch.cuda.device(self.t_dev.device):
+            self._capture_here()
+
+    def _capture_here(self) -> None:
         saved = [r.clone() for r in (*self.tcn, *self.cmst.values())]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())

@@ -49,18 +49,34 @@ def available() -> dict[str, str | None]:
     return reasons
 
 
-def choose(name: str, device: str) -> str:
-    """Resolve `auto` (GPU: TensorRT, else PyTorch; CPU: ONNX Runtime, else PyTorch); check an explicit name."""
+# precisions each backend runs, per device
+RUNS = {
+    ("torch", "cpu"): ("fp32", "bf16"),
+    ("torch", "cuda"): ("fp32", "fp16", "bf16"),
+    ("onnxruntime", "cpu"): ("fp32",),
+    ("onnxruntime", "cuda"): ("fp32",),
+    ("tensorrt", "cuda"): ("fp16", "fp32"),
+}
+
+
+def choose(name: str, device: str, precision: str = "fp32") -> str:
+    """Resolve `auto` to the best backend available here that runs `precision` on `device` (GPU: TensorRT,
+    then PyTorch; CPU: ONNX Runtime, then PyTorch); check an explicit name. Never falls back silently."""
     if name not in BACKENDS:
         raise VistError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     if device not in DEVICES:
         raise VistError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise VistError("device 'cuda' asked for, but no CUDA device is visible (torch.cuda.is_available() is False)")
+    if precision not in PRECISIONS:
+        raise VistError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     reasons = available()
     if name == "auto":
         order = ("tensorrt", "torch") if device == "cuda" else ("onnxruntime", "torch")
-        return next(b for b in order if reasons[b] is None)
+        fits = [b for b in order if reasons[b] is None and precision in RUNS.get((b, device), ())]
+        if not fits:
+            raise VistError(f"no backend here runs {precision} on {device}")
+        return fits[0]
     if reasons[name] is not None:
         raise VistError(f"backend {name!r} is not available: {reasons[name]}")
     if name == "tensorrt" and device != "cuda":
@@ -81,9 +97,7 @@ def make_backend(
     log: Any = None,
 ) -> Backend:
     """Build backend `name` (or `auto`) for a token module `pixels [N,3,S,S] -> [N,T,D]` described by `spec`."""
-    if precision not in PRECISIONS:
-        raise VistError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    chosen = choose(name, device)
+    chosen = choose(name, device, precision)
     mod = importlib.import_module(f"vist_rt.features.backends.{chosen}_backend")
     return mod.create(
         module,

@@ -28,6 +28,8 @@ class OnnxRuntimeBackend:
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """pixels: float32 [N, 3, S, S] -> float32 [N, T, D]."""
+        if self.session is None:
+            raise VistError("this ONNX Runtime backend is closed")
         return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(pixels, dtype=np.float32)})[0]
 
     def close(self) -> None:

@@ -28,7 +28,8 @@ class TensorRTBackend:
         self.runner = TensorRTRunner(engine_path)
         self.staging = torch.zeros(1, 3, image_size, image_size).pin_memory()
         self.device_in = torch.zeros(1, 3, image_size, image_size, device="cuda")
-        self.host_out: torch.Tensor | None = None
+        out_shape = (1, *self.runner.shapes[OUTPUT][1:])  # one frame; the batch dim may be dynamic (-1)
+        self.host_out = torch.empty(out_shape, dtype=torch.float32).pin_memory()
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """pixels: float32 [N, 3, S, S] -> float32 [N, T, D] (frames go through the engine one at a time)."""
@@ -37,11 +38,9 @@ class TensorRTBackend:
             self.staging[0].copy_(torch.from_numpy(frame))
             self.device_in.copy_(self.staging, non_blocking=True)
             out = self.runner({INPUT: self.device_in})[OUTPUT]
-            if self.host_out is None:
-                self.host_out = torch.empty(out.shape, dtype=torch.float32).pin_memory()
             self.host_out.copy_(out)  # synchronises with the engine's stream
-            outs.append(self.host_out.numpy().copy() if len(pixels) > 1 else self.host_out.numpy())
-        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+            outs.append(self.host_out.numpy().copy())  # callers keep results: never hand out the buffer
+        return np.concatenate(outs)
 
     def close(self) -> None:
         """Release the engine and its context."""

@@ -34,7 +34,7 @@ class TorchBackend:
         """Capture the one-frame call into a CUDA graph (warm-up on a side stream first, as PyTorch requires)."""
         size = self.module.image_size  # type: ignore[attr-defined]
         self.static_in = torch.zeros(1, 3, size, size, device="cuda", dtype=self.dtype)
-        self.staging = torch.zeros(1, 3, size, size, dtype=torch.float32).pin_memory()
+        self.staging = torch.zeros(1, 3, size, size, dtype=self.dtype).pin_memory()  # converted on the host
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), torch.no_grad():
@@ -56,7 +56,7 @@ class TorchBackend:
             self.graph.replay()
             self.host_out.copy_(self.static_out, non_blocking=True)
             torch.cuda.current_stream().synchronize()
-            return self.host_out.numpy()
+            return self.host_out.numpy().copy()  # callers keep results: never hand out the buffer
         out = self.module(x.to(device=self.device, dtype=self.dtype))
         return out.to(device="cpu", dtype=torch.float32).numpy()
 
@@ -65,7 +65,11 @@ class TorchBackend:
         self.graph = None
 
 
-def create(module: nn.Module, *, device: str, precision: str, cuda_graphs: bool, **_: Any) -> TorchBackend:
-    """Factory entry point (see vist_rt.features.backends.make_backend)."""
+def create(
+    module: nn.Module, *, device: str, precision: str, cuda_graphs: bool, threads: int | None, **_: Any
+) -> TorchBackend:
+    """Factory entry point (see vist_rt.features.backends.make_backend); `threads` sets torch's CPU threads."""
     del _
+    if threads:
+        torch.set_num_threads(threads)
     return TorchBackend(module, device=device, precision=precision, cuda_graphs=cuda_graphs)
