@@ -1,0 +1,1 @@
+"""The real-time pipeline: sources, model clock, ZeroMQ wire format, publisher, control, recording."""
