@@ -1,0 +1,201 @@
+"""`vist-rt listen` / `vist-rt record` against a publisher in a thread (random loopback ports, timeouts)."""
+
+from __future__ import annotations
+
+import _thread
+import argparse
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from tests.runtime.test_wire import make_header
+from vist_rt.cli import listen
+from vist_rt.errors import VistError
+from vist_rt.runtime.publish import Publisher
+from vist_rt.runtime.record import read_recording
+from vist_rt.runtime.wire import encode_meta
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vist-rt")
+    sub = parser.add_subparsers(dest="command", required=True)
+    listen.register(sub)
+    return parser.parse_args(argv)
+
+
+class PubThread:
+    """Publishes rates (and a meta every 10th message) every `period` s until stopped or `duration` s passed."""
+
+    def __init__(self, duration: float = 10.0, period: float = 0.002) -> None:
+        self.pub = Publisher("tcp://127.0.0.1:*")
+        self.endpoint = self.pub.endpoint
+        self.stop_event = threading.Event()
+        self.duration, self.period = duration, period
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        end = time.monotonic() + self.duration
+        tick = 0
+        while not self.stop_event.is_set() and time.monotonic() < end:
+            if tick % 10 == 0:
+                self.pub.publish_meta({"model": "m", "cell_ids": ["a", "b", "c"], "fps": 30.0, "units": "Hz"})
+            self.pub.publish_rates(make_header(tick=tick, stale=tick % 3 == 0), np.full(3, tick, np.float32))
+            tick += 1
+            time.sleep(self.period)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(5)
+        self.pub.close()
+
+
+@pytest.fixture
+def publisher() -> Iterator[PubThread]:
+    pt = PubThread()
+    yield pt
+    pt.stop()
+
+
+def test_listen_count(publisher: PubThread, capsys: pytest.CaptureFixture[str]) -> None:
+    assert listen.run_listen(parse("listen", publisher.endpoint, "--count", "25", "--timeout", "5")) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    body, summary = lines[:-1], lines[-1]
+    assert len(body) == 25
+    seqs = [int(line.split()[1]) for line in body]
+    assert seqs == list(range(seqs[0], seqs[0] + 25))
+    rates_lines = [line for line in body if "tick" in line]
+    assert rates_lines and "e2e    9.50 ms" in rates_lines[0] and "n 3" in rates_lines[0]
+    assert any("meta  model m  cells 3  fps 30.0" in line for line in body) or len(rates_lines) == 25
+    assert summary.startswith("stopped (25 messages)") and "lost 0 in 0 gaps" in summary
+
+
+def test_listen_json_rates_only(publisher: PubThread, capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse("listen", publisher.endpoint, "--topics", "rates", "--count", "5", "--json", "--timeout", "5")
+    assert listen.run_listen(args) == 0
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.strip().splitlines()]
+    assert len(records) == 5 and all(r["topic"] == "rates" for r in records)
+    assert all(r["rates"] == [r["header"]["tick"]] * 3 for r in records)
+    assert "stopped (5 messages)" in captured.err and "gaps" not in captured.err
+
+
+def test_listen_timeout_after_publisher_stops(capsys: pytest.CaptureFixture[str]) -> None:
+    pt = PubThread(duration=0.3)
+    try:
+        t0 = time.monotonic()
+        assert listen.run_listen(parse("listen", pt.endpoint, "--timeout", "0.4")) == 0
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        pt.stop()
+    out = capsys.readouterr().out
+    assert "stopped (no message for 0.4 s)" in out
+
+
+def test_listen_timeout_with_no_publisher(capsys: pytest.CaptureFixture[str]) -> None:
+    assert listen.run_listen(parse("listen", "tcp://127.0.0.1:1", "--timeout", "0.2")) == 0
+    assert "stopped (no message for 0.2 s): 0 rates, 0 meta messages" in capsys.readouterr().out
+
+
+def test_listen_reports_gaps_and_bad_messages(capsys: pytest.CaptureFixture[str]) -> None:
+    ctx = zmq.Context.instance()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    stop = threading.Event()
+
+    def run() -> None:
+        seq = 0
+        while not stop.is_set():
+            if seq % 7 != 3:  # seq 3, 10, 17, ... never sent
+                pub.send_multipart(encode_meta({"seq": seq, "model": "m"}))
+            if seq % 11 == 0:
+                pub.send_multipart([b"meta", b"{broken"])
+            seq += 1
+            time.sleep(0.002)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        assert listen.run_listen(parse("listen", f"tcp://127.0.0.1:{port}", "--count", "30", "--timeout", "5")) == 0
+    finally:
+        stop.set()
+        t.join(5)
+        pub.close(0)
+    captured = capsys.readouterr()
+    assert "gap: 1 message(s) lost after seq" in captured.out
+    assert "bad message skipped: header is not UTF-8 JSON" in captured.err
+    assert "lost" in captured.out.splitlines()[-1]
+
+
+def test_listen_ctrl_c_exits_0_with_summary(publisher: PubThread, capsys: pytest.CaptureFixture[str]) -> None:
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    timer.start()
+    try:
+        assert listen.run_listen(parse("listen", publisher.endpoint, "--timeout", "5")) == 0
+    finally:
+        timer.cancel()
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("stopped (interrupted)")
+
+
+def test_record_count(publisher: PubThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rec.h5"
+    assert listen.run_record(parse("record", publisher.endpoint, str(out), "--count", "40", "--timeout", "5")) == 0
+    data = read_recording(out)
+    assert len(data["seq"]) + len(data["meta"]) == 40 and data["rates"].shape[1] == 3
+    assert data["gaps"].shape == (0, 2) and data["attrs"]["source"] == publisher.endpoint
+    np.testing.assert_array_equal(data["rates"][:, 0], data["tick"].astype(np.float32))
+    summary = capsys.readouterr().out
+    assert "meta messages (3 cells) to" in summary and "stopped (40 messages)" in summary
+
+
+def test_record_sigterm_flushes_and_exits_0(publisher: PubThread, tmp_path: Path) -> None:
+    out = tmp_path / "rec.h5"
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        assert listen.run_record(parse("record", publisher.endpoint, str(out), "--timeout", "5")) == 0
+    finally:
+        timer.cancel()
+    assert signal.getsignal(signal.SIGTERM) is old
+    data = read_recording(out)
+    assert len(data["seq"]) > 0 and len(data["headers"]) == len(data["seq"])
+
+
+def test_record_unwritable_out_fails_before_connecting(tmp_path: Path) -> None:
+    with pytest.raises(VistError, match="no directory") as info:
+        listen.run_record(parse("record", "tcp://127.0.0.1:1", str(tmp_path / "nope" / "x.h5"), "--timeout", "1"))
+    assert "\n" not in str(info.value)
+    (tmp_path / "old.h5").write_bytes(b"x")
+    with pytest.raises(VistError, match="exists"):
+        listen.run_record(parse("record", "tcp://127.0.0.1:1", str(tmp_path / "old.h5"), "--timeout", "1"))
+    args = parse("record", "tcp://127.0.0.1:1", str(tmp_path / "old.h5"), "--timeout", "0.1", "--force")
+    assert listen.run_record(args) == 0
+
+
+def test_argument_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (
+        ("listen", "--count", "0"),
+        ("listen", "--timeout", "-1"),
+        ("listen", "--timeout", "nan"),
+        ("listen", "--topics", "video"),
+        ("record", "tcp://127.0.0.1:1"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            parse(*argv)
+        assert info.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_listen_bad_endpoint_is_a_vist_error() -> None:
+    with pytest.raises(VistError, match="cannot connect"):
+        listen.run_listen(parse("listen", "nowhere", "--timeout", "0.1"))

@@ -1,0 +1,72 @@
+"""A tiny checkpoint that `vist-rt run` can load: raw grey patches (no ViT) on a 10x10 grid, random Vi-ST."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import randomize
+from vist_rt.features import PatchesExtractor
+from vist_rt.model import ViST, ViSTConfig, save_checkpoint
+
+RUN_CFG = ViSTConfig(feature_dim=196, video_dim=8, cells=5, grid=10)
+IMAGE = 140  # 10 x 14 px
+
+
+def free_port() -> int:
+    """A loopback port free right now (for a subprocess that must bind it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def run_checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = randomize(ViST(RUN_CFG), seed=1)
+    rf = torch.rand(RUN_CFG.cells, RUN_CFG.grid, RUN_CFG.grid, generator=torch.Generator().manual_seed(2))
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    extractor = PatchesExtractor(image_size=IMAGE, channels="grey").spec
+    save_checkpoint(path, model, rf=rf, fps=30.0, extractor=extractor, cell_ids=[f"c{i}" for i in range(5)])
+    return path
+
+
+def write_video(path: Path, frames: np.ndarray, fps: float) -> Path:
+    """uint8 BGR frames [N,H,W,3] -> an MJPG .avi."""
+    h, w = frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path
+
+
+def read_video(path: Path) -> np.ndarray:
+    """Every frame of a video as OpenCV decodes it."""
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        out.append(frame)
+    cap.release()
+    return np.stack(out)
+
+
+def offline_rates(checkpoint: Path, frames: np.ndarray) -> np.ndarray:
+    """The offline model on these frames: [T, C]."""
+    from vist_rt.features import from_spec
+    from vist_rt.model import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    ext = from_spec(ckpt.extractor)
+    feats = torch.from_numpy(ext(frames))[None]  # [1, T, N, D]
+    with torch.no_grad():
+        return ckpt.model(feats, ckpt.rf[None])[0].T.numpy()

@@ -1,0 +1,172 @@
+"""`vist-rt run` end to end on CPU with a tiny model: replay, lock-step, live with a slow feature stage, control."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from tests.runtime.conftest import free_port, offline_rates, read_video, write_video
+from vist_rt.errors import VistError
+from vist_rt.runtime.config import RunConfig
+from vist_rt.runtime.engine import Engine
+from vist_rt.runtime.pipeline import Runtime
+
+
+def smooth_frames(n: int, seed: int = 0, size: tuple[int, int] = (96, 128)) -> np.ndarray:
+    """Moving blurred noise, BGR uint8 [n, H, W, 3] (survives MJPG compression with structure)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (size[0] + n, size[1], 3), dtype=np.uint8)
+    import cv2
+
+    base = cv2.GaussianBlur(base, (9, 9), 3)
+    return np.stack([base[i : i + size[0]] for i in range(n)])
+
+
+def start_run(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vist_rt", "run", "--no-dashboard", "--meta-every", "0.1", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def recv_all(sub: zmq.Socket, until: callable, timeout_s: float) -> list[list[bytes]]:
+    """Multipart messages until `until(messages)` or the timeout."""
+    out: list[list[bytes]] = []
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end and not until(out):
+        if sub.poll(100):
+            out.append(sub.recv_multipart())
+    return out
+
+
+def control(ctx: zmq.Context, endpoint: str, request: dict) -> dict:
+    req = ctx.socket(zmq.REQ)
+    req.setsockopt(zmq.LINGER, 0)
+    req.connect(endpoint)
+    req.send_json(request)
+    assert req.poll(10_000), "no reply from the control socket"
+    reply = req.recv_json()
+    req.close()
+    return reply
+
+
+@pytest.mark.slow
+def test_replay_arrives_whole_in_order_and_equals_the_offline_model(tmp_path: Path, run_checkpoint: Path) -> None:
+    video = write_video(tmp_path / "clip.avi", smooth_frames(45), fps=30.0)
+    frames = read_video(video)
+    pub, ctl = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)  # a plain pyzmq subscriber, as a rig would have
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(pub)
+    proc = start_run("--source", f"video:{video}", "--replay", "--paused", "--checkpoint", str(run_checkpoint),
+                     "--pub", pub, "--control", ctl, "--record", str(tmp_path / "rec.h5"))  # fmt: skip
+    try:
+        first = recv_all(sub, lambda m: len(m) > 0, 60.0)  # a meta message: we are connected
+        assert first and first[0][0] == b"meta", proc.stderr.read() if proc.poll() is not None else "no meta"
+        assert control(ctx, ctl, {"cmd": "resume"})["ok"]
+        msgs = first + recv_all(sub, lambda m: sum(x[0] == b"rates" for x in m) >= 45, 60.0)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+        msgs += recv_all(sub, lambda m: False, 0.3)
+    finally:
+        proc.kill()
+        sub.close()
+        ctx.term()
+    headers = [json.loads(m[1]) for m in msgs]
+    seqs = [h["seq"] for h in headers]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # publisher-wide seq, no gap
+    rates = [(json.loads(m[1]), np.frombuffer(m[2], "<f4")) for m in msgs if m[0] == b"rates"]
+    assert [h["tick"] for h, _ in rates] == list(range(45))  # every tick once, in order
+    assert [h["frame"] for h, _ in rates] == list(range(45))  # 30 fps video at a 30 Hz model: frame k at tick k
+    got = np.stack([r for _, r in rates])
+    np.testing.assert_allclose(got, offline_rates(run_checkpoint, frames), rtol=0, atol=1e-4)
+    from vist_rt.runtime.record import read_recording
+
+    rec = read_recording(tmp_path / "rec.h5")
+    np.testing.assert_array_equal(rec["rates"], got)  # the recorder kept what was published, losslessly
+
+
+@pytest.mark.slow
+def test_replay_resamples_a_faster_video_to_the_model_rate(tmp_path: Path, run_checkpoint: Path) -> None:
+    """A 60 fps video at a 30 Hz model: tick k uses frame 2k (the newest at or before k/30 s)."""
+    video = write_video(tmp_path / "fast.avi", smooth_frames(40, seed=1), fps=60.0)
+    cfg = RunConfig(source=f"video:{video}", replay=True, checkpoint=str(run_checkpoint), dashboard=False,
+                    pub=f"tcp://127.0.0.1:{free_port()}", control=f"tcp://127.0.0.1:{free_port()}",
+                    record=str(tmp_path / "r.h5"), status_every_s=100.0)  # fmt: skip
+    summary = Runtime.from_config(cfg, log=lambda _: None).run()
+    from vist_rt.runtime.record import read_recording
+
+    rec = read_recording(tmp_path / "r.h5")
+    assert list(rec["frame"]) == list(range(0, 40, 2)) and summary["ticks"] == 20
+    frames = read_video(video)[::2]
+    np.testing.assert_allclose(rec["rates"], offline_rates(run_checkpoint, frames), rtol=0, atol=1e-4)
+
+
+def test_lockstep_predict_equals_offline_and_control_commands(tmp_path: Path, run_checkpoint: Path) -> None:
+    from vist_rt.client import LockstepClient
+
+    frames = smooth_frames(30, seed=2)
+    want = offline_rates(run_checkpoint, frames)
+    ctl = f"tcp://127.0.0.1:{free_port()}"
+    proc = start_run("--lockstep", "--checkpoint", str(run_checkpoint), "--control", ctl,
+                     "--pub", f"tcp://127.0.0.1:{free_port()}")  # fmt: skip
+    try:
+        with LockstepClient(ctl, timeout_ms=60_000) as client:
+            got = np.stack([client.predict(f)[1] for f in frames])
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+            assert client.status()["ticks"] == 30
+            client.reset()  # the next outputs equal a fresh stream's
+            again = np.stack([client.predict(f)[1] for f in frames[:10]])
+            np.testing.assert_allclose(again, want[:10], rtol=0, atol=1e-4)
+            client.pause()
+            with pytest.raises(VistError, match="paused"):
+                client.predict(frames[0])
+            client.resume()
+            meta = client.meta()
+            assert meta["cell_ids"] == [f"c{i}" for i in range(5)] and meta["dinov2"] is False
+            with pytest.raises(VistError, match="unknown cmd 'dance'"):
+                client.request("dance")  # an error reply; the socket stays usable
+            assert client.status()["ticks"] == 40
+        ctx = zmq.Context()
+        req = ctx.socket(zmq.REQ)  # a plain pyzmq rig sending a malformed predict
+        req.setsockopt(zmq.LINGER, 0)
+        req.connect(ctl)
+        req.send_multipart([json.dumps({"cmd": "predict", "shape": [4, 4], "dtype": "float32"}).encode(), bytes(64)])
+        assert req.poll(10_000)
+        bad = json.loads(req.recv_multipart()[0])
+        assert bad["ok"] is False and "uint8" in bad["error"]
+        req.close()
+        ctx.term()
+    finally:
+        proc.terminate()  # SIGTERM: a clean stop, exit 0
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+
+
+def test_live_with_a_slow_feature_stage_holds_the_clock(run_checkpoint: Path) -> None:
+    engine = Engine.from_files(run_checkpoint, log=lambda _: None)
+    fast = engine.features
+
+    def slow(image):  # type: ignore[no-untyped-def]
+        time.sleep(0.1)  # a ViT three times slower than the 30 Hz clock
+        return fast(image)
+
+    engine.features = slow  # type: ignore[method-assign]
+    cfg = RunConfig(source="synthetic", checkpoint=str(run_checkpoint), max_frames=60, dashboard=False,
+                    pub=f"tcp://127.0.0.1:{free_port()}", control=f"tcp://127.0.0.1:{free_port()}",
+                    status_every_s=100.0)  # fmt: skip
+    rt = Runtime(cfg, engine, log=lambda _: None)
+    summary = rt.run()
+    assert summary["ticks"] == 60
+    assert 28.0 <= summary["rate_hz"] <= 31.0  # the clock held 30 Hz
+    assert summary["stale"] >= 30  # most ticks reused the newest features
+    assert summary["features"] <= 25 and summary["missed"] <= 3

@@ -1,0 +1,151 @@
+"""Recorder: lossless round trip, gaps and meta, flushing, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.runtime.test_wire import make_header
+from vist_rt.errors import VistError
+from vist_rt.runtime.record import Recorder, read_recording
+from vist_rt.runtime.wire import Message, decode, encode_meta, encode_rates
+
+
+def rates_msg(seq: int, rates: np.ndarray, **extra: object) -> Message:
+    return decode([bytes(p) for p in encode_rates(make_header(seq=seq, tick=seq, **extra), rates)])
+
+
+def meta_msg(seq: int, **fields: object) -> Message:
+    return decode(encode_meta({"seq": seq, **fields}))
+
+
+def test_round_trip_with_gaps_and_meta(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    sent = {s: rng.standard_normal(6).astype(np.float32) for s in (1, 2, 3, 6, 7, 9)}
+    sent[2][0] = np.nan
+    path = tmp_path / "rec.h5"
+    with Recorder(path, flush_every=4, source="tcp://127.0.0.1:5556") as rec:
+        rec.add(meta_msg(0, model="m", cell_ids=list("abcdef"), units="Hz", fps=30.0, rf_centres=None))
+        for s, r in sent.items():
+            rec.add(rates_msg(s, r, stale=s == 7, mode="live"))
+        rec.add(meta_msg(10, model="m"))
+        assert rec.cells == 6 and rec.gaps == [(3, 2), (7, 1)]
+    data = read_recording(path)
+    assert data["rates"].dtype == np.float32 and data["rates"].shape == (6, 6)
+    assert data["rates"].tobytes() == np.stack(list(sent.values())).tobytes()  # bit-exact, NaN included
+    assert data["seq"].tolist() == list(sent) and data["seq"].dtype == np.int64
+    assert data["tick"].tolist() == list(sent) and data["frame"].tolist() == list(sent)
+    assert data["t_frame_ns"][0] == make_header(tick=1)["t_frame_ns"] and data["t_pub_ns"].dtype == np.int64
+    assert data["stale"].tolist() == [s == 7 for s in sent]
+    assert data["gaps"].tolist() == [[3, 2], [7, 1]] and data["gaps"].dtype == np.int64
+    assert [h["seq"] for h in data["headers"]] == list(sent) and data["headers"][0]["mode"] == "live"
+    assert data["headers"][0]["lat_ms"] == make_header()["lat_ms"]
+    assert [m["seq"] for m in data["meta"]] == [0, 10] and data["meta"][0]["cell_ids"] == list("abcdef")
+    attrs = data["attrs"]
+    assert attrs["format"] == "vist-rt/recording" and attrs["version"] == 1 and attrs["cells"] == 6
+    assert attrs["source"] == "tcp://127.0.0.1:5556" and attrs["created"][:2] == "20" and attrs["lost"] == 3
+
+
+def test_flush_every_writes_to_disk_before_close(tmp_path: Path) -> None:
+    path = tmp_path / "rec.h5"
+    rec = Recorder(path, flush_every=3)
+    try:
+        for s in range(7):
+            rec.add(rates_msg(s, np.full(2, s, np.float32)))
+        with h5py.File(path, "r") as f:  # another reader sees the flushed rows only
+            assert f["rates"].shape == (6, 2) and f["seq"][()].tolist() == list(range(6))
+    finally:
+        rec.close()
+    assert read_recording(path)["seq"].tolist() == list(range(7))
+    rec.close()  # idempotent
+
+
+def test_cells_mismatch_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "rec.h5"
+    with Recorder(path, flush_every=1) as rec:
+        rec.add(rates_msg(0, np.ones(3, np.float32)))
+        with pytest.raises(VistError, match="seq 1 has 4 cells, the recording has 3"):
+            rec.add(rates_msg(1, np.ones(4, np.float32)))
+        rec.add(rates_msg(2, np.ones(3, np.float32)))
+    data = read_recording(path)
+    assert data["seq"].tolist() == [0, 2] and data["gaps"].tolist() == [[0, 1]]
+
+
+def test_cells_fixed_up_front(tmp_path: Path) -> None:
+    with Recorder(tmp_path / "a.h5", cells=2) as rec, pytest.raises(VistError, match="has 2"):
+        rec.add(rates_msg(0, np.ones(3, np.float32)))
+
+
+def test_headers_without_wire_fields_are_refused(tmp_path: Path) -> None:
+    header = make_header()
+    del header["seq"], header["t_pub_ns"]
+    with Recorder(tmp_path / "r.h5") as rec:
+        with pytest.raises(VistError, match="lacks v, seq, n, t_pub_ns"):
+            rec.add(Message("rates", header, np.ones(2, np.float32)))
+        with pytest.raises(VistError, match="meta header lacks seq"):
+            rec.add(Message("meta", {"model": "m"}, None))
+        assert rec.rates_count == rec.meta_count == 0 and rec.cells is None
+
+
+def test_meta_only_recording(tmp_path: Path) -> None:
+    with Recorder(tmp_path / "m.h5") as rec:
+        rec.add(meta_msg(0, model="m"))
+    data = read_recording(tmp_path / "m.h5")
+    assert data["rates"].shape == (0, 0) and data["seq"].shape == (0,) and len(data["meta"]) == 1
+
+
+def test_add_after_close_and_gap_from_elsewhere(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path / "g.h5")
+    rec.add_gap(10, 3)
+    rec.close()
+    assert read_recording(tmp_path / "g.h5")["gaps"].tolist() == [[10, 3]]
+    with pytest.raises(VistError, match="closed"):
+        rec.add(meta_msg(0))
+
+
+def test_path_errors(tmp_path: Path) -> None:
+    with pytest.raises(VistError, match="no directory"):
+        Recorder(tmp_path / "missing" / "x.h5")
+    with pytest.raises(VistError, match="is a directory"):
+        Recorder(tmp_path)
+    (tmp_path / "old.h5").write_bytes(b"precious")
+    with pytest.raises(VistError, match="exists"):
+        Recorder(tmp_path / "old.h5")
+    assert (tmp_path / "old.h5").read_bytes() == b"precious"
+    Recorder(tmp_path / "old.h5", overwrite=True).close()
+    if os.name == "posix" and os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        try:
+            with pytest.raises(VistError, match="cannot write") as info:
+                Recorder(ro / "x.h5")
+            assert "\n" not in str(info.value)
+        finally:
+            ro.chmod(0o700)
+    with pytest.raises(VistError, match="flush_every"):
+        Recorder(tmp_path / "y.h5", flush_every=0)
+
+
+def test_read_recording_errors(tmp_path: Path) -> None:
+    with pytest.raises(VistError, match="cannot read"):
+        read_recording(tmp_path / "none.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f.attrs["format"] = "something else"
+    with pytest.raises(VistError, match="not a vist-rt recording"):
+        read_recording(tmp_path / "other.h5")
+    (tmp_path / "text.h5").write_text("hello")
+    with pytest.raises(VistError, match="cannot read"):
+        read_recording(tmp_path / "text.h5")
+
+
+def test_headers_are_json(tmp_path: Path) -> None:
+    with Recorder(tmp_path / "h.h5") as rec:
+        rec.add(rates_msg(0, np.ones(1, np.float32)))
+    with h5py.File(tmp_path / "h.h5", "r") as f:
+        assert json.loads(f["headers"].asstr()[0])["n"] == 1

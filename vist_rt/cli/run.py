@@ -1,0 +1,122 @@
+"""`vist-rt run`: the real-time pipeline (live, replay or lock-step), settings from flags and/or TOML."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import Any
+
+from vist_rt.choices import BACKENDS, DEVICES, PRECISIONS
+from vist_rt.cli.options import int_at_least
+
+S = argparse.SUPPRESS  # flags not given do not override the TOML file or the defaults
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `run`."""
+    p = sub.add_parser("run", help="run the retina emulator: frames in, rates out over ZeroMQ", argument_default=S)
+    p.add_argument("--config", metavar="TOML", help="settings from a [run] table; flags given override it")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--source", help="camera:N, rtsp://.., video:PATH, images:DIR, synthetic[:SEED], zmq:ENDPOINT")
+    src.add_argument("--lockstep", action="store_true", help="no source: one control `predict` = one model tick")
+    p.add_argument("--checkpoint", metavar="PATH", help="vist-rt checkpoint (.safetensors)")
+    p.add_argument("--vit-weights", metavar="PATH", help="DINOv2 weights the checkpoint's features need")
+    p.add_argument("--backend", choices=BACKENDS, help="feature backend (default auto: best available, shown)")
+    p.add_argument("--device", choices=DEVICES, help="default cpu")
+    p.add_argument("--precision", choices=PRECISIONS, help="default fp32")
+    p.add_argument("--pub", metavar="ENDPOINT", help="PUB endpoint (default tcp://127.0.0.1:5556)")
+    p.add_argument("--control", metavar="ENDPOINT", help="control REP endpoint (default tcp://127.0.0.1:5557)")
+    p.add_argument("--replay", action="store_true", help="every frame of a file source, in order, at the model rate")
+    p.add_argument("--realtime", action="store_true", help="pace a --replay to real time")
+    p.add_argument("--paused", action="store_true", help="start paused; a control `resume` starts the ticks")
+    p.add_argument("--max-frames", type=int_at_least(1), metavar="N", help="stop after N model ticks")
+    p.add_argument("--record", metavar="PATH", help="also record everything published to an HDF5 file")
+    p.add_argument("--lsl", action="store_true", help="also stream the rates as an LSL outlet (pylsl extra)")
+    p.add_argument("--no-dashboard", dest="dashboard", action="store_false", help="periodic status lines instead")
+    p.add_argument("--allow-remote", action="store_true", help="allow binding beyond loopback (explicit choice)")
+    p.add_argument("--curve-keys", metavar="DIR", help="CurveZMQ server keys (vist-rt keys DIR makes them)")
+    p.add_argument("--fps", type=_positive_float, help="source frame rate where the source has none (images:)")
+    p.add_argument("--width", type=int_at_least(1), help="camera width")
+    p.add_argument("--height", type=int_at_least(1), help="camera height")
+    p.add_argument("--engines", metavar="DIR", help="cache of ONNX graphs and engines (engines/)")
+    p.add_argument("--threads", type=int_at_least(1), help="CPU threads for torch / ONNX Runtime")
+    p.add_argument("--hwm", type=int_at_least(1), help="ZeroMQ send high-water mark, messages (1000)")
+    p.add_argument("--meta-every", dest="meta_every_s", type=_positive_float, metavar="S", help="meta period (5 s)")
+    p.add_argument("--status-every", dest="status_every_s", type=_positive_float, metavar="S", help="status (5 s)")
+    p.set_defaults(func=run)
+
+    k = sub.add_parser("keys", help="make CurveZMQ keys for a non-loopback --pub/--control")
+    k.add_argument("dir", help="folder to write server.key / server.key_secret and client keys into")
+    k.set_defaults(func=run_keys)
+
+
+def settings(args: argparse.Namespace) -> Any:
+    """The RunConfig the flags (and --config file) describe."""
+    from vist_rt.runtime.config import RunConfig
+
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "argv", "command", "config")}
+    if given.get("lockstep"):
+        given["source"] = None
+    return RunConfig.from_toml(args.config, **given) if getattr(args, "config", None) else RunConfig.from_dict(given)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until --max-frames, the end of a replay, Ctrl-C or SIGTERM; always closes sockets and flushes."""
+    from vist_rt.runtime.pipeline import Runtime
+
+    cfg = settings(args)
+    if cfg.allow_remote and not cfg.curve_keys:
+        print("vist-rt: warning: binding beyond loopback without --curve-keys: anyone on the network can read "
+              "and control this run", file=sys.stderr)  # fmt: skip
+    if cfg.dashboard:
+        print("vist-rt: the dashboard is not built yet; running headless (status lines)", file=sys.stderr)
+    runtime = Runtime.from_config(cfg, log=print)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: runtime.stop()) if main_thread else None
+    try:
+        summary = runtime.run()
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    _summary(summary)
+    return 0
+
+
+def _summary(s: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"vist-rt run ({s['mode']}): {s['ticks']} ticks, {s['messages']} messages")
+    for col in ("stage", "n", "min", "p50", "p90", "p99", "max", "jitter"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    cols = ("min", "p50", "p90", "p99", "max", "jitter")
+    for stage, lat in s["latency_ms"].items():
+        if lat:
+            table.add_row(stage, str(lat["n"]), *(f"{lat[c]:.2f}" for c in cols))
+    console = Console()
+    console.print(table)
+    console.print(
+        f"rate {s['rate_hz']:.2f} / {s['target_hz']:.2f} Hz, stale {s['stale']}, missed {s['missed']}, "
+        f"dropped {s['dropped']}, source errors {s['source_errors']}; features: {s['extractor']}"
+    )
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    """Write a CurveZMQ key pair for the server and one for a client."""
+    from vist_rt.runtime.publish import make_curve_keys
+
+    public, secret = make_curve_keys(args.dir)
+    print(f"server public key: {public}\nserver secret key: {secret} (keep it private)")
+    return 0

@@ -1,0 +1,298 @@
+"""Client API for rigs: `Subscriber` (the PUB stream of rates and meta) and `LockstepClient` (control, predict).
+
+from vist_rt.client import Subscriber
+with Subscriber("tcp://127.0.0.1:5556", timeout_ms=2000) as sub:
+    for msg in sub:                       # ends after 2 s without a message
+        if msg.topic == "rates":
+            print(msg.header["seq"], msg.rates.mean())
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import zmq
+
+from vist_rt.errors import VistError
+from vist_rt.runtime.wire import Message, SeqTracker, WireError, decode, dumps, loads_header
+
+__all__ = ["LockstepClient", "Message", "Subscriber", "WireError", "curve_client_options"]
+
+DEFAULT_PUB = "tcp://127.0.0.1:5556"
+DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
+_SLICE_MS = 200  # long waits are cut in slices so that Ctrl-C is seen promptly
+
+
+def _server_key(key: bytes | str | os.PathLike[str]) -> bytes:
+    """A server public key: Z85 (40 chars) / raw (32 bytes), or the path of a .key / .key_secret file."""
+    if isinstance(key, (str, os.PathLike)) and Path(key).is_file():
+        from vist_rt.runtime.publish import load_curve_keys
+
+        return load_curve_keys(key)[0]
+    raw = key.encode("ascii") if isinstance(key, str) else bytes(key)  # type: ignore[arg-type]
+    if len(raw) not in (32, 40):
+        raise VistError("curve_server_key must be a key file, a 40-character Z85 key or 32 raw bytes")
+    return raw
+
+
+def curve_client_options(sock: zmq.Socket, server_key: bytes | str | os.PathLike[str]) -> None:
+    """Make `sock` a CurveZMQ client of the server with that public key (an ephemeral client key pair)."""
+    if not zmq.has("curve"):
+        raise VistError("this libzmq has no CurveZMQ support (built without libsodium)")
+    public, secret = zmq.curve_keypair()
+    sock.setsockopt(zmq.CURVE_SERVERKEY, _server_key(server_key))
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+
+
+def _connect(sock: zmq.Socket, endpoint: str) -> None:
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        raise VistError(f"cannot connect to {endpoint!r}: {exc.strerror}") from None
+
+
+def _poll(sock: zmq.Socket, timeout_ms: int | None) -> bool:
+    """poll(POLLIN) in short slices (None: forever)."""
+    if timeout_ms is None:
+        while not sock.poll(_SLICE_MS, zmq.POLLIN):
+            pass
+        return True
+    remaining = max(0, int(timeout_ms))
+    while True:
+        step = min(remaining, _SLICE_MS)
+        if sock.poll(step, zmq.POLLIN):
+            return True
+        remaining -= step
+        if remaining <= 0:
+            return False
+
+
+class Subscriber:
+    """SUB socket on a vist-rt publisher; iterate for `Message`s (header dict + float32 rates).
+
+    Loss detection: with both topics subscribed (the default) a jump in `seq` is recorded in `gaps` as
+    (last seen seq, number missing) and summed in `lost`. The first messages after connecting are always
+    missed (ZeroMQ's late joiner); `first_seq` says where this subscriber started.
+    Iteration ends when no message arrives within `timeout_ms` (None: waits forever).
+    A malformed message raises WireError from `recv` (the socket stays usable; `bad` counts them).
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_PUB,
+        *,
+        topics: Iterable[str] = ("rates", "meta"),
+        timeout_ms: int | None = None,
+        curve_server_key: bytes | str | os.PathLike[str] | None = None,
+        hwm: int = 1000,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.topics = tuple(topics)
+        unknown = [t for t in self.topics if t not in ("rates", "meta")]
+        if unknown or not self.topics:
+            raise VistError(f"topics must be among rates, meta; got {', '.join(self.topics) or 'none'}")
+        self.endpoint = endpoint
+        self.timeout_ms = timeout_ms
+        self.received = 0
+        self.bad = 0
+        self._tracker = SeqTracker()
+        self.tracks_gaps = set(self.topics) == {"rates", "meta"}
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.SUB)
+        try:
+            self._sock.setsockopt(zmq.LINGER, 0)
+            self._sock.setsockopt(zmq.RCVHWM, hwm)
+            if curve_server_key is not None:
+                curve_client_options(self._sock, curve_server_key)
+            for topic in self.topics:
+                self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            _connect(self._sock, endpoint)
+        except BaseException:
+            self._sock.close(0)
+            raise
+
+    @property
+    def gaps(self) -> list[tuple[int, int]]:
+        """(last seen seq, number missing) for each jump in seq (empty unless both topics are subscribed)."""
+        return list(self._tracker.gaps)
+
+    @property
+    def lost(self) -> int:
+        """Messages missed between the first and the last one received."""
+        return self._tracker.lost
+
+    @property
+    def first_seq(self) -> int | None:
+        """seq of the first message received (None before any)."""
+        return self._tracker.first_seq
+
+    @property
+    def last_seq(self) -> int | None:
+        return self._tracker.last_seq
+
+    @property
+    def restarts(self) -> int:
+        """How often seq went backwards (a restarted publisher)."""
+        return self._tracker.restarts
+
+    def recv(self, timeout_ms: int | None = -1) -> Message | None:
+        """The next message, or None after `timeout_ms` (default: the subscriber's timeout; None: forever)."""
+        wait = self.timeout_ms if timeout_ms == -1 else timeout_ms
+        if not _poll(self._sock, wait):
+            return None
+        frames = self._sock.recv_multipart()
+        self.received += 1
+        try:
+            msg = decode(frames)
+        except WireError:
+            self.bad += 1
+            raise
+        if self.tracks_gaps:
+            self._tracker.update(msg.seq)
+        else:
+            self._tracker.first_seq = msg.seq if self._tracker.first_seq is None else self._tracker.first_seq
+            self._tracker.last_seq = msg.seq
+        return msg
+
+    def __iter__(self) -> Iterator[Message]:
+        while True:
+            msg = self.recv()
+            if msg is None:
+                return
+            yield msg
+
+    def close(self) -> None:
+        if not self._sock.closed:
+            self._sock.close(0)
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class LockstepClient:
+    """REQ client of the control socket. Every call waits at most `timeout_ms` for the reply; on a timeout
+    the socket is recreated (a REQ socket that lost its reply is stuck) and a VistError is raised. An
+    `{"ok": false, "error": ...}` reply raises VistError with the server's message.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_CONTROL,
+        timeout_ms: int = 5000,
+        *,
+        curve_server_key: bytes | str | os.PathLike[str] | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout_ms = timeout_ms
+        self._curve = curve_server_key
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._new_socket()
+
+    def _new_socket(self) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.REQ)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 10)
+            if self._curve is not None:
+                curve_client_options(sock, self._curve)
+            _connect(sock, self.endpoint)
+        except BaseException:
+            sock.close(0)
+            raise
+        return sock
+
+    def _exchange(self, parts: list[Any], what: str) -> list[bytes]:
+        """Send, wait, receive; anything but a reply (timeout, error, Ctrl-C) leaves a fresh socket behind."""
+        try:
+            self._sock.send_multipart(parts, copy=False)
+            if _poll(self._sock, self.timeout_ms):
+                return self._sock.recv_multipart()
+        except zmq.ZMQError as exc:
+            self._reset_socket()
+            raise VistError(f"{what}: {exc.strerror}") from None
+        except BaseException:
+            self._reset_socket()
+            raise
+        self._reset_socket()
+        raise VistError(f"{what}: no reply from {self.endpoint} within {self.timeout_ms} ms")
+
+    def _reset_socket(self) -> None:
+        self._sock.close(0)
+        self._sock = self._new_socket()
+
+    @staticmethod
+    def _reply_header(frames: list[bytes], what: str) -> dict[str, Any]:
+        try:
+            reply = loads_header(frames[0])
+        except WireError as exc:
+            raise VistError(f"{what}: bad reply: {exc}") from None
+        if reply.get("ok") is not True:
+            raise VistError(f"{what}: {reply.get('error') or 'the server said not ok'}")
+        return reply
+
+    def request(self, cmd: str, **kw: Any) -> dict[str, Any]:
+        """Send `{"cmd": cmd, **kw}`; the JSON reply (ok true) or VistError."""
+        frames = self._exchange([dumps({"cmd": cmd, **kw})], cmd)
+        reply = self._reply_header(frames, cmd)
+        if len(frames) != 1:
+            raise VistError(f"{cmd}: expected a 1-part reply, got {len(frames)} parts")
+        return reply
+
+    def predict(self, frame: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+        """Send one uint8 frame ([H, W] or [H, W, 1|3], RGB) and get (rates header, float32 rates) for it."""
+        arr = np.asarray(frame)
+        if arr.dtype != np.uint8:
+            raise VistError(f"predict: frame must be uint8, got {arr.dtype}")
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3)) or arr.size == 0:
+            raise VistError(f"predict: frame must be [H, W] or [H, W, 1|3], got shape {tuple(arr.shape)}")
+        arr = np.ascontiguousarray(arr)
+        head = dumps({"cmd": "predict", "shape": list(arr.shape), "dtype": "uint8"})
+        frames = self._exchange([head, memoryview(arr).cast("B")], "predict")
+        reply = self._reply_header(frames, "predict")
+        if len(frames) != 2:
+            raise VistError(f"predict: expected a 2-part reply (header, rates), got {len(frames)} parts")
+        try:
+            msg = decode([b"rates", frames[0], frames[1]])
+        except WireError as exc:
+            raise VistError(f"predict: bad reply: {exc}") from None
+        assert msg.rates is not None
+        return reply, msg.rates
+
+    def status(self) -> dict[str, Any]:
+        return self.request("status")
+
+    def meta(self) -> dict[str, Any]:
+        return self.request("meta")
+
+    def reset(self) -> dict[str, Any]:
+        return self.request("reset")
+
+    def pause(self) -> dict[str, Any]:
+        return self.request("pause")
+
+    def resume(self) -> dict[str, Any]:
+        return self.request("resume")
+
+    def close(self) -> None:
+        if not self._sock.closed:
+            self._sock.close(0)
+
+    def __enter__(self) -> LockstepClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,115 @@
+"""`vist-rt run` settings: a frozen dataclass, loadable from TOML ([run] table), overridden by flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from vist_rt.choices import BACKENDS, DEVICES, PRECISIONS
+from vist_rt.errors import VistError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_PUB = "tcp://127.0.0.1:5556"
+DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything `vist-rt run` needs; field names are the flags' names (dashes as underscores)."""
+
+    source: str | None = "synthetic"  # camera:N | URL | video:PATH | images:DIR | synthetic[:SEED] | zmq:ENDPOINT
+    lockstep: bool = False  # no source: the model advances on the control socket's `predict`
+    checkpoint: str | None = None
+    vit_weights: str | None = None
+    backend: str = "auto"  # of the feature stage
+    device: str = "cpu"
+    precision: str = "fp32"
+    pub: str = DEFAULT_PUB
+    control: str = DEFAULT_CONTROL
+    replay: bool = False  # every frame of a file source, in order, resampled to the model rate
+    realtime: bool = False  # replay paced to real time
+    paused: bool = False  # start paused: subscribers connect, then a control `resume` starts the ticks
+    max_frames: int | None = None  # stop after this many model ticks
+    record: str | None = None  # HDF5 recording of everything published
+    lsl: bool = False
+    dashboard: bool = True
+    allow_remote: bool = False  # bind beyond loopback (explicit choice)
+    curve_keys: str | None = None  # folder with CurveZMQ server keys (required beyond loopback)
+    fps: float | None = None  # source frame rate where the source has none (image folders)
+    width: int | None = None  # camera resolution
+    height: int | None = None
+    engines: str = "engines"
+    threads: int | None = None
+    hwm: int = 1000  # ZMQ send high-water mark (messages)
+    meta_every_s: float = 5.0
+    status_every_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.lockstep and self.replay:
+            raise VistError("--lockstep and --replay exclude each other")
+        if self.realtime and not self.replay:
+            raise VistError("--realtime paces a --replay; it means nothing without it")
+        if self.backend not in BACKENDS:
+            raise VistError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.device not in DEVICES:
+            raise VistError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise VistError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise VistError(f"max_frames must be >= 1, got {self.max_frames}")
+        for name in ("meta_every_s", "status_every_s"):
+            if not getattr(self, name) > 0:
+                raise VistError(f"{name} must be > 0")
+        if self.hwm < 1:
+            raise VistError(f"hwm must be >= 1, got {self.hwm}")
+
+    @property
+    def mode(self) -> str:
+        """lockstep, replay or live."""
+        return "lockstep" if self.lockstep else "replay" if self.replay else "live"
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> RunConfig:
+        """Settings from `[run]` in a TOML file (or its top level), then `overrides` (flags given)."""
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise VistError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise VistError(f"config {path} is not valid TOML: {exc}") from None
+        table = data.get("run", data)
+        if not isinstance(table, dict):
+            raise VistError(f"config {path}: [run] must be a table")
+        return cls.from_dict({**{k.replace("-", "_"): v for k, v in table.items()}, **overrides})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Strict: unknown keys and wrong types are one-line errors."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise VistError(f"unknown run setting(s): {', '.join(unknown)}")
+        clean: dict[str, Any] = {}
+        names = {"str": str, "bool": bool, "int": int, "float": float}
+        for key, value in data.items():
+            allowed = [t.strip() for t in str(fields[key].type).split("|")]
+            if value is None and "None" in allowed:
+                clean[key] = None
+            elif isinstance(value, bool):
+                if "bool" not in allowed:
+                    raise VistError(f"run setting {key} must be {' or '.join(allowed)}, got {value!r}")
+                clean[key] = value
+            elif "float" in allowed and isinstance(value, (int, float)):
+                clean[key] = float(value)
+            elif any(isinstance(value, names[t]) for t in allowed if t in names):
+                clean[key] = value
+            else:
+                raise VistError(f"run setting {key} must be {' or '.join(allowed)}, got {value!r}")
+        return cls(**clean)

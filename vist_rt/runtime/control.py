@@ -1,0 +1,181 @@
+"""The control socket (REP): JSON commands, and `predict` (lock-step: one frame in, its rates out)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Collection, Mapping
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import zmq
+
+from vist_rt.errors import VistError
+from vist_rt.runtime.publish import bind_socket, key_bytes, require_curve
+from vist_rt.runtime.wire import dumps, encode_rates
+
+DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
+COMMANDS = ("status", "meta", "reset", "pause", "resume", "predict")
+FRAME_DTYPES = ("uint8",)
+MAX_REQUEST_BYTES = 1 << 28  # a larger request closes the connection (libzmq ZMQ_MAXMSGSIZE)
+
+Handler = Callable[[dict[str, Any], bytes | None], tuple[dict[str, Any], bytes | memoryview | None]]
+log = logging.getLogger(__name__)
+
+
+def one_line(text: str) -> str:
+    """The first line of an error message, never empty."""
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else "error"
+
+
+def decode_predict_frame(request: Mapping[str, Any], payload: bytes | memoryview) -> np.ndarray:
+    """The frame of a predict request: shape [H, W] or [H, W, 1|3], dtype uint8, size matching; VistError else.
+
+    The returned uint8 array views `payload` (read-only).
+    """
+    shape = request.get("shape")
+    if (
+        not isinstance(shape, list)
+        or len(shape) not in (2, 3)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
+    ):
+        raise VistError(f"predict: 'shape' must be [H, W] or [H, W, C] of positive integers, got {shape!r}")
+    if len(shape) == 3 and shape[2] not in (1, 3):
+        raise VistError(f"predict: the last dimension must be 1 (grey) or 3 (RGB), got shape {shape}")
+    dtype = request.get("dtype")
+    if dtype not in FRAME_DTYPES:
+        raise VistError(f"predict: 'dtype' must be one of {', '.join(FRAME_DTYPES)}, got {dtype!r}")
+    size = math.prod(shape)
+    got = memoryview(payload).nbytes
+    if got != size:
+        raise VistError(f"predict: frame payload has {got} bytes, shape {shape} of {dtype} needs {size}")
+    return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
+
+
+def predict_reply(header: Mapping[str, Any], rates: np.ndarray) -> tuple[dict[str, Any], memoryview]:
+    """A handler's answer to predict: (rates header with v, n and ok, float32 payload), validated."""
+    parts = encode_rates(header, rates)
+    full = json.loads(parts[1])
+    full["ok"] = True
+    return full, memoryview(parts[2])
+
+
+class ControlServer:
+    """A REP socket answering one request per `poll`; every request gets exactly one reply.
+
+    `handler(request, payload) -> (reply, payload or None)` sees only well-formed requests: a JSON object
+    with a known `cmd`; for `predict` the raw frame bytes as payload (see `decode_predict_frame`), None
+    otherwise. A VistError/ValueError it raises becomes `{"ok": false, "error": "..."}`; any other exception
+    is logged and answered as an internal error, the socket stays usable.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_CONTROL,
+        handler: Handler | None = None,
+        *,
+        allow_remote: bool = False,
+        context: zmq.Context | None = None,
+        commands: Collection[str] = COMMANDS,
+        curve_secret_key: bytes | str | None = None,
+    ) -> None:
+        if handler is None:
+            raise VistError("ControlServer needs a handler")
+        self.handler = handler
+        self.commands = tuple(commands)
+        self.handled = 0
+        self.errors = 0
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.REP)
+        try:
+            self._sock.setsockopt(zmq.LINGER, 0)
+            self._sock.setsockopt(zmq.SNDHWM, 100)
+            self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+            if curve_secret_key is not None:
+                require_curve()
+                self._sock.setsockopt(zmq.CURVE_SERVER, 1)
+                self._sock.setsockopt(zmq.CURVE_SECRETKEY, key_bytes(curve_secret_key, "curve_secret_key"))
+            self._endpoint = bind_socket(self._sock, endpoint, allow_remote=allow_remote, what="control socket")
+        except BaseException:
+            self._sock.close(0)
+            raise
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint actually bound."""
+        return self._endpoint
+
+    def poll(self, timeout_ms: int = 0) -> bool:
+        """Wait up to `timeout_ms` for a request and answer it; True if one was handled."""
+        if not self._sock.poll(timeout_ms, zmq.POLLIN):
+            return False
+        try:
+            frames = self._sock.recv_multipart(flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        try:
+            reply, payload = self._answer(frames)
+        except VistError as exc:
+            self.errors += 1
+            reply, payload = {"ok": False, "error": one_line(str(exc))}, None
+        self._reply(reply, payload)
+        self.handled += 1
+        return True
+
+    def _answer(self, frames: list[bytes]) -> tuple[dict[str, Any], bytes | memoryview | None]:
+        """Validate the request and run the handler; VistError for anything the client must hear about."""
+        if len(frames) not in (1, 2):
+            raise VistError(f"a request has 1 part (2 for predict), got {len(frames)}")
+        try:
+            request = json.loads(frames[0].decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise VistError(f"request is not UTF-8 JSON: {one_line(str(exc))}") from None
+        if not isinstance(request, dict):
+            raise VistError(f"request must be a JSON object, got {type(request).__name__}")
+        cmd = request.get("cmd")
+        if not isinstance(cmd, str) or cmd not in self.commands:
+            raise VistError(f"unknown cmd {cmd!r} (expected one of {', '.join(self.commands)})")
+        want = 2 if cmd == "predict" else 1
+        if len(frames) != want:
+            raise VistError(f"{cmd} takes {want} message part{'s' if want > 1 else ''}, got {len(frames)}")
+        try:
+            result = self.handler(request, frames[1] if want == 2 else None)
+        except (VistError, ValueError) as exc:
+            raise VistError(one_line(str(exc))) from None
+        except Exception as exc:  # a bug in the handler must not leave the REP socket without a reply
+            log.exception("control handler failed on %r", cmd)
+            raise VistError(f"internal error in {cmd}: {type(exc).__name__}: {one_line(str(exc))}") from None
+        if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], dict)):
+            raise VistError(f"internal error in {cmd}: the handler returned {type(result).__name__}")
+        reply, payload = result
+        reply = dict(reply)
+        reply.setdefault("ok", True)
+        return reply, payload
+
+    def _reply(self, reply: dict[str, Any], payload: bytes | memoryview | None) -> None:
+        try:
+            head = dumps(reply)
+        except VistError as exc:
+            self.errors += 1
+            head, payload = dumps({"ok": False, "error": f"internal error: reply {one_line(str(exc))}"}), None
+        parts: list[Any] = [head] if payload is None else [head, payload]
+        try:
+            self._sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as exc:  # the peer is gone: the REP state machine still moves on
+            log.warning("control reply not sent: %s", exc)
+
+    def close(self) -> None:
+        """Close the socket. Idempotent."""
+        if not self._sock.closed:
+            self._sock.close(0)
+
+    def __enter__(self) -> ControlServer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

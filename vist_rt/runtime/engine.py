@@ -1,0 +1,121 @@
+"""The model side of the pipeline: a checkpoint's feature extractor and streaming temporal model."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vist_rt.errors import VistError
+from vist_rt.features import Extractor, from_spec
+from vist_rt.model.checkpoint import Checkpoint, load_checkpoint
+
+
+def rf_centres(rf: torch.Tensor) -> list[list[float] | None]:
+    """Per cell, the centroid of its RF mask `[C, g, g]` as (x, y) in 0..1 of the model's square input."""
+    c, g, _ = rf.shape
+    w = rf.clamp(min=0).double()
+    total = w.sum(dim=(1, 2))
+    coords = (torch.arange(g, dtype=torch.float64) + 0.5) / g
+    x = (w.sum(dim=1) * coords).sum(dim=1) / total.clamp(min=1e-12)
+    y = (w.sum(dim=2) * coords).sum(dim=1) / total.clamp(min=1e-12)
+    return [[round(float(x[i]), 4), round(float(y[i]), 4)] if total[i] > 0 else None for i in range(c)]
+
+
+class Engine:
+    """One frame in, one tick's rates out: `features(image)` then `step(tokens)` (the temporal model's state)."""
+
+    def __init__(self, ckpt: Checkpoint, extractor: Extractor, *, device: str = "cpu") -> None:
+        cfg = ckpt.config
+        spec = extractor.spec
+        if spec.get("grid") != cfg.grid or spec.get("dim") != cfg.feature_dim:
+            raise VistError(
+                f"the checkpoint's model reads a {cfg.grid}x{cfg.grid} grid of {cfg.feature_dim}-dim tokens, "
+                f"but its extractor gives {spec.get('grid')}x{spec.get('grid')} of {spec.get('dim')}"
+            )
+        self.ckpt, self.extractor, self.device = ckpt, extractor, device
+        model = ckpt.model.to(device)
+        rf = ckpt.rf.to(device)
+        if device == "cuda":
+            from vist_rt.model.device_stream import DeviceStreamingViST
+
+            self.stream: Any = DeviceStreamingViST.from_model(model, rf)
+        else:
+            from vist_rt.model.streaming import StreamingViST
+
+            self.stream = StreamingViST.from_model(model, rf)
+        self.identity = self._identity()
+
+    @classmethod
+    def from_files(
+        cls,
+        checkpoint: str | Path,
+        *,
+        vit_weights: str | None = None,
+        backend: str = "auto",
+        device: str = "cpu",
+        precision: str = "fp32",
+        engines: str = "engines",
+        threads: int | None = None,
+        log: Callable[[str], None] = print,
+    ) -> Engine:
+        """Load a checkpoint and rebuild the extractor it was trained with, on the chosen backend."""
+        ckpt = load_checkpoint(checkpoint)
+        runtime: dict[str, Any] = {}
+        if ckpt.extractor.get("kind") == "dinov2":
+            runtime = dict(backend=backend, device=device, precision=precision, cache_dir=engines,
+                           threads=threads, log=log)  # fmt: skip
+        elif backend not in ("auto", "torch") or precision != "fp32":
+            raise VistError(f"the checkpoint's {ckpt.extractor.get('kind')} extractor has no backend or precision")
+        return cls(ckpt, from_spec(ckpt.extractor, weights=vit_weights, **runtime), device=device)
+
+    def _identity(self) -> dict[str, Any]:
+        path = self.ckpt.path
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path and path.is_file() else None
+        return {"checkpoint": path.name if path else None, "sha256": digest, "config": self.ckpt.config.to_dict()}
+
+    def meta(self) -> dict[str, Any]:
+        """What a `meta` message says of the model (see docs/protocol.md)."""
+        ext = self.extractor
+        return {
+            "model": self.identity,
+            "cell_ids": self.ckpt.cell_ids,
+            "units": self.ckpt.units,
+            "fps": self.ckpt.fps,
+            "n": self.ckpt.config.cells,
+            "rf_centres": rf_centres(self.ckpt.rf),
+            "extractor": {"spec": ext.spec, "described": ext.describe(), "runtime": ext.runtime},
+            "dinov2": bool(ext.spec.get("dinov2", False)),
+            "device": self.device,
+        }
+
+    def features(self, image: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """uint8 frame -> (tokens [1, T, D], preprocess ms, ViT ms)."""
+        t0 = time.perf_counter()
+        pixels = self.extractor.preprocess(image)
+        t1 = time.perf_counter()
+        tokens = self.extractor.tokens_from_pixels(pixels)
+        t2 = time.perf_counter()
+        return tokens, (t1 - t0) * 1e3, (t2 - t1) * 1e3
+
+    def step(self, tokens: np.ndarray) -> tuple[np.ndarray, float]:
+        """One model tick on tokens [1, T, D] -> (rates [C] float32, temporal ms).
+
+        The rates are a new array each tick: ZeroMQ sends them without copying, after this returns."""
+        t0 = time.perf_counter()
+        out = self.stream.step(tokens)
+        rates = out[0].detach().to("cpu", torch.float32).numpy()
+        return rates, (time.perf_counter() - t0) * 1e3
+
+    def reset(self) -> None:
+        """The temporal model back to its zero state (the next outputs equal a fresh stream's)."""
+        self.stream.reset()
+
+    def close(self) -> None:
+        """Release the extractor's backend."""
+        self.extractor.close()

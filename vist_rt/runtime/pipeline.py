@@ -1,0 +1,380 @@
+"""The run-time pipeline: source -> features -> temporal model -> ZeroMQ (and recorder), in three modes.
+
+- live: a capture thread keeps the newest frames; a feature thread runs the extractor on the newest
+  frame whenever it is free; the model clock ticks at the checkpoint's rate and steps the temporal
+  model on the newest features it has (sample-and-hold). A tick whose features are not new is
+  `stale`; a slow ViT never makes the clock slip (missed ticks are counted, see ModelClock).
+- replay: every source frame in order, resampled to the model rate by its timestamp (tick k uses
+  the newest frame whose media time is <= k / fps), as fast as possible or paced (`realtime`).
+- lockstep: no source; each control `predict` is one frame in, that frame's rates out (also published).
+
+One thread (the caller's) owns every socket and the recorder: ticks, control requests and meta
+messages are served from it, so no socket is shared between threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from vist_rt.errors import VistError
+from vist_rt.runtime.clock import ModelClock
+from vist_rt.runtime.config import RunConfig
+from vist_rt.runtime.engine import Engine
+from vist_rt.runtime.stats import RunStats
+from vist_rt.runtime.wire import Message
+
+COMMANDS = ("status", "meta", "reset", "pause", "resume", "predict")
+
+
+class Runtime:
+    """One run of the pipeline (see the module docstring). `run()` blocks until done or `stop()`."""
+
+    def __init__(self, cfg: RunConfig, engine: Engine, *, log: Callable[[str], None] = print) -> None:
+        self.cfg, self.engine, self.log = cfg, engine, log
+        self.fps = float(engine.ckpt.fps)
+        self.stats = RunStats()
+        self._stop = threading.Event()
+        self.paused = cfg.paused
+        self.tick = 0
+        self.source_state = "none" if cfg.lockstep else "opening"
+        self.source_desc = "lock-step (frames from the control socket)" if cfg.lockstep else str(cfg.source)
+        self.capture: Any = None
+        self.publisher: Any = None
+        self.control: Any = None
+        self.recorder: Any = None
+        self.lsl: Any = None
+        self._latest: tuple[int, int, float, np.ndarray, float, float] | None = None  # newest features
+        self._latest_lock = threading.Lock()
+        self._last_meta = 0.0
+        self._last_status = 0.0
+        self.started = time.perf_counter()
+        self.meta = self._meta()
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, *, log: Callable[[str], None] = print) -> Runtime:
+        """Load the checkpoint and extractor the settings name."""
+        if cfg.checkpoint is None:
+            raise VistError("no --checkpoint given (a shipped demo model comes with the training issue)")
+        engine = Engine.from_files(
+            cfg.checkpoint,
+            vit_weights=cfg.vit_weights,
+            backend=cfg.backend,
+            device=cfg.device,
+            precision=cfg.precision,
+            engines=cfg.engines,
+            threads=cfg.threads,
+            log=log,
+        )
+        return cls(cfg, engine, log=log)
+
+    # ---- control ----------------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the run to end (thread- and signal-safe); `run()` then cleans up and returns."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once stop() was called."""
+        return self._stop.is_set()
+
+    def _meta(self) -> dict[str, Any]:
+        meta = self.engine.meta()
+        meta.update({"mode": self.cfg.mode, "source": self.source_desc})
+        return meta
+
+    def status(self) -> dict[str, Any]:
+        """Everything the status line, the control `status` and the summary report."""
+        snap = self.stats.snapshot()
+        elapsed = time.perf_counter() - self.started
+        cap = self.capture
+        snap.update(
+            {
+                "mode": self.cfg.mode,
+                "paused": self.paused,
+                "source": self.source_desc,
+                "source_state": getattr(cap, "state", self.source_state) if cap else self.source_state,
+                "dropped": int(getattr(cap, "overwritten", 0)) if cap else 0,
+                "source_errors": int(getattr(cap, "errors", 0)) if cap else 0,
+                "target_hz": self.fps,
+                "rate_hz": snap["ticks"] / elapsed if elapsed > 0 else 0.0,
+                "elapsed_s": elapsed,
+                "pub": self.publisher.endpoint if self.publisher else self.cfg.pub,
+                "control": self.control.endpoint if self.control else self.cfg.control,
+                "record": self.cfg.record,
+                "extractor": self.engine.extractor.describe(),
+                "runtime": self.engine.extractor.runtime,
+            }
+        )
+        return snap
+
+    def handle(self, request: dict[str, Any], payload: bytes | None) -> tuple[dict[str, Any], bytes | None]:
+        """One control request -> (reply, payload). A VistError becomes `{"ok": false, "error": ...}`."""
+        cmd = request.get("cmd")
+        if cmd not in COMMANDS:
+            raise VistError(f"unknown cmd {cmd!r}; one of {', '.join(COMMANDS)}")
+        if cmd == "status":
+            return {"ok": True, **self.status()}, None
+        if cmd == "meta":
+            self._publish_meta()
+            return {"ok": True, **self.meta}, None
+        if cmd == "reset":
+            self.engine.reset()
+            return {"ok": True, "reset": True, "tick": self.tick}, None
+        if cmd in ("pause", "resume"):
+            self.paused = cmd == "pause"
+            return {"ok": True, "paused": self.paused}, None
+        # predict: lock-step only
+        if not self.cfg.lockstep:
+            raise VistError("predict is for lock-step runs (vist-rt run --lockstep)")
+        if self.paused:
+            raise VistError("paused: send resume first")
+        from vist_rt.runtime.control import decode_predict_frame, predict_reply
+
+        frame = decode_predict_frame(request, payload or b"")
+        t_ns = int(request.get("t_ns", time.time_ns()))
+        index = int(request.get("index", self.tick))
+        got = time.perf_counter()
+        tokens, pre, vit = self.engine.features(frame)
+        self.stats.features += 1
+        header, rates = self._step_and_publish(index, t_ns, got, tokens, pre, vit, stale=False)
+        return predict_reply(header, rates)
+
+    def _poll_control(self, seconds: float) -> None:
+        """Serve control requests for up to `seconds` (the clock's wait)."""
+        if self.control is None:
+            time.sleep(seconds)
+            return
+        end = time.perf_counter() + seconds
+        while True:
+            left = end - time.perf_counter()
+            if left <= 0 or self.stopping:
+                return
+            self.control.poll(max(1, int(left * 1000)))
+
+    # ---- publishing ---------------------------------------------------------------------------------------------
+
+    def _record(self, topic: str, header: dict[str, Any], rates: np.ndarray | None) -> None:
+        if self.recorder is not None:
+            self.recorder.add(Message(topic, dict(header), rates))
+
+    def _publish_meta(self) -> None:
+        self.publisher.publish_meta(dict(self.meta))
+        self.stats.messages += 1
+        self._record("meta", self.publisher.last_meta_header, None)
+        self._last_meta = time.perf_counter()
+
+    def _step_and_publish(
+        self, index: int, t_ns: int, got: float, tokens: np.ndarray, pre: float, vit: float, *, stale: bool
+    ) -> tuple[dict[str, Any], np.ndarray]:
+        """Step the temporal model once on `tokens` and publish the rates (and record them)."""
+        rates, temporal = self.engine.step(tokens)
+        lat = {"preprocess": pre, "vit": vit, "temporal": temporal}
+        t0 = time.perf_counter()
+        lat["e2e"] = (t0 - got) * 1e3
+        header: dict[str, Any] = {
+            "tick": self.tick,
+            "frame": index,
+            "t_frame_ns": t_ns,
+            "stale": stale,
+            "lat_ms": {k: round(v, 4) for k, v in lat.items()},
+            "mode": self.cfg.mode,
+        }
+        self.publisher.publish_rates(header, rates)
+        lat["publish"] = (time.perf_counter() - t0) * 1e3
+        header = dict(self.publisher.last_rates_header)  # as sent: with v, seq, n, t_pub_ns
+        self._record("rates", header, rates)
+        if self.lsl is not None:
+            self.lsl.push(rates, time.perf_counter() - got)
+        with self.stats.lock:
+            self.stats.ticks += 1
+            self.stats.messages += 1
+            self.stats.stale += int(stale)
+        self.stats.add_latencies(lat if not stale else {"temporal": temporal, "publish": lat["publish"]})
+        self.tick += 1
+        return header, rates
+
+    def _housekeeping(self) -> None:
+        """Periodic meta messages and the headless status line."""
+        now = time.perf_counter()
+        if now - self._last_meta >= self.cfg.meta_every_s:
+            self._publish_meta()
+        if now - self._last_status >= self.cfg.status_every_s:
+            self._last_status = now
+            self.log(status_line(self.status()))
+
+    # ---- the three modes ----------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Open the sockets (and recorder), run the mode until done or stopped, clean up; return the status."""
+        from vist_rt.runtime.control import ControlServer
+        from vist_rt.runtime.publish import Publisher, load_curve_keys
+
+        cfg = self.cfg
+        secret = load_curve_keys(cfg.curve_keys)[1] if cfg.curve_keys else None
+        with contextlib.ExitStack() as stack:
+            self.publisher = stack.enter_context(
+                Publisher(cfg.pub, hwm=cfg.hwm, allow_remote=cfg.allow_remote, curve_secret_key=secret)
+            )
+            self.control = stack.enter_context(
+                ControlServer(cfg.control, self.handle, allow_remote=cfg.allow_remote, curve_secret_key=secret)
+            )
+            if cfg.record:
+                from vist_rt.runtime.record import Recorder
+
+                self.recorder = stack.enter_context(Recorder(cfg.record, cells=self.engine.ckpt.config.cells))
+            if cfg.lsl:
+                from vist_rt.runtime.lsl import LslOutlet
+
+                self.lsl = stack.enter_context(LslOutlet(self.meta))
+            self.log(f"publishing on {self.publisher.endpoint}, control on {self.control.endpoint} ({cfg.mode})")
+            self._publish_meta()
+            self.started = time.perf_counter()
+            try:
+                if cfg.lockstep:
+                    self._run_lockstep()
+                elif cfg.replay:
+                    self._run_replay()
+                else:
+                    self._run_live()
+            except KeyboardInterrupt:
+                self.stop()
+            finally:
+                if self.capture is not None:
+                    self.capture.stop()
+                self.engine.close()
+            return self.status()
+
+    def _open_source(self, *, drop: bool) -> Any:
+        from vist_rt.runtime.capture import CaptureThread
+        from vist_rt.runtime.sources import make_source
+
+        cfg = self.cfg
+        source = make_source(
+            str(cfg.source), fps=cfg.fps, width=cfg.width, height=cfg.height, allow_remote=cfg.allow_remote
+        )
+        if cfg.replay and source.live:
+            raise VistError(f"--replay needs a file source (video:, images: or synthetic), not {cfg.source}")
+        self.source_desc = source.describe()
+        self.meta = self._meta()
+        self.capture = CaptureThread(source, drop=drop)
+        self.capture.start()
+        return source
+
+    def _run_lockstep(self) -> None:
+        while not self.stopping:
+            self.control.poll(100)
+            self._housekeeping()
+            if self.cfg.max_frames is not None and self.tick >= self.cfg.max_frames:
+                return
+
+    def _run_replay(self) -> None:
+        """Tick k uses the newest source frame with media time <= k / fps (from the first frame's time)."""
+        self._open_source(drop=False)
+        cap = self.capture
+        period_ns = 1e9 / self.fps
+        current = cap.next_in_order(timeout=10.0)
+        if current is None:
+            raise VistError(f"the source {self.source_desc} gave no frame")
+        t0_ns = current.t_ns
+        pending = cap.next_in_order(timeout=10.0)
+        frame_ns = (pending.t_ns - current.t_ns) if pending is not None else period_ns
+        tokens = None
+        used = -1
+        start = time.perf_counter()
+        k = 0
+        tol = 1e3  # 1 us: media times are rounded to whole ns (or ms) by containers
+        while not self.stopping:
+            tick_ns = t0_ns + k * period_ns
+            while pending is not None and pending.t_ns <= tick_ns + tol:
+                frame_ns = pending.t_ns - current.t_ns
+                current, pending = pending, cap.next_in_order(timeout=10.0)
+            if pending is None and tick_ns + tol >= current.t_ns + max(frame_ns, 1.0):
+                return  # past the last frame's display interval: the replay is complete
+            if self.cfg.realtime:
+                self._poll_control(max(0.0, start + k / self.fps - time.perf_counter()))
+            else:
+                self.control.poll(0)
+            while self.paused and not self.stopping:
+                self._poll_control(0.05)
+                self._housekeeping()
+            got = time.perf_counter()
+            if current.index != used:
+                tokens, pre, vit = self.engine.features(current.image)
+                self.stats.features += 1
+                used = current.index
+            assert tokens is not None
+            self._step_and_publish(current.index, current.t_ns, got, tokens, pre, vit, stale=False)
+            self._housekeeping()
+            k += 1
+            if self.cfg.max_frames is not None and self.tick >= self.cfg.max_frames:
+                return
+
+    def _feature_loop(self) -> None:
+        """Feature thread (live): the newest frame through the extractor, whenever the extractor is free."""
+        last = -1
+        while not self.stopping:
+            frame = self.capture.latest(after=last)
+            if frame is None:
+                time.sleep(0.001)
+                continue
+            got = time.perf_counter() - max(0.0, (time.time_ns() - frame.t_ns) / 1e9)  # capture time, perf clock
+            try:
+                tokens, pre, vit = self.engine.features(frame.image)
+            except VistError as exc:
+                self.stats.error(f"frame {frame.index}: {exc}")
+                last = frame.index
+                continue
+            with self._latest_lock:
+                self._latest = (frame.index, frame.t_ns, got, tokens, pre, vit)
+            self.stats.features += 1
+            last = frame.index
+
+    def _run_live(self) -> None:
+        self._open_source(drop=True)
+        worker = threading.Thread(target=self._feature_loop, name="vist-features", daemon=True)
+        worker.start()
+        try:
+            while self._latest is None and not self.stopping:  # the clock starts with the first features
+                self._poll_control(0.05)
+                self._housekeeping()
+            clock = ModelClock(self.fps)
+            clock.begin()
+            self.started = time.perf_counter()  # the rate is measured from the clock's start
+            used = -1
+            while not self.stopping:
+                clock.wait(self._poll_control)
+                self.stats.missed = clock.missed
+                self._housekeeping()
+                if self.paused:
+                    self.stats.paused_ticks += 1
+                    continue
+                with self._latest_lock:
+                    latest = self._latest
+                assert latest is not None
+                index, t_ns, got, tokens, pre, vit = latest
+                self._step_and_publish(index, t_ns, got, tokens, pre, vit, stale=index == used)
+                used = index
+                if self.cfg.max_frames is not None and self.tick >= self.cfg.max_frames:
+                    return
+        finally:
+            self.stop()
+            worker.join(timeout=5.0)
+
+
+def status_line(s: dict[str, Any]) -> str:
+    """One line for headless runs: mode, ticks and rate, stale/missed/dropped, latency."""
+    e2e = s["latency_ms"].get("e2e")
+    lat = f"e2e p50 {e2e['p50']:.1f} p99 {e2e['p99']:.1f} ms" if e2e else "e2e -"
+    paused = " PAUSED" if s["paused"] else ""
+    return (
+        f"[{s['mode']}{paused}] tick {s['ticks']} ({s['rate_hz']:.1f}/{s['target_hz']:.1f} Hz) "
+        f"stale {s['stale']} missed {s['missed']} dropped {s['dropped']} msgs {s['messages']} | {lat} "
+        f"| source {s['source_state']}"
+    )

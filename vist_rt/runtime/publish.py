@@ -1,0 +1,228 @@
+"""The PUB side of wire format v1: `Publisher`, loopback-by-default binding, CurveZMQ keys."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import zmq
+import zmq.auth
+
+from vist_rt.errors import VistError
+from vist_rt.runtime.wire import encode_meta, encode_rates
+
+DEFAULT_PUB = "tcp://127.0.0.1:5556"
+LOCAL_SCHEMES = ("ipc", "inproc")
+
+
+def split_tcp(endpoint: str) -> tuple[str, str]:
+    """`tcp://host:port` -> (host, port) with IPv6 brackets removed; VistError if it is not of that form."""
+    rest = endpoint[len("tcp://") :]
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host:
+        raise VistError(f"bad endpoint {endpoint!r}: expected tcp://HOST:PORT (PORT a number, 0 or *)")
+    if port != "*" and not (port.isdigit() and 0 <= int(port) <= 65535):
+        raise VistError(f"bad endpoint {endpoint!r}: port must be 0-65535 or *")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc:// and inproc:// endpoints and tcp:// on 127.0.0.0/8, ::1 or localhost."""
+    scheme, sep, _ = endpoint.partition("://")
+    if not sep:
+        raise VistError(f"bad endpoint {endpoint!r}: expected tcp://HOST:PORT or ipc://PATH")
+    if scheme in LOCAL_SCHEMES:
+        return True
+    if scheme != "tcp":
+        return False
+    host, _ = split_tcp(endpoint)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # '*', an interface name or a host name
+        return False
+
+
+def bind_socket(sock: zmq.Socket, endpoint: str, *, allow_remote: bool, what: str) -> str:
+    """Bind after the loopback check; returns the actual endpoint (port 0 / * resolved). One-line VistError."""
+    if not is_loopback(endpoint) and not allow_remote:
+        raise VistError(
+            f"refusing to bind the {what} to non-loopback {endpoint!r}: pass allow_remote=True "
+            "(CLI: --allow-remote) and consider CurveZMQ keys"
+        )
+    if endpoint.startswith("tcp://"):
+        host, port = split_tcp(endpoint)
+        if ":" in host:
+            sock.setsockopt(zmq.IPV6, 1)
+        if port == "0":
+            endpoint = endpoint[: -len(port)] + "*"
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise VistError(f"cannot bind the {what} to {endpoint}: address already in use") from None
+        raise VistError(f"cannot bind the {what} to {endpoint}: {exc.strerror}") from None
+    return sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+
+def key_bytes(key: bytes | str, what: str) -> bytes:
+    """A Z85 (40 characters) or raw (32 bytes) CurveZMQ key."""
+    raw = key.encode("ascii") if isinstance(key, str) else bytes(key)
+    if len(raw) not in (32, 40):
+        raise VistError(f"{what} must be a 40-character Z85 or 32-byte CurveZMQ key, got {len(raw)} bytes")
+    return raw
+
+
+def require_curve() -> None:
+    """VistError unless libzmq was built with CurveZMQ (libsodium)."""
+    if not zmq.has("curve"):
+        raise VistError("this libzmq has no CurveZMQ support (built without libsodium)")
+
+
+class Publisher:
+    """A PUB socket speaking wire format v1; assigns the publisher-wide `seq` (from 0, +1 per message).
+
+    Sends never block: with the send high-water mark reached a slow subscriber loses messages (and sees a
+    gap in `seq`), the publisher neither waits nor grows. Safe to call from several threads.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_PUB,
+        *,
+        hwm: int = 1000,
+        allow_remote: bool = False,
+        curve_secret_key: bytes | str | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        if hwm < 1:
+            raise VistError(f"hwm must be >= 1, got {hwm}")
+        self._ctx = context or zmq.Context.instance()
+        self._lock = threading.Lock()
+        self._seq = 0
+        self.sent = 0
+        self.dropped = 0
+        self.last_rates_header: dict[str, Any] | None = None  # the last headers exactly as sent (seq, v, n, ...)
+        self.last_meta_header: dict[str, Any] | None = None
+        self._sock = self._ctx.socket(zmq.PUB)
+        try:
+            self._sock.setsockopt(zmq.LINGER, 0)
+            self._sock.setsockopt(zmq.SNDHWM, hwm)
+            if curve_secret_key is not None:
+                require_curve()
+                self._sock.setsockopt(zmq.CURVE_SERVER, 1)
+                self._sock.setsockopt(zmq.CURVE_SECRETKEY, key_bytes(curve_secret_key, "curve_secret_key"))
+            self._endpoint = bind_socket(self._sock, endpoint, allow_remote=allow_remote, what="publisher")
+        except BaseException:
+            self._sock.close(0)
+            raise
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint actually bound (a port 0 or * resolved), for subscribers to connect to."""
+        return self._endpoint
+
+    @property
+    def seq(self) -> int:
+        """The seq the next message will get."""
+        return self._seq
+
+    @property
+    def closed(self) -> bool:
+        return self._sock.closed
+
+    def _send(self, parts: list[Any]) -> None:
+        try:
+            self._sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+            self.sent += 1
+        except zmq.Again:
+            self.dropped += 1
+
+    def publish_rates(self, header: Mapping[str, Any], rates: np.ndarray) -> int:
+        """Send one `rates` message; sets v, n, seq and t_pub_ns in (a copy of) `header`; returns its seq.
+
+        `header` needs tick, frame, t_frame_ns, stale and lat_ms (stage -> ms). The payload is sent from
+        `rates`' own buffer when it is float32 little-endian: do not modify the array afterwards.
+        """
+        with self._lock:
+            full = dict(header)
+            full["seq"] = self._seq
+            full["t_pub_ns"] = time.time_ns()
+            parts = encode_rates(full, rates)  # validates; on error no seq is used
+            self._seq += 1
+            self._send(parts)
+            full["v"], full["n"] = 1, int(np.shape(rates)[0])
+            self.last_rates_header = full
+            return full["seq"]
+
+    def publish_meta(self, meta: Mapping[str, Any]) -> int:
+        """Send one `meta` message (model, cell_ids, units, fps, rf_centres, extractor, ...); returns its seq."""
+        with self._lock:
+            full = dict(meta)
+            full["seq"] = self._seq
+            parts = encode_meta(full)
+            self._seq += 1
+            self._send(parts)
+            full["v"] = 1
+            self.last_meta_header = full
+            return full["seq"]
+
+    def close(self) -> None:
+        """Close the socket (pending messages are dropped: LINGER 0). Idempotent."""
+        with self._lock:
+            if not self._sock.closed:
+                self._sock.close(0)
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def make_curve_keys(directory: str | os.PathLike[str], *, overwrite: bool = False) -> tuple[Path, Path]:
+    """Create a server CurveZMQ key pair in `directory`: (server.key (public), server.key_secret (mode 600))."""
+    require_curve()
+    d = Path(directory)
+    public, secret = d / "server.key", d / "server.key_secret"
+    if not overwrite and (public.exists() or secret.exists()):
+        raise VistError(f"{d} already holds server keys; pass overwrite=True to replace them")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        pub_file, sec_file = zmq.auth.create_certificates(str(d), "server")
+        os.chmod(sec_file, 0o600)
+    except OSError as exc:
+        raise VistError(f"cannot write keys to {d}: {exc.strerror or exc}") from None
+    return Path(pub_file), Path(sec_file)
+
+
+def load_curve_keys(directory: str | os.PathLike[str]) -> tuple[bytes, bytes | None]:
+    """(public, secret) Z85 keys of the server pair in `directory` (secret None if only server.key is there).
+
+    `directory` may also be the path of a .key or .key_secret file.
+    """
+    p = Path(directory)
+    if p.is_dir():
+        p = p / "server.key_secret" if (p / "server.key_secret").exists() else p / "server.key"
+    if not p.is_file():
+        raise VistError(f"no CurveZMQ key file at {p}")
+    try:
+        public, secret = zmq.auth.load_certificate(str(p))
+    except (OSError, ValueError) as exc:
+        raise VistError(f"cannot read CurveZMQ keys from {p}: {exc}") from None
+    if public is None:
+        raise VistError(f"{p} holds no public key")
+    return public, secret

@@ -1,0 +1,72 @@
+"""Run-time counters and latency windows (fixed-size rings: nothing grows with run length)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from vist_rt.bench.stats import summarize
+
+STAGES = ("preprocess", "vit", "temporal", "publish", "e2e")
+
+
+class LatencyWindow:
+    """The last `size` samples (ms) of one stage, in a preallocated ring."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.values = np.zeros(size, np.float64)
+        self.count = 0
+
+    def add(self, ms: float) -> None:
+        """Record one sample."""
+        self.values[self.count % len(self.values)] = ms
+        self.count += 1
+
+    def summary(self) -> dict[str, float] | None:
+        """min/p50/p90/p99/max/jitter over the window, or None before the first sample."""
+        if self.count == 0:
+            return None
+        return summarize(self.values[: min(self.count, len(self.values))] / 1e3)
+
+
+class RunStats:
+    """What the status line, the control `status` command and the final summary report."""
+
+    def __init__(self, window: int = 4096) -> None:
+        self.lock = threading.Lock()
+        self.latency = {stage: LatencyWindow(window) for stage in STAGES}
+        self.ticks = 0  # rates messages published
+        self.stale = 0
+        self.missed = 0
+        self.features = 0  # frames through the feature stage
+        self.messages = 0  # every message published (rates and meta)
+        self.paused_ticks = 0
+        self.errors: list[str] = []  # the last few error lines (bounded)
+
+    def add_latencies(self, lat: dict[str, float]) -> None:
+        """Record one tick's per-stage latencies (ms); stages absent from `lat` are skipped."""
+        with self.lock:
+            for stage, ms in lat.items():
+                if stage in self.latency:
+                    self.latency[stage].add(ms)
+
+    def error(self, line: str) -> None:
+        """Remember an error line (the last 20)."""
+        with self.lock:
+            self.errors = [*self.errors[-19:], line]
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy of every counter and latency summary."""
+        with self.lock:
+            return {
+                "ticks": self.ticks,
+                "stale": self.stale,
+                "missed": self.missed,
+                "features": self.features,
+                "messages": self.messages,
+                "paused_ticks": self.paused_ticks,
+                "latency_ms": {k: w.summary() for k, w in self.latency.items()},
+                "errors": list(self.errors),
+            }

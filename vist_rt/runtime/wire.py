@@ -1,0 +1,207 @@
+"""Wire format v1: multipart ZeroMQ messages `[topic, JSON header, (rates only) float32 payload]`.
+
+Pure functions, no sockets. See docs/protocol.md for the field list and the semantics of `seq`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vist_rt.errors import VistError
+
+VERSION = 1
+TOPIC_RATES = b"rates"
+TOPIC_META = b"meta"
+TOPICS: dict[bytes, str] = {TOPIC_RATES: "rates", TOPIC_META: "meta"}
+
+# rates header fields every message carries, and the JSON types they must have
+INT_FIELDS = ("v", "seq", "tick", "frame", "n", "t_frame_ns", "t_pub_ns")
+RATES_FIELDS = (*INT_FIELDS, "stale", "lat_ms")
+LATENCY_STAGES = ("capture", "preprocess", "vit", "temporal", "e2e")  # the usual keys of lat_ms (others allowed)
+RATES_DTYPE = np.dtype("<f4")
+
+
+class WireError(VistError):
+    """A message that does not follow wire format v1 (one line)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """One decoded message: `topic` ("rates" | "meta"), its JSON `header`, `rates` (float32 [n]) or None."""
+
+    topic: str
+    header: dict[str, Any]
+    rates: np.ndarray | None = None
+
+    @property
+    def seq(self) -> int:
+        """The publisher-wide sequence number."""
+        return int(self.header["seq"])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _json_default(obj: Any) -> Any:
+    """numpy scalars and arrays in a header become plain JSON values."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
+
+
+def dumps(obj: Mapping[str, Any]) -> bytes:
+    """Compact, strict (no NaN/Infinity) UTF-8 JSON; WireError when it cannot be encoded."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_json_default).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"header is not strict JSON: {exc}") from None
+
+
+def check_rates_header(header: Mapping[str, Any]) -> None:
+    """Required fields present with the right JSON types (one-line WireError otherwise)."""
+    missing = [k for k in RATES_FIELDS if k not in header]
+    if missing:
+        raise WireError(f"rates header lacks {', '.join(missing)}")
+    for key in INT_FIELDS:
+        if not _is_int(header[key]):
+            raise WireError(f"rates header field {key!r} must be an integer, got {header[key]!r}")
+    if header["seq"] < 0 or header["n"] < 1:
+        raise WireError(f"rates header needs seq >= 0 and n >= 1, got seq={header['seq']} n={header['n']}")
+    if not isinstance(header["stale"], (bool, np.bool_)):
+        raise WireError(f"rates header field 'stale' must be a boolean, got {header['stale']!r}")
+    lat = header["lat_ms"]
+    if not isinstance(lat, Mapping):
+        raise WireError(f"rates header field 'lat_ms' must be an object of stage -> ms, got {lat!r}")
+    for stage, ms in lat.items():
+        if not isinstance(stage, str) or not (ms is None or (_is_number(ms) and math.isfinite(ms))):
+            raise WireError(f"lat_ms[{stage!r}] must be a finite number of ms or null, got {ms!r}")
+
+
+def check_meta_header(header: Mapping[str, Any]) -> None:
+    if "seq" not in header:
+        raise WireError("meta header lacks seq")
+    if not _is_int(header["seq"]) or header["seq"] < 0:
+        raise WireError(f"meta header field 'seq' must be an integer >= 0, got {header['seq']!r}")
+    ids = header.get("cell_ids")
+    if ids is not None and (not isinstance(ids, Sequence) or isinstance(ids, str)):
+        raise WireError("meta header field 'cell_ids' must be a list")
+
+
+def encode_rates(header: Mapping[str, Any], rates: np.ndarray) -> list[bytes | memoryview]:
+    """[b"rates", header JSON, payload]: fills `v` and `n`; the payload is the float32 array's own buffer.
+
+    The payload is not copied when `rates` is already contiguous little-endian float32: do not modify
+    the array until it has been sent (ZeroMQ copies messages under 64 KiB anyway).
+    """
+    arr = np.asarray(rates)
+    if arr.ndim != 1:
+        raise WireError(f"rates must be 1-D (one value per cell), got shape {tuple(arr.shape)}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise WireError(f"rates must be numeric, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=RATES_DTYPE)
+    full = dict(header)
+    full["v"] = VERSION
+    full["n"] = int(arr.shape[0])
+    check_rates_header(full)
+    return [TOPIC_RATES, dumps(full), memoryview(arr).cast("B")]
+
+
+def encode_meta(header: Mapping[str, Any]) -> list[bytes]:
+    """[b"meta", header JSON]: fills `v`; `seq` is required, the other fields are free-form.
+
+    Usual fields: model (identity), cell_ids, units, fps (model frame rate), rf_centres (or null), extractor.
+    """
+    full = dict(header)
+    full["v"] = VERSION
+    check_meta_header(full)
+    return [TOPIC_META, dumps(full)]
+
+
+def _as_bytes(part: Any) -> bytes | memoryview:
+    if isinstance(part, (bytes, bytearray, memoryview)):
+        return part
+    buffer = getattr(part, "buffer", None)  # zmq.Frame
+    if buffer is not None:
+        return buffer
+    raise WireError(f"message part is {type(part).__name__}, not bytes")
+
+
+def decode(frames: Sequence[Any]) -> Message:
+    """Validate and decode one multipart message (bytes or zmq.Frame parts); WireError if it is not v1."""
+    if len(frames) < 2:
+        raise WireError(f"expected 2 (meta) or 3 (rates) message parts, got {len(frames)}")
+    parts = [_as_bytes(p) for p in frames]
+    topic_raw = bytes(parts[0])
+    topic = TOPICS.get(topic_raw)
+    if topic is None:
+        raise WireError(f"unknown topic {topic_raw[:32]!r} (expected b'rates' or b'meta')")
+    want = 3 if topic == "rates" else 2
+    if len(parts) != want:
+        raise WireError(f"a {topic} message has {want} parts, got {len(parts)}")
+    header = loads_header(parts[1])
+    v = header.get("v")
+    if v != VERSION or not _is_int(v):
+        raise WireError(f"unsupported wire version {v!r} (this is v{VERSION})")
+    if topic == "meta":
+        check_meta_header(header)
+        return Message("meta", header, None)
+    check_rates_header(header)
+    payload = parts[2]
+    size = memoryview(payload).nbytes
+    if size != 4 * header["n"]:
+        raise WireError(f"rates payload has {size} bytes, expected 4 * n = {4 * header['n']}")
+    return Message("rates", header, np.frombuffer(payload, dtype=RATES_DTYPE))
+
+
+def loads_header(raw: bytes | memoryview) -> dict[str, Any]:
+    """A UTF-8 JSON object, else WireError."""
+    try:
+        header = json.loads(bytes(raw).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError(f"header is not UTF-8 JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(header, dict):
+        raise WireError(f"header must be a JSON object, got {type(header).__name__}")
+    return header
+
+
+class SeqTracker:
+    """Loss detection from the publisher-wide `seq` (only meaningful when both topics are received).
+
+    `gaps` lists (last seen seq, number missing); a seq that goes backwards means the publisher restarted:
+    it is counted in `restarts` and tracking starts again from there.
+    """
+
+    def __init__(self) -> None:
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
+        self.gaps: list[tuple[int, int]] = []
+        self.lost = 0
+        self.restarts = 0
+
+    def update(self, seq: int) -> tuple[int, int] | None:
+        """Record one seq; returns the gap it reveals, if any."""
+        gap = None
+        if self.last_seq is None:
+            self.first_seq = seq
+        elif seq > self.last_seq + 1:
+            gap = (self.last_seq, seq - self.last_seq - 1)
+            self.gaps.append(gap)
+            self.lost += gap[1]
+        elif seq <= self.last_seq:
+            self.restarts += 1
+        self.last_seq = seq
+        return gap
