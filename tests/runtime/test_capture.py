@@ -28,8 +28,10 @@ class CountingSource(Source):
         gated: bool = False,
         resize_at: int | None = None,
         fail_at: int | None = None,
+        step: int = 1,
     ) -> None:
         super().__init__()
+        self.step = step
         self.n, self._shape, self.gated, self.resize_at, self.fail_at = n, shape, gated, resize_at, fail_at
         self.gate = threading.Semaphore(0)
         self.i = 0
@@ -64,7 +66,7 @@ class CountingSource(Source):
             image = np.full(shape, self.i % 256, np.uint8)
             if self.borrow:
                 self._buf = image
-        frame = Frame(self.i, self.i * 1000, image)
+        frame = Frame(self.i * self.step, self.i * 1000, image)
         self.i += 1
         return frame
 
@@ -88,9 +90,9 @@ def test_latest_is_the_newest_frame_and_waits_for_new_ones():
         assert wait_for(lambda: cap.captured == 3)
         f = cap.latest()
         assert (f.index, f.t_ns, f.seq) == (2, 2000, 2) and np.all(f.image == 2)
-        assert cap.latest(after=f.seq) is None  # nothing newer
+        assert cap.latest(after=f.index) is None  # nothing newer
         threading.Timer(0.05, src.gate.release).start()
-        g = cap.latest(after=f.seq, timeout=2.0)  # waits for the next one
+        g = cap.latest(after=f.index, timeout=2.0)  # waits for the next one
         assert g is not None and g.index == 3
         out = np.empty((H, W), np.uint8)
         assert cap.latest(out=out).image is out and np.all(out == 3)
@@ -98,12 +100,25 @@ def test_latest_is_the_newest_frame_and_waits_for_new_ones():
     assert not cap.running and src.closed == 1 and cap.state == "stopped"
 
 
+def test_latest_after_an_index_with_gaps_or_a_restarted_count():
+    src = CountingSource(gated=True, step=10)  # indices 0, 10, 20, ... (a source that skips frames)
+    with CaptureThread(src, ring=4) as cap:
+        src.gate.release()
+        f = cap.latest(timeout=2.0)
+        assert f is not None and (f.index, f.seq) == (0, 0)
+        assert cap.latest(after=0) is None
+        src.gate.release()
+        g = cap.latest(after=f.index, timeout=2.0)
+        assert g is not None and (g.index, g.seq) == (10, 1)
+        assert cap.latest(after=10**9).index == 10  # the caller saw a higher index (a rig restarted its count)
+
+
 def test_drop_mode_fast_source_slow_consumer_counts_overwrites():
     src = CountingSource(n=400)
     with CaptureThread(src, ring=4, drop=True) as cap:
         got = []
         while not cap.ended:
-            f = cap.latest(after=got[-1].seq if got else None, timeout=0.5)
+            f = cap.latest(after=got[-1].index if got else None, timeout=0.5)
             if f is not None:
                 got.append(f)
             time.sleep(0.01)  # a slow consumer

@@ -96,6 +96,19 @@ def test_video_decode_failure_mid_file_ends_cleanly_and_is_counted(tmp_path: Pat
     assert src.errors == 1 and "decoding failed" in src.last_error
 
 
+def test_video_without_container_time_falls_back_to_index_over_fps(tmp_path: Path, monkeypatch):
+    class NoStamps(FakeCapture):
+        def get(self, prop: int) -> float:
+            return {cv2.CAP_PROP_FPS: 20.0, cv2.CAP_PROP_FRAME_COUNT: 3.0}.get(prop, 0.0)  # POS_MSEC: 0
+
+    monkeypatch.setattr(cv2, "VideoCapture", lambda path: NoStamps(True, 3))
+    path = tmp_path / "x.avi"
+    path.write_bytes(b"x")
+    with VideoSource(path) as src:
+        frames = drain(src)
+    assert [f.t_ns for f in frames] == [0, 50_000_000, 100_000_000] and src.errors == 0
+
+
 # -- image folder --------------------------------------------------------------------------------
 
 

@@ -46,6 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     f.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     f.set_defaults(func=run_features)
 
+    pl = kinds.add_parser("pipeline", help="live run latency table, pipeline overhead and ZeroMQ delivery latency")
+    pl.add_argument("--checkpoint", metavar="PATH", help="model to run (default: a CPU stand-in, random weights)")
+    pl.add_argument("--source", default="synthetic", help="frame source (default synthetic, live at 30 Hz)")
+    pl.add_argument("--ticks", type=_positive, default=1000, help="timed model ticks (default 1000)")
+    pl.add_argument("--warmup", type=_non_negative, default=60, help="untimed ticks first (default 60)")
+    pl.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
+    pl.set_defaults(func=run_pipeline)
+
     g = kinds.add_parser("gpu", help="the device check: ViT and temporal step on CUDA, eager vs CUDA graphs (TensorRT)")
     g.add_argument("--frames", type=_positive, default=500, help="timed frames per variant (default 500)")
     g.add_argument("--warmup", type=_non_negative, default=50, help="untimed frames first (default 50)")
@@ -258,3 +266,38 @@ def run_gpu(args: argparse.Namespace) -> int:
         write_json(args.json, {"bench": "gpu", "status": "running"})
     result = run_gpu_bench(args.frames, args.warmup, args.engines)
     return _finish(args, result, _gpu_table)
+
+
+def _pipeline_table(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"vist-rt bench pipeline: {result['received']} ticks received (ms)")
+    table.add_column("what", no_wrap=True)
+    for col in ("n", "min", "p50", "p90", "p99", "max", "jitter"):
+        table.add_column(col, justify="right")
+    rows = [(f"stage {k}", v) for k, v in result["stages_ms"].items() if v]
+    rows += [("pipeline overhead (all but model compute)", result["overhead_ms"])]
+    rows += [("ZeroMQ delivery to a subscriber", result["delivery_ms"])]
+    for label, s in rows:
+        table.add_row(label, str(s["n"]), *(_ms(s[c]) for c in ("min", "p50", "p90", "p99", "max", "jitter")))
+    console = _console()
+    console.print(table)
+    met, t = result["met"], result["targets"]
+    console.print(
+        f"rate {result['rate_hz']:.2f}/{result['target_hz']:.0f} Hz, stale {result['stale']}, missed "
+        f"{result['missed']}, dropped {result['dropped']}; overhead p99 {result['overhead_ms']['p99']:.3f} ms "
+        f"(target <= {t['overhead_p99_ms']}: {'met' if met['overhead'] else 'NOT met'}), delivery p99 "
+        f"{result['delivery_ms']['p99']:.3f} ms (target <= {t['delivery_p99_ms']}: "
+        f"{'met' if met['delivery'] else 'NOT met'}); features: {result['extractor']}"
+    )
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    """Run the pipeline benchmark (a live run with a subscriber)."""
+    from vist_rt.bench.pipeline import run_pipeline_bench
+    from vist_rt.bench.stats import write_json
+
+    if args.json:
+        write_json(args.json, {"bench": "pipeline", "status": "running"})
+    result = run_pipeline_bench(args.checkpoint, ticks=args.ticks, warmup=args.warmup, source=args.source)
+    return _finish(args, result, _pipeline_table)

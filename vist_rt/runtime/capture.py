@@ -10,7 +10,7 @@ the writer got there meanwhile, the copy is thrown away and it tries again. The 
 reader. Consumers always get a copy (into `out=` when given, so the hot path can avoid allocating).
 
 drop=True (live): the capture side never blocks; a slot that no one consumed is overwritten and counted in
-`overwritten`. `latest()` returns the newest frame.
+`overwritten`. `latest(after=index)` returns the newest frame if it is not the one the caller has.
 drop=False (replay): the capture side waits for a free slot, so nothing is lost; `next_in_order()` gives
 every frame in capture order.
 """
@@ -49,6 +49,7 @@ class CaptureThread:
         self._slot_taken = [False] * self.ring
         self._written = 0  # frames published (newest seq = _written - 1)
         self._consumed = 0  # next seq for next_in_order()
+        self._newest_index = -1  # index of the newest frame
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -188,6 +189,7 @@ class CaptureThread:
         self._slot_seq[k] = seq
         with self._cond:
             self._written = seq + 1
+            self._newest_index = frame.index
             self.captured += 1
             self._cond.notify_all()
 
@@ -209,23 +211,25 @@ class CaptureThread:
         return Frame(index, t_ns, out, seq)
 
     def latest(self, after: int | None = None, *, timeout: float = 0.0, out: np.ndarray | None = None) -> Frame | None:
-        """The newest frame, as a copy (into `out` when given), if its seq is > `after`.
+        """The newest frame, as a copy (into `out` when given), unless it is the one you already have.
 
-        Waits up to `timeout` s for such a frame; None if there is none (yet). Pass the last frame's `seq`
-        as `after` to get only new frames.
+        `after`: the `index` of the last frame you got (None: no frame yet). Returns the newest frame if its
+        index differs from `after` (indices never repeat within a stream; a rig that restarts its count is
+        still seen), waiting up to `timeout` s for one; None if there is none (yet).
         """
         deadline = time.monotonic() + timeout
-        floor = -1 if after is None else after
         while True:
             with self._cond:
-                while self._written - 1 <= floor and not self._finished and not self._stop.is_set():
+                while (self._written == 0 or self._newest_index == after) and not (
+                    self._finished or self._stop.is_set()
+                ):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return None
                     self._cond.wait(remaining)
+                if self._written == 0 or self._newest_index == after:
+                    return None
                 seq = self._written - 1
-            if seq <= floor:
-                return None
             frame = self._copy(seq, out)
             if frame is not None:
                 return frame

@@ -53,6 +53,7 @@ class Runtime:
         self._latest_lock = threading.Lock()
         self._last_meta = 0.0
         self._last_status = 0.0
+        self._temporal_ms = 0.0  # of the last tick (for the overhead figure)
         self.started = time.perf_counter()
         self.meta = self._meta()
 
@@ -198,6 +199,7 @@ class Runtime:
             self.stats.stale += int(stale)
         self.stats.add_latencies(lat if not stale else {"temporal": temporal, "publish": lat["publish"]})
         self.tick += 1
+        self._temporal_ms = temporal
         return header, rates
 
     def _housekeeping(self) -> None:
@@ -260,7 +262,9 @@ class Runtime:
             str(cfg.source), fps=cfg.fps, width=cfg.width, height=cfg.height, allow_remote=cfg.allow_remote
         )
         if cfg.replay and source.live:
-            raise VistError(f"--replay needs a file source (video:, images: or synthetic), not {cfg.source}")
+            synthetic = str(cfg.source).startswith("synthetic")
+            hint = " (the synthetic movie as a file: synthetic:replay)" if synthetic else ""
+            raise VistError(f"--replay needs a file source (video:PATH, images:DIR){hint}, not {cfg.source}")
         self.source_desc = source.describe()
         self.meta = self._meta()
         self.capture = CaptureThread(source, drop=drop)
@@ -291,12 +295,14 @@ class Runtime:
         k = 0
         tol = 1e3  # 1 us: media times are rounded to whole ns (or ms) by containers
         while not self.stopping:
+            top = time.perf_counter()
             tick_ns = t0_ns + k * period_ns
             while pending is not None and pending.t_ns <= tick_ns + tol:
                 frame_ns = pending.t_ns - current.t_ns
                 current, pending = pending, cap.next_in_order(timeout=10.0)
             if pending is None and tick_ns + tol >= current.t_ns + max(frame_ns, 1.0):
                 return  # past the last frame's display interval: the replay is complete
+            waited = time.perf_counter()
             if self.cfg.realtime:
                 self._poll_control(max(0.0, start + k / self.fps - time.perf_counter()))
             else:
@@ -305,13 +311,17 @@ class Runtime:
                 self._poll_control(0.05)
                 self._housekeeping()
             got = time.perf_counter()
+            compute = 0.0
             if current.index != used:
                 tokens, pre, vit = self.engine.features(current.image)
+                compute = pre + vit
                 self.stats.features += 1
                 used = current.index
             assert tokens is not None
             self._step_and_publish(current.index, current.t_ns, got, tokens, pre, vit, stale=False)
             self._housekeeping()
+            busy = (time.perf_counter() - top - (got - waited)) * 1e3  # the iteration without pacing/pause waits
+            self.stats.add_latencies({"overhead": busy - compute - self._temporal_ms})
             k += 1
             if self.cfg.max_frames is not None and self.tick >= self.cfg.max_frames:
                 return
@@ -320,9 +330,8 @@ class Runtime:
         """Feature thread (live): the newest frame through the extractor, whenever the extractor is free."""
         last = -1
         while not self.stopping:
-            frame = self.capture.latest(after=last)
+            frame = self.capture.latest(after=last, timeout=0.1)
             if frame is None:
-                time.sleep(0.001)
                 continue
             got = time.perf_counter() - max(0.0, (time.time_ns() - frame.t_ns) / 1e9)  # capture time, perf clock
             try:
@@ -350,6 +359,7 @@ class Runtime:
             used = -1
             while not self.stopping:
                 clock.wait(self._poll_control)
+                woke = time.perf_counter()
                 self.stats.missed = clock.missed
                 self._housekeeping()
                 if self.paused:
@@ -360,6 +370,8 @@ class Runtime:
                 assert latest is not None
                 index, t_ns, got, tokens, pre, vit = latest
                 self._step_and_publish(index, t_ns, got, tokens, pre, vit, stale=index == used)
+                busy = (time.perf_counter() - woke) * 1e3
+                self.stats.add_latencies({"overhead": busy - self._temporal_ms})
                 used = index
                 if self.cfg.max_frames is not None and self.tick >= self.cfg.max_frames:
                     return
