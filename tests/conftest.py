@@ -67,3 +67,11 @@ def make_model() -> Callable[..., ViST]:
 @pytest.fixture
 def tiny() -> ViSTConfig:
     return TINY
+
+
+@pytest.fixture(scope="session")
+def run_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny checkpoint `vist-rt run` can load (grey pixel patches, 10x10 grid, 5 cells, 30 Hz)."""
+    from tests.runtime.helpers import make_run_checkpoint
+
+    return make_run_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")

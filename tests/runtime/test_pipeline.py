@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zmq
 
-from tests.runtime.conftest import free_port, offline_rates, read_video, write_video
+from tests.runtime.helpers import free_port, offline_rates, read_video, write_video
 from vist_rt.errors import VistError
 from vist_rt.runtime.config import RunConfig
 from vist_rt.runtime.engine import Engine

@@ -1,11 +1,11 @@
 """`vist-rt bench pipeline`: a live run measured the field's way, plus the pipeline's own overhead and
-ZeroMQ delivery latency to a subscriber on loopback."""
+ZeroMQ delivery latency to a subscriber on loopback (in its own process, as a rig would be)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,16 +42,21 @@ def bench_checkpoint(folder: Path) -> Path:
     return path
 
 
-def _subscribe(endpoint: str, delivery: list[float], headers: list[dict[str, Any]], stop: threading.Event) -> None:
+def _subscribe(endpoint: str, results: Any, stop: Any, ready: Any) -> None:
+    """In its own process (as a rig would be): receive rates, note each one's delivery latency."""
     from vist_rt.client import Subscriber
 
+    delivery: list[float] = []
+    headers: list[dict[str, Any]] = []
     with Subscriber(endpoint, timeout_ms=100) as sub:
+        ready.set()
         while not stop.is_set():
             msg = sub.recv(100)
             if msg is None or msg.topic != "rates":
                 continue
             delivery.append((time.time_ns() - msg.header["t_pub_ns"]) / 1e6)
             headers.append(msg.header)
+    results.put((delivery, headers))
 
 
 def run_pipeline_bench(
@@ -67,17 +72,18 @@ def run_pipeline_bench(
         cfg = RunConfig(source=source, checkpoint=ckpt, pub=pub, control=f"tcp://127.0.0.1:{free_port()}",
                         max_frames=warmup + ticks, dashboard=False, status_every_s=1e9, meta_every_s=1.0)  # fmt: skip
         runtime = Runtime.from_config(cfg, log=lambda _: None)
-        delivery: list[float] = []
-        headers: list[dict[str, Any]] = []
-        stop = threading.Event()
-        listener = threading.Thread(target=_subscribe, args=(pub, delivery, headers, stop), daemon=True)
+        mp = multiprocessing.get_context("spawn")
+        results, stop, ready = mp.Queue(), mp.Event(), mp.Event()
+        listener = mp.Process(target=_subscribe, args=(pub, results, stop, ready), daemon=True)
         listener.start()
+        ready.wait(timeout=60.0)
         try:
             summary = runtime.run()
             time.sleep(0.3)  # the last messages reach the subscriber
         finally:
             stop.set()
-            listener.join(timeout=5.0)
+        delivery, headers = results.get(timeout=60.0)
+        listener.join(timeout=10.0)
     kept = [(h, d) for h, d in zip(headers, delivery) if h["tick"] >= warmup]
     stages = {}
     for stage in ("preprocess", "vit", "temporal", "e2e"):

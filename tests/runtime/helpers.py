@@ -1,4 +1,4 @@
-"""A tiny checkpoint that `vist-rt run` can load: raw grey patches (no ViT) on a 10x10 grid, random Vi-ST."""
+"""Helpers for run-time tests; a tiny checkpoint `vist-rt run` loads (grey patches, 10x10 grid, random Vi-ST)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 import torch
 
 from tests.conftest import randomize
@@ -25,12 +24,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def run_checkpoint(tmp_path_factory) -> Path:
+def make_run_checkpoint(path: Path) -> Path:
+    """Write the tiny run checkpoint to `path`."""
     torch.manual_seed(0)
     model = randomize(ViST(RUN_CFG), seed=1)
     rf = torch.rand(RUN_CFG.cells, RUN_CFG.grid, RUN_CFG.grid, generator=torch.Generator().manual_seed(2))
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     extractor = PatchesExtractor(image_size=IMAGE, channels="grey").spec
     save_checkpoint(path, model, rf=rf, fps=30.0, extractor=extractor, cell_ids=[f"c{i}" for i in range(5)])
     return path

@@ -1,0 +1,103 @@
+"""`vist-rt run` flags and TOML settings reach the run's configuration; mistakes are one line."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from vist_rt.cli import build_parser, main
+from vist_rt.cli.run import settings
+from vist_rt.runtime.config import RunConfig
+
+FLAGS = {
+    "--source": ("images:/data/movie", "source", "images:/data/movie"),
+    "--checkpoint": ("m.safetensors", "checkpoint", "m.safetensors"),
+    "--vit-weights": ("w.pth", "vit_weights", "w.pth"),
+    "--backend": ("onnxruntime", "backend", "onnxruntime"),
+    "--device": ("cuda", "device", "cuda"),
+    "--precision": ("fp16", "precision", "fp16"),
+    "--pub": ("ipc:///tmp/x", "pub", "ipc:///tmp/x"),
+    "--control": ("tcp://127.0.0.1:6000", "control", "tcp://127.0.0.1:6000"),
+    "--max-frames": ("12", "max_frames", 12),
+    "--record": ("out.h5", "record", "out.h5"),
+    "--curve-keys": ("keys", "curve_keys", "keys"),
+    "--fps": ("25", "fps", 25.0),
+    "--width": ("640", "width", 640),
+    "--height": ("480", "height", 480),
+    "--engines": ("eng", "engines", "eng"),
+    "--threads": ("1", "threads", 1),
+    "--hwm": ("50", "hwm", 50),
+    "--meta-every": ("2.5", "meta_every_s", 2.5),
+    "--status-every": ("0.5", "status_every_s", 0.5),
+}
+SWITCHES = {
+    "--replay": ("replay", True),
+    "--lsl": ("lsl", True),
+    "--no-dashboard": ("dashboard", False),
+    "--allow-remote": ("allow_remote", True),
+    "--paused": ("paused", True),
+}
+
+
+def parse(*argv: str) -> RunConfig:
+    args = build_parser().parse_args(["run", *argv])
+    args.argv = ["run", *argv]
+    return settings(args)
+
+
+def test_every_flag_reaches_the_configuration():
+    default = RunConfig()
+    for flag, (value, field, want) in FLAGS.items():
+        cfg = parse(flag, value)
+        assert getattr(cfg, field) == want != getattr(default, field), flag
+    for flag, (field, want) in SWITCHES.items():
+        cfg = parse(flag, *(("--source", "video:x.avi") if flag == "--replay" else ()))
+        assert getattr(cfg, field) == want != getattr(default, field), flag
+    cfg = parse("--source", "video:x.avi", "--replay", "--realtime")
+    assert cfg.realtime and cfg.mode == "replay"
+    cfg = parse("--lockstep")
+    assert cfg.lockstep and cfg.source is None and cfg.mode == "lockstep"
+    # every RunConfig field has a flag (or is covered above)
+    covered = {f for _, f, _ in FLAGS.values()} | {f for f, _ in SWITCHES.values()} | {"realtime", "lockstep"}
+    assert covered == {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def test_toml_then_flags(tmp_path: Path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('[run]\nsource = "video:a.avi"\nreplay = true\nmax-frames = 7\nhwm = 10\n')
+    cfg = parse("--config", str(toml), "--hwm", "20")
+    assert (cfg.source, cfg.replay, cfg.max_frames, cfg.hwm) == ("video:a.avi", True, 7, 20)
+    toml.write_text('[run]\nspeed = 3\n')
+    with pytest.raises(Exception, match="unknown run setting"):
+        parse("--config", str(toml))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--replay", "--lockstep"], "exclude each other"),
+        (["--realtime"], "--realtime paces a --replay"),
+        (["--config", "missing.toml"], "cannot read config"),
+        (["--checkpoint", "nope.safetensors", "--no-dashboard"], "not found"),
+        (["--no-dashboard"], "no --checkpoint given"),
+    ],
+)
+def test_mistakes_are_one_line(tmp_path: Path, monkeypatch, capsys, argv: list[str], message: str):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("vist-rt: error:") and message in err
+
+
+def test_source_and_lockstep_are_exclusive(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--source", "synthetic", "--lockstep"])
+    assert exc.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_replay_needs_a_file_source(run_checkpoint: Path, capsys):
+    assert main(["run", "--checkpoint", str(run_checkpoint), "--replay", "--no-dashboard",
+                 "--pub", "tcp://127.0.0.1:*", "--control", "tcp://127.0.0.1:*"]) == 2  # fmt: skip
+    assert "synthetic:replay" in capsys.readouterr().err
