@@ -69,7 +69,7 @@ def test_toml_then_flags(tmp_path: Path):
     toml.write_text('[run]\nsource = "video:a.avi"\nreplay = true\nmax-frames = 7\nhwm = 10\n')
     cfg = parse("--config", str(toml), "--hwm", "20")
     assert (cfg.source, cfg.replay, cfg.max_frames, cfg.hwm) == ("video:a.avi", True, 7, 20)
-    toml.write_text('[run]\nspeed = 3\n')
+    toml.write_text("[run]\nspeed = 3\n")
     with pytest.raises(Exception, match="unknown run setting"):
         parse("--config", str(toml))
 
