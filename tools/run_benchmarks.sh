@@ -13,4 +13,5 @@ trap 'rm -rf "$cache"' EXIT
 "$VIST" bench temporal --backend onnxruntime --json "$out/temporal-onnxruntime.json"
 "$VIST" bench temporal --config docs/bench/overhead.toml --json "$out/temporal-overhead.json"
 "$VIST" bench features --engines "$cache" --json "$out/features.json"
+"$VIST" bench pipeline --json "$out/pipeline.json"
 echo "figures in $out/"
