@@ -1,0 +1,24 @@
+"""`vist-rt bench pipeline` runs end to end and reports every figure it names (not a timed test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vist_rt.cli import main
+
+
+@pytest.mark.slow
+def test_bench_pipeline_reports_its_figures(tmp_path: Path, run_checkpoint: Path, capsys) -> None:
+    out = tmp_path / "p.json"
+    args = ["bench", "pipeline", "--checkpoint", str(run_checkpoint), "--ticks", "30", "--warmup", "5",
+            "--json", str(out)]  # fmt: skip
+    assert main(args) == 0
+    r = json.loads(out.read_text())
+    assert r["ticks"] == 30 and r["warmup"] == 5 and r["checkpoint"] == str(run_checkpoint)
+    assert 25 <= r["received"] <= 30  # the subscriber got (nearly) every timed tick
+    assert r["delivery_ms"]["n"] == r["received"] and r["overhead_ms"]["n"] == 30
+    assert r["stages_ms"]["e2e"]["p50"] > 0 and set(r["met"]) == {"overhead", "delivery"}
+    assert "pipeline overhead" in capsys.readouterr().out
