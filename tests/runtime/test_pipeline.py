@@ -119,7 +119,7 @@ def test_lockstep_predict_equals_offline_and_control_commands(tmp_path: Path, ru
     want = offline_rates(run_checkpoint, frames)
     ctl = f"tcp://127.0.0.1:{free_port()}"
     proc = start_run("--lockstep", "--checkpoint", str(run_checkpoint), "--control", ctl,
-                     "--pub", f"tcp://127.0.0.1:{free_port()}")  # fmt: skip
+                     "--pub", f"tcp://127.0.0.1:{free_port()}", "--record", str(tmp_path / "ls.h5"))  # fmt: skip
     try:
         with LockstepClient(ctl, timeout_ms=60_000) as client:
             got = np.stack([client.predict(f)[1] for f in frames])
@@ -150,9 +150,14 @@ def test_lockstep_predict_equals_offline_and_control_commands(tmp_path: Path, ru
     finally:
         proc.terminate()  # SIGTERM: a clean stop, exit 0
         assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    from vist_rt.runtime.record import read_recording
+
+    rec = read_recording(tmp_path / "ls.h5")  # what was published equals what predict answered
+    np.testing.assert_array_equal(rec["rates"][:30], got)
+    assert list(rec["tick"]) == list(range(40))
 
 
-def test_live_with_a_slow_feature_stage_holds_the_clock(run_checkpoint: Path) -> None:
+def test_live_with_a_slow_feature_stage_holds_the_clock(tmp_path: Path, run_checkpoint: Path) -> None:
     engine = Engine.from_files(run_checkpoint, log=lambda _: None)
     fast = engine.features
 
@@ -163,9 +168,15 @@ def test_live_with_a_slow_feature_stage_holds_the_clock(run_checkpoint: Path) ->
     engine.features = slow  # type: ignore[method-assign]
     cfg = RunConfig(source="synthetic", checkpoint=str(run_checkpoint), max_frames=60, dashboard=False,
                     pub=f"tcp://127.0.0.1:{free_port()}", control=f"tcp://127.0.0.1:{free_port()}",
-                    status_every_s=100.0)  # fmt: skip
+                    status_every_s=100.0, record=str(tmp_path / "live.h5"))  # fmt: skip
     rt = Runtime(cfg, engine, log=lambda _: None)
     summary = rt.run()
+    from vist_rt.runtime.record import read_recording
+
+    rec = read_recording(tmp_path / "live.h5")
+    ticks = list(rec["tick"])  # the model clock's ticks: a missed tick is a gap a subscriber can see
+    assert ticks == sorted(set(ticks)) and ticks[-1] + 1 == summary["ticks"] + summary["missed"]
+    assert list(rec["stale"]).count(True) == summary["stale"]
     assert summary["ticks"] == 60
     # the schedule held 30 Hz: every due tick was served or (on a starved machine) counted as missed
     due_rate = (summary["ticks"] + summary["missed"]) / summary["elapsed_s"]
@@ -173,3 +184,64 @@ def test_live_with_a_slow_feature_stage_holds_the_clock(run_checkpoint: Path) ->
     # a tick without new features since the last one is stale: only one tick per feature result is fresh
     assert summary["stale"] >= summary["ticks"] - summary["features"] and summary["stale"] >= 10
     assert summary["features"] <= summary["elapsed_s"] * 10 + 2  # the slow stage ran at its own pace
+
+
+def _live(run_checkpoint: Path, **kw) -> RunConfig:
+    return RunConfig(checkpoint=str(run_checkpoint), dashboard=False, pub=f"tcp://127.0.0.1:{free_port()}",
+                     control=f"tcp://127.0.0.1:{free_port()}", status_every_s=100.0, **kw)  # fmt: skip
+
+
+def test_live_stops_when_its_source_ends(run_checkpoint: Path, monkeypatch) -> None:
+    from vist_rt.runtime import sources
+
+    monkeypatch.setattr(sources, "make_source", lambda *a, **k: sources.SyntheticSource(max_frames=12, size=(60, 80)))
+    logs: list[str] = []
+    summary = Runtime.from_config(_live(run_checkpoint, source="synthetic"), log=logs.append).run()
+    assert any("the source ended" in line for line in logs)
+    assert 1 <= summary["features"] <= 12 and summary["ticks"] >= 1
+
+
+def test_live_stops_with_one_line_when_the_feature_stage_fails(run_checkpoint: Path) -> None:
+    engine = Engine.from_files(run_checkpoint, log=lambda _: None)
+    fast, calls = engine.features, []
+
+    def failing(image):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) > 3:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return fast(image)
+
+    engine.features = failing  # type: ignore[method-assign]
+    with pytest.raises(VistError, match="the feature stage failed: RuntimeError: CUDA out of memory"):
+        Runtime(_live(run_checkpoint, source="synthetic"), engine, log=lambda _: None).run()
+
+
+def test_file_sources_need_replay_and_a_failed_start_leaves_no_recording(tmp_path: Path, run_checkpoint: Path):
+    video = write_video(tmp_path / "v.avi", smooth_frames(5), fps=30.0)
+    with pytest.raises(VistError, match="play it with --replay"):
+        Runtime.from_config(_live(run_checkpoint, source=f"video:{video}"), log=lambda _: None).run()
+    rec = tmp_path / "new.h5"
+    cfg = _live(run_checkpoint, source=f"video:{tmp_path / 'missing.avi'}", replay=True, record=str(rec))
+    with pytest.raises(VistError):
+        Runtime.from_config(cfg, log=lambda _: None).run()
+    assert not rec.exists()
+    rec.write_bytes(b"an earlier experiment")
+    with pytest.raises(VistError, match="exists: choose another path"):
+        Runtime.from_config(_live(run_checkpoint, record=str(rec)), log=lambda _: None)
+    assert rec.read_bytes() == b"an earlier experiment"
+
+
+@pytest.mark.slow
+def test_realtime_replay_is_paced_after_a_pause(tmp_path: Path, run_checkpoint: Path) -> None:
+    import threading
+
+    video = write_video(tmp_path / "p.avi", smooth_frames(30, seed=4), fps=30.0)
+    cfg = _live(run_checkpoint, source=f"video:{video}", replay=True, realtime=True, paused=True,
+                record=str(tmp_path / "p.h5"))  # fmt: skip
+    rt = Runtime.from_config(cfg, log=lambda _: None)
+    threading.Timer(1.0, lambda: setattr(rt, "paused", False)).start()  # as a control `resume` would
+    rt.run()
+    from vist_rt.runtime.record import read_recording
+
+    t_pub = read_recording(tmp_path / "p.h5")["t_pub_ns"] / 1e9
+    assert len(t_pub) == 30 and 0.85 <= t_pub[-1] - t_pub[0] <= 1.3  # 29 periods of 1/30 s after the resume

@@ -51,6 +51,12 @@ class RunConfig:
     status_every_s: float = 5.0
 
     def __post_init__(self) -> None:
+        for name in ("source", "checkpoint", "vit_weights", "pub", "control", "record", "curve_keys", "engines"):
+            value = getattr(self, name)
+            if isinstance(value, str) and not value.strip():
+                raise VistError(f"{name} must not be empty")
+        if self.lockstep and self.source is not None:
+            raise VistError("a lock-step run has no source: drop source (or lockstep)")
         if self.lockstep and self.replay:
             raise VistError("--lockstep and --replay exclude each other")
         if self.realtime and not self.replay:
@@ -93,6 +99,8 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Strict: unknown keys and wrong types are one-line errors."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
+        if data.get("lockstep") and "source" not in data:
+            data = {**data, "source": None}  # lock-step runs have no source
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise VistError(f"unknown run setting(s): {', '.join(unknown)}")

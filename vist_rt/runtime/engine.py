@@ -65,6 +65,8 @@ class Engine:
         log: Callable[[str], None] = print,
     ) -> Engine:
         """Load a checkpoint and rebuild the extractor it was trained with, on the chosen backend."""
+        if threads:
+            torch.set_num_threads(threads)  # the temporal stage (and a torch feature backend) run with these
         ckpt = load_checkpoint(checkpoint)
         runtime: dict[str, Any] = {}
         if ckpt.extractor.get("kind") == "dinov2":

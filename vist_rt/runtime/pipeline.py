@@ -15,9 +15,11 @@ messages are served from it, so no socket is shared between threads.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +56,7 @@ class Runtime:
         self._last_meta = 0.0
         self._last_status = 0.0
         self._temporal_ms = 0.0  # of the last tick (for the overhead figure)
+        self._failure: str | None = None  # set by the feature thread when its backend fails
         self.started = time.perf_counter()
         self.meta = self._meta()
 
@@ -62,6 +65,8 @@ class Runtime:
         """Load the checkpoint and extractor the settings name."""
         if cfg.checkpoint is None:
             raise VistError("no --checkpoint given (a shipped demo model comes with the training issue)")
+        if cfg.record:
+            check_new_file(cfg.record)  # before minutes of model loading, not after
         engine = Engine.from_files(
             cfg.checkpoint,
             vit_weights=cfg.vit_weights,
@@ -139,12 +144,13 @@ class Runtime:
         from vist_rt.runtime.control import decode_predict_frame, predict_reply
 
         frame = decode_predict_frame(request, payload or b"")
-        t_ns = int(request.get("t_ns", time.time_ns()))
-        index = int(request.get("index", self.tick))
+        t_ns, index = request.get("t_ns", time.time_ns()), request.get("index", self.tick)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (t_ns, index)):
+            raise VistError("predict: t_ns and index must be integers")
         got = time.perf_counter()
         tokens, pre, vit = self.engine.features(frame)
         self.stats.features += 1
-        header, rates = self._step_and_publish(index, t_ns, got, tokens, pre, vit, stale=False)
+        header, rates = self._step_and_publish(self.tick, index, t_ns, got, tokens, pre, vit, stale=False)
         return predict_reply(header, rates)
 
     def _poll_control(self, seconds: float) -> None:
@@ -172,19 +178,31 @@ class Runtime:
         self._last_meta = time.perf_counter()
 
     def _step_and_publish(
-        self, index: int, t_ns: int, got: float, tokens: np.ndarray, pre: float, vit: float, *, stale: bool
+        self,
+        tick: int,
+        index: int,
+        t_ns: int,
+        got: float,
+        tokens: np.ndarray,
+        pre: float | None,
+        vit: float | None,
+        *,
+        stale: bool,
     ) -> tuple[dict[str, Any], np.ndarray]:
-        """Step the temporal model once on `tokens` and publish the rates (and record them)."""
+        """Step the temporal model once on `tokens` for model tick `tick` and publish the rates (and record them).
+
+        `got`: when the frame was taken (perf clock); `pre`/`vit` None when this tick's features were computed
+        for an earlier tick (they are not counted twice). `e2e` runs to the moment of sending."""
         rates, temporal = self.engine.step(tokens)
-        lat = {"preprocess": pre, "vit": vit, "temporal": temporal}
+        lat: dict[str, float | None] = {"preprocess": pre, "vit": vit, "temporal": temporal}
         t0 = time.perf_counter()
         lat["e2e"] = (t0 - got) * 1e3
         header: dict[str, Any] = {
-            "tick": self.tick,
+            "tick": tick,
             "frame": index,
             "t_frame_ns": t_ns,
             "stale": stale,
-            "lat_ms": {k: round(v, 4) for k, v in lat.items()},
+            "lat_ms": {k: None if v is None else round(v, 4) for k, v in lat.items()},
             "mode": self.cfg.mode,
         }
         self.publisher.publish_rates(header, rates)
@@ -197,8 +215,9 @@ class Runtime:
             self.stats.ticks += 1
             self.stats.messages += 1
             self.stats.stale += int(stale)
-        self.stats.add_latencies(lat if not stale else {"temporal": temporal, "publish": lat["publish"]})
-        self.tick += 1
+        fresh = {k: v for k, v in lat.items() if v is not None}
+        self.stats.add_latencies(fresh if not stale else {"temporal": temporal, "publish": fresh["publish"]})
+        self.tick = tick + 1
         self._temporal_ms = temporal
         return header, rates
 
@@ -214,7 +233,17 @@ class Runtime:
     # ---- the three modes ----------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        """Open the sockets (and recorder), run the mode until done or stopped, clean up; return the status."""
+        """Open the sockets (and recorder), run the mode until done or stopped, clean up; return the status.
+
+        A run that fails before publishing any rates leaves no recording file behind."""
+        self._drop_empty_recording = False
+        try:
+            return self._run()
+        finally:
+            if self._drop_empty_recording and self.recorder is not None and self.recorder.rates_count == 0:
+                Path(self.cfg.record).unlink(missing_ok=True)  # type: ignore[arg-type]
+
+    def _run(self) -> dict[str, Any]:
         from vist_rt.runtime.control import ControlServer
         from vist_rt.runtime.publish import Publisher, load_curve_keys
 
@@ -247,6 +276,9 @@ class Runtime:
                     self._run_live()
             except KeyboardInterrupt:
                 self.stop()
+            except BaseException:
+                self._drop_empty_recording = True
+                raise
             finally:
                 if self.capture is not None:
                     self.capture.stop()
@@ -265,11 +297,26 @@ class Runtime:
             synthetic = str(cfg.source).startswith("synthetic")
             hint = " (the synthetic movie as a file: synthetic:replay)" if synthetic else ""
             raise VistError(f"--replay needs a file source (video:PATH, images:DIR){hint}, not {cfg.source}")
+        if not cfg.replay and not source.live:
+            raise VistError(f"{cfg.source} is a file: play it with --replay (add --realtime to pace it)")
         self.source_desc = source.describe()
         self.meta = self._meta()
         self.capture = CaptureThread(source, drop=drop)
         self.capture.start()
         return source
+
+    def _check_capture(self) -> bool:
+        """True while frames may still come; False when the source ended; VistError when it or a stage failed."""
+        if self._failure:
+            raise VistError(f"the feature stage failed: {self._failure}")
+        cap = self.capture
+        if cap.failure:
+            raise VistError(f"the source failed: {cap.failure}")
+        return not cap.ended
+
+    def _got(self, frame: Any) -> float:
+        """When the capture thread took `frame`, on the perf clock (latency is measured from there)."""
+        return time.perf_counter() - max(0.0, (time.time_ns() - frame.recv_ns) / 1e9)
 
     def _run_lockstep(self) -> None:
         while not self.stopping:
@@ -278,16 +325,32 @@ class Runtime:
             if self.cfg.max_frames is not None and self.tick >= self.cfg.max_frames:
                 return
 
+    def _next_frame(self, stall_s: float = 10.0) -> Any:
+        """The next replay frame; None at the end; VistError if the source fails or stalls for `stall_s`."""
+        waited = 0.0
+        while not self.stopping:
+            frame = self.capture.next_in_order(timeout=0.2)
+            if frame is not None:
+                return frame
+            if not self._check_capture():
+                frame = self.capture.next_in_order(timeout=0.0)  # the last frames written before it ended
+                return frame
+            waited += 0.2
+            if waited >= stall_s:
+                raise VistError(f"the source gave no frame for {stall_s:.0f} s ({self.capture.state})")
+        return None
+
     def _run_replay(self) -> None:
         """Tick k uses the newest source frame with media time <= k / fps (from the first frame's time)."""
         self._open_source(drop=False)
-        cap = self.capture
         period_ns = 1e9 / self.fps
-        current = cap.next_in_order(timeout=10.0)
+        current = self._next_frame()
         if current is None:
+            if self.stopping:
+                return
             raise VistError(f"the source {self.source_desc} gave no frame")
         t0_ns = current.t_ns
-        pending = cap.next_in_order(timeout=10.0)
+        pending = self._next_frame()
         frame_ns = (pending.t_ns - current.t_ns) if pending is not None else period_ns
         tokens = None
         used = -1
@@ -299,7 +362,7 @@ class Runtime:
             tick_ns = t0_ns + k * period_ns
             while pending is not None and pending.t_ns <= tick_ns + tol:
                 frame_ns = pending.t_ns - current.t_ns
-                current, pending = pending, cap.next_in_order(timeout=10.0)
+                current, pending = pending, self._next_frame()
             if pending is None and tick_ns + tol >= current.t_ns + max(frame_ns, 1.0):
                 return  # past the last frame's display interval: the replay is complete
             waited = time.perf_counter()
@@ -307,18 +370,22 @@ class Runtime:
                 self._poll_control(max(0.0, start + k / self.fps - time.perf_counter()))
             else:
                 self.control.poll(0)
-            while self.paused and not self.stopping:
-                self._poll_control(0.05)
-                self._housekeeping()
+            if self.paused:
+                pause_start = time.perf_counter()
+                while self.paused and not self.stopping:
+                    self._poll_control(0.05)
+                    self._housekeeping()
+                start += time.perf_counter() - pause_start  # real-time pacing resumes where it stopped
             got = time.perf_counter()
             compute = 0.0
+            pre = vit = None
             if current.index != used:
                 tokens, pre, vit = self.engine.features(current.image)
                 compute = pre + vit
                 self.stats.features += 1
                 used = current.index
             assert tokens is not None
-            self._step_and_publish(current.index, current.t_ns, got, tokens, pre, vit, stale=False)
+            self._step_and_publish(k, current.index, current.t_ns, got, tokens, pre, vit, stale=False)
             self._housekeeping()
             busy = (time.perf_counter() - top - (got - waited)) * 1e3  # the iteration without pacing/pause waits
             self.stats.add_latencies({"overhead": busy - compute - self._temporal_ms})
@@ -328,29 +395,45 @@ class Runtime:
 
     def _feature_loop(self) -> None:
         """Feature thread (live): the newest frame through the extractor, whenever the extractor is free."""
-        last = -1
-        while not self.stopping:
-            frame = self.capture.latest(after=last, timeout=0.1)
-            if frame is None:
-                continue
-            got = time.perf_counter() - max(0.0, (time.time_ns() - frame.t_ns) / 1e9)  # capture time, perf clock
-            try:
-                tokens, pre, vit = self.engine.features(frame.image)
-            except VistError as exc:
-                self.stats.error(f"frame {frame.index}: {exc}")
+        stream = None
+        if self.engine.device == "cuda":
+            import torch
+
+            stream = torch.cuda.Stream()  # the ViT must not queue in front of the temporal step's stream
+        with contextlib.ExitStack() as stack:
+            if stream is not None:
+                import torch
+
+                stack.enter_context(torch.cuda.stream(stream))
+            last = -1
+            while not self.stopping:
+                frame = self.capture.latest(after=last, timeout=0.1)
+                if frame is None:
+                    continue
+                try:
+                    tokens, pre, vit = self.engine.features(frame.image)
+                except VistError as exc:  # a bad frame: counted, the run goes on
+                    self.stats.error(f"frame {frame.index}: {exc}")
+                    last = frame.index
+                    continue
+                except Exception as exc:  # a failing backend (out of memory, ...): the run stops, saying why
+                    self._failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    self.stats.error(f"feature stage failed: {self._failure}")
+                    return
+                with self._latest_lock:
+                    self._latest = (frame.index, frame.t_ns, self._got(frame), tokens, pre, vit)
+                self.stats.features += 1
                 last = frame.index
-                continue
-            with self._latest_lock:
-                self._latest = (frame.index, frame.t_ns, got, tokens, pre, vit)
-            self.stats.features += 1
-            last = frame.index
 
     def _run_live(self) -> None:
+        """Missed ticks are not computed: the model steps once per served tick (status counts the missed ones)."""
         self._open_source(drop=True)
         worker = threading.Thread(target=self._feature_loop, name="vist-features", daemon=True)
         worker.start()
         try:
             while self._latest is None and not self.stopping:  # the clock starts with the first features
+                if not self._check_capture():
+                    raise VistError(f"the source {self.source_desc} ended before its first frame was processed")
                 self._poll_control(0.05)
                 self._housekeeping()
             clock = ModelClock(self.fps)
@@ -358,9 +441,12 @@ class Runtime:
             self.started = time.perf_counter()  # the rate is measured from the clock's start
             used = -1
             while not self.stopping:
-                clock.wait(self._poll_control)
+                tick = clock.wait(self._poll_control)
                 woke = time.perf_counter()
                 self.stats.missed = clock.missed
+                if not self._check_capture() and self._consumed_all(used):
+                    self.log(f"the source ended ({self.source_desc}); stopping")
+                    return
                 self._housekeeping()
                 if self.paused:
                     self.stats.paused_ticks += 1
@@ -369,15 +455,35 @@ class Runtime:
                     latest = self._latest
                 assert latest is not None
                 index, t_ns, got, tokens, pre, vit = latest
-                self._step_and_publish(index, t_ns, got, tokens, pre, vit, stale=index == used)
+                fresh = index != used
+                self._step_and_publish(
+                    tick, index, t_ns, got, tokens, pre if fresh else None, vit if fresh else None, stale=not fresh
+                )
                 busy = (time.perf_counter() - woke) * 1e3
                 self.stats.add_latencies({"overhead": busy - self._temporal_ms})
                 used = index
-                if self.cfg.max_frames is not None and self.tick >= self.cfg.max_frames:
+                if self.cfg.max_frames is not None and self.stats.ticks >= self.cfg.max_frames:
                     return
         finally:
             self.stop()
             worker.join(timeout=5.0)
+
+    def _consumed_all(self, used: int) -> bool:
+        """After the source ended: True once the newest features are those of its last frame, already used."""
+        latest = self._latest
+        return latest is not None and latest[0] == used and self.capture.latest(after=used) is None
+
+
+def check_new_file(path: str) -> None:
+    """VistError unless `path` can be created: it must not exist (recordings are never overwritten)."""
+    p = Path(path)
+    if p.exists():
+        raise VistError(f"{path} exists: choose another path (a recording is never overwritten)")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise VistError(f"cannot record to {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise VistError(f"cannot record to {path}: folder {parent} is not writable")
 
 
 def status_line(s: dict[str, Any]) -> str:

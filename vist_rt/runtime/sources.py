@@ -56,12 +56,15 @@ class Frame:
     """One frame: `index` from 0 in the source, capture time `t_ns`, uint8 `image` `[H,W]` or `[H,W,3]` (BGR).
 
     `seq` is the capture thread's sequence number (from 0, +1 per captured frame); -1 straight from a source.
+    `recv_ns` is this machine's wall clock when the capture thread took it: latency is measured from there,
+    whatever clock `t_ns` is on (media time for files, the rig's clock for zmq:).
     """
 
     index: int
     t_ns: int
     image: np.ndarray
     seq: int = -1
+    recv_ns: int = 0  # wall clock (time.time_ns) when the capture thread took the frame; 0 straight from a source
 
 
 class Source:

@@ -45,7 +45,7 @@ class RunStats:
         self.paused_ticks = 0
         self.errors: list[str] = []  # the last few error lines (bounded)
 
-    def add_latencies(self, lat: dict[str, float]) -> None:
+    def add_latencies(self, lat: dict[str, float]) -> None:  # values in ms
         """Record one tick's per-stage latencies (ms); stages absent from `lat` are skipped."""
         with self.lock:
             for stage, ms in lat.items():
