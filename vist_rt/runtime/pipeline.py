@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from vist_rt.runtime.stats import RunStats
 from vist_rt.runtime.wire import Message
 
 COMMANDS = ("status", "meta", "reset", "pause", "resume", "predict")
+SWITCH_INTERVAL_S = 2e-4  # Python's default 5 ms GIL hand-over would delay ticks behind the capture/feature threads
 
 
 class Runtime:
@@ -115,6 +117,7 @@ class Runtime:
                 "control": self.control.endpoint if self.control else self.cfg.control,
                 "record": self.cfg.record,
                 "extractor": self.engine.extractor.describe(),
+                "torch_threads": getattr(self, "torch_threads", None),
                 "runtime": self.engine.extractor.runtime,
             }
         )
@@ -236,10 +239,21 @@ class Runtime:
         """Open the sockets (and recorder), run the mode until done or stopped, clean up; return the status.
 
         A run that fails before publishing any rates leaves no recording file behind."""
+        import torch
+
         self._drop_empty_recording = False
+        switch, threads = sys.getswitchinterval(), torch.get_num_threads()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)  # the tick thread gets the GIL back quickly from the others
+        if self.cfg.threads is None and self.engine.extractor.runtime["backend"] != "torch":
+            # one intra-op thread: on a small, busy CPU a spinning torch pool makes ticks slow and ragged
+            # (measured on 2 cores: temporal p99 30 ms with 2 threads, 8 ms with 1); --threads N overrides
+            torch.set_num_threads(1)
+        self.torch_threads = torch.get_num_threads()
         try:
             return self._run()
         finally:
+            sys.setswitchinterval(switch)
+            torch.set_num_threads(threads)
             if self._drop_empty_recording and self.recorder is not None and self.recorder.rates_count == 0:
                 Path(self.cfg.record).unlink(missing_ok=True)  # type: ignore[arg-type]
 
@@ -264,7 +278,10 @@ class Runtime:
                 from vist_rt.runtime.lsl import LslOutlet
 
                 self.lsl = stack.enter_context(LslOutlet(self.meta))
-            self.log(f"publishing on {self.publisher.endpoint}, control on {self.control.endpoint} ({cfg.mode})")
+            self.log(
+                f"publishing on {self.publisher.endpoint}, control on {self.control.endpoint} ({cfg.mode}; "
+                f"torch threads {self.torch_threads})"
+            )
             self._publish_meta()
             self.started = time.perf_counter()
             try:
