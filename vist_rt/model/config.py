@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from vist_rt.errors import VistError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+from vist_rt.tomlfile import read_toml
 
 
 def _whole(value: object) -> int:
@@ -107,13 +102,5 @@ class ViSTConfig:
     @classmethod
     def from_toml(cls, path: str | Path, table: str | None = "model") -> ViSTConfig:
         """Load from a TOML file, from `[table]` when it exists, else from the top level."""
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except OSError as exc:
-            raise VistError(f"cannot read config {path}: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise VistError(f"config {path} is not valid TOML: {exc}") from None
-        if table is not None and isinstance(data.get(table), dict):
-            data = data[table]
+        data = read_toml(path, table)
         return cls.from_dict(data)

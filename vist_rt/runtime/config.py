@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Any
 
 from vist_rt.choices import BACKENDS, DEVICES, PRECISIONS
 from vist_rt.errors import VistError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from vist_rt.tomlfile import read_toml
 
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
 DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
@@ -83,16 +78,7 @@ class RunConfig:
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> RunConfig:
         """Settings from `[run]` in a TOML file (or its top level), then `overrides` (flags given)."""
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except OSError as exc:
-            raise VistError(f"cannot read config {path}: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise VistError(f"config {path} is not valid TOML: {exc}") from None
-        table = data.get("run", data)
-        if not isinstance(table, dict):
-            raise VistError(f"config {path}: [run] must be a table")
+        table = read_toml(path, "run")
         return cls.from_dict({**{k.replace("-", "_"): v for k, v in table.items()}, **overrides})
 
     @classmethod

@@ -13,7 +13,7 @@ import numpy as np
 import zmq
 
 from vist_rt.errors import VistError
-from vist_rt.runtime.publish import bind_socket, key_bytes, require_curve
+from vist_rt.runtime.publish import server_socket
 from vist_rt.runtime.wire import dumps, encode_rates
 
 DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
@@ -89,19 +89,10 @@ class ControlServer:
         self.handled = 0
         self.errors = 0
         self._ctx = context or zmq.Context.instance()
-        self._sock = self._ctx.socket(zmq.REP)
-        try:
-            self._sock.setsockopt(zmq.LINGER, 0)
-            self._sock.setsockopt(zmq.SNDHWM, 100)
-            self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-            if curve_secret_key is not None:
-                require_curve()
-                self._sock.setsockopt(zmq.CURVE_SERVER, 1)
-                self._sock.setsockopt(zmq.CURVE_SECRETKEY, key_bytes(curve_secret_key, "curve_secret_key"))
-            self._endpoint = bind_socket(self._sock, endpoint, allow_remote=allow_remote, what="control socket")
-        except BaseException:
-            self._sock.close(0)
-            raise
+        self._sock, self._endpoint = server_socket(
+            self._ctx, zmq.REP, endpoint, allow_remote=allow_remote, curve_secret_key=curve_secret_key,
+            what="control socket", options={zmq.SNDHWM: 100, zmq.MAXMSGSIZE: MAX_REQUEST_BYTES},
+        )  # fmt: skip
 
     @property
     def endpoint(self) -> str:

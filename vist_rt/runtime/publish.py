@@ -76,6 +76,33 @@ def bind_socket(sock: zmq.Socket, endpoint: str, *, allow_remote: bool, what: st
     return sock.getsockopt(zmq.LAST_ENDPOINT).decode()
 
 
+def server_socket(
+    ctx: zmq.Context,
+    kind: int,
+    endpoint: str,
+    *,
+    allow_remote: bool,
+    curve_secret_key: bytes | str | None,
+    what: str,
+    options: dict[int, int],
+) -> tuple[zmq.Socket, str]:
+    """A bound server socket (LINGER 0, `options`, CurveZMQ server when a secret key is given) and its endpoint.
+    The socket is closed again if anything fails."""
+    sock = ctx.socket(kind)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        for option, value in options.items():
+            sock.setsockopt(option, value)
+        if curve_secret_key is not None:
+            require_curve()
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, key_bytes(curve_secret_key, "curve_secret_key"))
+        return sock, bind_socket(sock, endpoint, allow_remote=allow_remote, what=what)
+    except BaseException:
+        sock.close(0)
+        raise
+
+
 def key_bytes(key: bytes | str, what: str) -> bytes:
     """A Z85 (40 characters) or raw (32 bytes) CurveZMQ key."""
     raw = key.encode("ascii") if isinstance(key, str) else bytes(key)
@@ -115,18 +142,10 @@ class Publisher:
         self.dropped = 0
         self.last_rates_header: dict[str, Any] | None = None  # the last headers exactly as sent (seq, v, n, ...)
         self.last_meta_header: dict[str, Any] | None = None
-        self._sock = self._ctx.socket(zmq.PUB)
-        try:
-            self._sock.setsockopt(zmq.LINGER, 0)
-            self._sock.setsockopt(zmq.SNDHWM, hwm)
-            if curve_secret_key is not None:
-                require_curve()
-                self._sock.setsockopt(zmq.CURVE_SERVER, 1)
-                self._sock.setsockopt(zmq.CURVE_SECRETKEY, key_bytes(curve_secret_key, "curve_secret_key"))
-            self._endpoint = bind_socket(self._sock, endpoint, allow_remote=allow_remote, what="publisher")
-        except BaseException:
-            self._sock.close(0)
-            raise
+        self._sock, self._endpoint = server_socket(
+            self._ctx, zmq.PUB, endpoint, allow_remote=allow_remote, curve_secret_key=curve_secret_key,
+            what="publisher", options={zmq.SNDHWM: hwm},
+        )  # fmt: skip
 
     @property
     def endpoint(self) -> str:
