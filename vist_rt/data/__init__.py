@@ -1,0 +1,1 @@
+"""Datasets: the HDF5 format, its reader, the simulated retina, converters."""
