@@ -53,7 +53,7 @@ class Runtime:
         self.control: Any = None
         self.recorder: Any = None
         self.lsl: Any = None
-        self._latest: tuple[int, int, float, np.ndarray, float, float] | None = None  # newest features
+        self._latest: tuple[int, int, float, np.ndarray, float, float, float] | None = None  # newest features
         self._latest_lock = threading.Lock()
         self._last_meta = 0.0
         self._last_status = 0.0
@@ -191,13 +191,15 @@ class Runtime:
         vit: float | None,
         *,
         stale: bool,
+        capture: float | None = None,
     ) -> tuple[dict[str, Any], np.ndarray]:
         """Step the temporal model once on `tokens` for model tick `tick` and publish the rates (and record them).
 
         `got`: when the frame was taken (perf clock); `pre`/`vit` None when this tick's features were computed
-        for an earlier tick (they are not counted twice). `e2e` runs to the moment of sending."""
+        for an earlier tick (they are not counted twice); `capture` = how long the frame waited for the feature
+        stage after the capture thread took it. `e2e` runs to the moment of sending."""
         rates, temporal = self.engine.step(tokens)
-        lat: dict[str, float | None] = {"preprocess": pre, "vit": vit, "temporal": temporal}
+        lat: dict[str, float | None] = {"capture": capture, "preprocess": pre, "vit": vit, "temporal": temporal}
         t0 = time.perf_counter()
         lat["e2e"] = (t0 - got) * 1e3
         header: dict[str, Any] = {
@@ -395,14 +397,15 @@ class Runtime:
                 start += time.perf_counter() - pause_start  # real-time pacing resumes where it stopped
             got = time.perf_counter()
             compute = 0.0
-            pre = vit = None
+            pre = vit = wait = None
             if current.index != used:
+                wait = max(0.0, (got - self._got(current)) * 1e3)  # read ahead into the ring, then waited
                 tokens, pre, vit = self.engine.features(current.image)
                 compute = pre + vit
                 self.stats.features += 1
                 used = current.index
             assert tokens is not None
-            self._step_and_publish(k, current.index, current.t_ns, got, tokens, pre, vit, stale=False)
+            self._step_and_publish(k, current.index, current.t_ns, got, tokens, pre, vit, stale=False, capture=wait)
             self._housekeeping()
             busy = (time.perf_counter() - top - (got - waited)) * 1e3  # the iteration without pacing/pause waits
             self.stats.add_latencies({"overhead": busy - compute - self._temporal_ms})
@@ -427,6 +430,7 @@ class Runtime:
                 frame = self.capture.latest(after=last, timeout=0.1)
                 if frame is None:
                     continue
+                start = time.perf_counter()
                 try:
                     tokens, pre, vit = self.engine.features(frame.image)
                 except VistError as exc:  # a bad frame: counted, the run goes on
@@ -437,8 +441,9 @@ class Runtime:
                     self._failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                     self.stats.error(f"feature stage failed: {self._failure}")
                     return
+                got = self._got(frame)
                 with self._latest_lock:
-                    self._latest = (frame.index, frame.t_ns, self._got(frame), tokens, pre, vit)
+                    self._latest = (frame.index, frame.t_ns, got, tokens, pre, vit, (start - got) * 1e3)
                 self.stats.features += 1
                 last = frame.index
 
@@ -471,11 +476,12 @@ class Runtime:
                 with self._latest_lock:
                     latest = self._latest
                 assert latest is not None
-                index, t_ns, got, tokens, pre, vit = latest
+                index, t_ns, got, tokens, pre, vit, wait = latest
                 fresh = index != used
                 self._step_and_publish(
-                    tick, index, t_ns, got, tokens, pre if fresh else None, vit if fresh else None, stale=not fresh
-                )
+                    tick, index, t_ns, got, tokens, *((pre, vit) if fresh else (None, None)), stale=not fresh,
+                    capture=wait if fresh else None,
+                )  # fmt: skip
                 busy = (time.perf_counter() - woke) * 1e3
                 self.stats.add_latencies({"overhead": busy - self._temporal_ms})
                 used = index

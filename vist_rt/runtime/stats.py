@@ -9,7 +9,7 @@ import numpy as np
 
 from vist_rt.bench.stats import summarize
 
-STAGES = ("preprocess", "vit", "temporal", "publish", "e2e", "overhead")
+STAGES = ("capture", "preprocess", "vit", "temporal", "publish", "e2e", "overhead")
 
 
 class LatencyWindow:
