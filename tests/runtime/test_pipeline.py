@@ -276,3 +276,40 @@ def test_golden_replay_is_deterministic_and_lockstep_equals_replay(tmp_path: Pat
         rt.stop()
         worker.join(timeout=30)
     np.testing.assert_allclose(lock, a["rates"], rtol=0, atol=1e-6)  # lock-step equals replay
+
+
+def test_curve_keys_encrypt_the_stream(tmp_path: Path, run_checkpoint: Path) -> None:
+    import threading
+
+    import zmq as _zmq
+
+    from vist_rt.client import Subscriber
+    from vist_rt.runtime.publish import make_curve_keys
+
+    if not _zmq.has("curve"):
+        pytest.skip("this libzmq has no CurveZMQ")
+    public, _ = make_curve_keys(tmp_path / "keys")
+    video = write_video(tmp_path / "c.avi", smooth_frames(20, seed=6), fps=30.0)
+    cfg = _live(run_checkpoint, source=f"video:{video}", replay=True, paused=True, curve_keys=str(tmp_path / "keys"),
+                meta_every_s=0.1)  # fmt: skip
+    rt = Runtime.from_config(cfg, log=lambda _: None)
+    worker = threading.Thread(target=rt.run)
+    worker.start()
+    try:
+        with Subscriber(cfg.pub, curve_server_key=public, timeout_ms=10_000) as sub:
+            first = sub.recv()
+            assert first is not None and first.topic == "meta"  # the key holder hears the stream
+            rt.paused = False
+            got: list = []
+            while len(got) < 20 and (m := sub.recv(5_000)) is not None:
+                got += [m] if m.topic == "rates" else []
+            assert len(got) == 20 and [m.header["tick"] for m in got] == list(range(20))
+        plain = _zmq.Context.instance().socket(_zmq.SUB)  # a client without the key hears nothing
+        plain.setsockopt(_zmq.LINGER, 0)
+        plain.setsockopt(_zmq.SUBSCRIBE, b"")
+        plain.connect(cfg.pub)
+        assert plain.poll(500) == 0
+        plain.close()
+    finally:
+        rt.stop()
+        worker.join(timeout=30)

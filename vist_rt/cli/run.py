@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
     k = sub.add_parser("keys", help="make CurveZMQ keys for a non-loopback --pub/--control")
-    k.add_argument("dir", help="folder to write server.key / server.key_secret and client keys into")
+    k.add_argument("dir", help="folder to write server.key (give it to clients) and server.key_secret into")
     k.set_defaults(func=run_keys)
 
 
