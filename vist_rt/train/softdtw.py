@@ -18,7 +18,7 @@ _BIG = 1e10
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.dim() != 3 or y.dim() != 3:
-        raise VistError(f"soft-DTW needs [B, N, D] and [B, M, D] tensors, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+        raise VistError(f"soft-DTW needs [B, N, D] and [B, M, D], got {tuple(x.shape)} and {tuple(y.shape)}")
     if x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:
         raise VistError(f"soft-DTW batch/feature sizes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
     if x.shape[1] < 1 or y.shape[1] < 1:
@@ -97,7 +97,7 @@ def windowed_sdtw(y_hat: torch.Tensor, y: torch.Tensor, w: int, gamma: float = 0
     the graph so ``backward`` still works).
     """
     if y_hat.shape != y.shape or y_hat.dim() != 3:
-        raise VistError(f"windowed soft-DTW needs equal [B, T, C] shapes, got {tuple(y_hat.shape)} and {tuple(y.shape)}")
+        raise VistError(f"windowed soft-DTW needs equal [B, T, C], got {tuple(y_hat.shape)} and {tuple(y.shape)}")
     starts = window_starts(y_hat.shape[1], w)
     if not starts:
         return (y_hat * 0).sum() + (y * 0).sum()
