@@ -30,6 +30,7 @@ import numpy as np
 
 from vist_rt.errors import VistError
 
+
 def _check_movie_arrays(name: str, stimulus: Any, rates: Any, spikes: Any, shape_hw: tuple[int, int] | None) -> None:
     """Shape/dtype rules shared by the writer and the reader (arrays or h5py datasets)."""
     where = f"movie {name!r}"
@@ -254,7 +255,7 @@ def _validate(path: Path, f: h5py.File) -> None:
         for key in ("stimulus", "rates"):
             if key not in g:
                 raise VistError(f"{path}: missing dataset /movies/{name}/{key}")
-        spikes = g["spikes"] if "spikes" in g else None
+        spikes = g.get("spikes")
         try:
             _check_movie_arrays(name, g["stimulus"], g["rates"], spikes, tuple(rf.shape[1:]))
         except VistError as exc:

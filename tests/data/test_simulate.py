@@ -1,0 +1,130 @@
+"""The simulated retina: reproducible, in the dataset format, ON/OFF polarity, noise ceiling, CLI."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from vist_rt.cli import data as data_cli
+from vist_rt.data.dataset import open_dataset
+from vist_rt.data.simulate import make_retina, noise_ceiling, pearson, simulate, truth_cc, write_simulation
+from vist_rt.errors import VistError
+
+SMALL = {"n_cells": 6, "n_movies": 2, "n_frames": 60, "n_trials": 3, "size": (48, 64)}
+
+
+def _contents(path: Path) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        out.update({f"@{k}": np.asarray(v) for k, v in f.attrs.items()})
+    return out
+
+
+def test_reproducible_from_seed(tmp_path: Path) -> None:
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        write_simulation(tmp_path / f"{name}.h5", seed=seed, **SMALL)
+    a, b, c = (_contents(tmp_path / f"{name}.h5") for name in "abc")
+    assert a.keys() == b.keys() == c.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    for key in ("movies/movie1/stimulus", "movies/movie1/spikes", "movies/movie2/truth", "cells/rf"):
+        assert not np.array_equal(a[key], c[key]), key
+    assert not np.array_equal(a["movies/movie1/stimulus"], a["movies/movie2/stimulus"])  # movies differ
+
+
+def test_file_follows_the_format(tmp_path: Path) -> None:
+    sim = write_simulation(tmp_path / "s.h5", seed=0, **SMALL)
+    with open_dataset(tmp_path / "s.h5") as ds:  # validates
+        assert ds.movies == ["movie1", "movie2"] and ds.fps == 30.0 and ds.units == "spikes/s"
+        assert ds.cell_ids == list(sim.retina.cell_ids) and len(set(ds.cell_ids)) == 6
+        assert ds.rf.shape == (6, 48, 64) and ds.rf.dtype == np.float32
+        assert set(np.unique(ds.rf)) <= {0.0, 1.0} and (ds.rf.sum(axis=(1, 2)) > 0).all()
+        m = ds.movie("movie1")
+        assert m.stimulus.shape == (60, 48, 64) and m.stimulus.dtype == np.uint8
+        assert m.rates.shape == (60, 6) and m.rates.dtype == np.float32
+        assert m.spikes.shape == (3, 60, 6) and m.spikes.dtype == np.uint16
+        np.testing.assert_allclose(m.rates, m.spikes.mean(0) * 30.0, rtol=1e-6)
+        truth = m.extra("truth")
+        assert truth is not None and truth.shape == (60, 6) and (truth > 0).all()
+        np.testing.assert_array_equal(truth, sim.movies["movie1"].truth)
+    polarity = sim.retina.polarity
+    assert 2 <= (polarity > 0).sum() <= 4  # about half ON
+
+
+def test_on_and_off_cells_respond_to_a_flash_in_their_centre() -> None:
+    retina = make_retina(8, seed=1, size=(60, 80))
+    h, w = retina.size
+    yy, xx = np.mgrid[0:h, 0:w]
+    assert (retina.polarity > 0).any() and (retina.polarity < 0).any()
+    for c in range(retina.n_cells):
+        cy, cx = retina.center[c]
+        spot = (yy - cy) ** 2 + (xx - cx) ** 2 <= retina.sigma_center[c] ** 2
+        stim = np.full((40, h, w), 128, np.uint8)
+        stim[20:, spot] = 255  # bright spot from frame 20 on
+        r = retina.rates(stim)[:, c]
+        before, after = r[10:20].mean(), r[20:26].mean()
+        np.testing.assert_allclose(r[:20], r[0])  # steady before the step (no start-up transient)
+        if retina.polarity[c] > 0:
+            assert after > 1.5 * before, (c, before, after)
+        else:
+            assert after < 0.8 * before, (c, before, after)
+
+
+def test_noise_ceiling_grows_with_trials_and_matches_truth() -> None:
+    few = simulate(n_cells=8, n_movies=1, n_frames=240, n_trials=4, seed=2, size=(48, 64))
+    many = simulate(n_cells=8, n_movies=1, n_frames=240, n_trials=40, seed=2, size=(48, 64))
+    c_few = noise_ceiling(few.movies["movie1"].spikes).mean()
+    c_many = noise_ceiling(many.movies["movie1"].spikes).mean()
+    assert c_many > c_few
+    np.testing.assert_array_equal(few.movies["movie1"].truth, many.movies["movie1"].truth)  # same cells/movie
+    cc_many = truth_cc(many)["movie1"]
+    assert cc_many.mean() > 0.5
+    assert cc_many.mean() > truth_cc(few)["movie1"].mean()
+    assert abs(c_many - cc_many.mean()) < 0.1  # the ceiling estimates CC(truth, trial average)
+
+
+def test_noise_ceiling_formula() -> None:
+    rng = np.random.default_rng(0)
+    same = np.repeat(rng.poisson(2.0, (1, 50, 3)), 4, axis=0)
+    np.testing.assert_allclose(noise_ceiling(same), 1.0)
+    noise = rng.poisson(2.0, (6, 500, 2))  # independent trials: no signal
+    assert noise_ceiling(noise).max() < 0.35
+    assert noise_ceiling(np.zeros((4, 10, 2))).tolist() == [0.0, 0.0]  # silent cells
+    a = rng.random((20, 2))
+    np.testing.assert_allclose(pearson(a, 2 * a + 1), 1.0)
+    with pytest.raises(VistError, match="R >= 2"):
+        noise_ceiling(np.zeros((1, 10, 2)))
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(VistError, match="cells must be an integer >= 1"):
+        simulate(n_cells=0)
+    with pytest.raises(VistError, match="size must be at least 16x16"):
+        simulate(size=(8, 8))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vist-rt")
+    data_cli.register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_cli_simulate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sim.h5"
+    args = _parser().parse_args(
+        ["simulate", str(out), "--cells", "4", "--movies", "1", "--frames", "30", "--trials", "4", "--seed", "5",
+         "--size", "40x48", "--fps", "25"]
+    )  # fmt: skip
+    assert args.func is data_cli.run_simulate
+    assert data_cli.run_simulate(args) == 0
+    text = capsys.readouterr().out
+    assert "4 cells" in text and "noise ceiling" in text and "25 Hz" in text
+    with open_dataset(out) as ds:
+        assert ds.fps == 25.0 and ds.movie("movie1").stimulus.shape == (30, 40, 48)
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["simulate", str(out), "--size", "big"])

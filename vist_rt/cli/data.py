@@ -1,0 +1,84 @@
+"""`vist-rt simulate ...` and `vist-rt convert onken ...`: make dataset files."""
+
+from __future__ import annotations
+
+import argparse
+
+from vist_rt.errors import VistError
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'120x160' -> (120, 160) (H x W)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HxW (e.g. 120x160), got {text!r}") from None
+    return h, w
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `simulate` and `convert`."""
+    p = sub.add_parser("simulate", help="write a simulated retina's responses as a dataset file")
+    p.add_argument("out", help="output dataset (.h5)")
+    p.add_argument("--cells", type=int, default=16, help="number of cells (default 16)")
+    p.add_argument("--movies", type=int, default=2, help="number of movies (default 2)")
+    p.add_argument("--frames", type=int, default=300, help="frames per movie (default 300)")
+    p.add_argument("--trials", type=int, default=10, help="repeated trials per movie (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--size", type=_size, default=(120, 160), help="frame size HxW (default 120x160)")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate = bin rate, Hz (default 30)")
+    p.set_defaults(func=run_simulate)
+
+    conv = sub.add_parser("convert", help="convert published recordings to a dataset file")
+    kinds = conv.add_subparsers(dest="convert", metavar="SOURCE", required=True)
+    o = kinds.add_parser("onken", help="Onken et al. 2017 salamander data (Dryad doi 10.5061/dryad.4ch10)")
+    o.add_argument("dryad_dir", help="folder with Stimuli/ and NeuralData/")
+    o.add_argument("out", help="output dataset (.h5)")
+    o.add_argument("--movie", required=True, help="recording/movie name, e.g. Movie1Exp1 (NeuralData/<movie>*.mat)")
+    o.add_argument("--fps", type=float, required=True, help="movie frame rate, Hz (not in the archive's notes)")
+    o.add_argument("--frames", type=int, default=None, help="use only the first N frames")
+    o.add_argument("--frame-size", type=_size, default=(360, 360), help="raw frame size HxW (default 360x360)")
+    o.add_argument("--cell-prefix", default="", help="prefix of the cell ids (default none: n001, n002, ...)")
+    o.set_defaults(func=run_convert)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    """Simulate, write, print a summary (incl. the mean noise ceiling)."""
+    import numpy as np
+
+    from vist_rt.data.simulate import noise_ceiling, truth_cc, write_simulation
+
+    sim = write_simulation(args.out, args.cells, args.movies, args.frames, args.trials, args.seed, args.size, args.fps)
+    h, w = sim.retina.size
+    print(
+        f"wrote {args.out}: {sim.retina.n_cells} cells ({int((sim.retina.polarity > 0).sum())} ON), "
+        f"{len(sim.movies)} movies x {args.frames} frames ({h}x{w}) at {sim.fps:g} Hz, {args.trials} trials, "
+        f"seed {args.seed}"
+    )
+    ccs = truth_cc(sim)
+    for name, m in sim.movies.items():
+        ceiling = f"{float(noise_ceiling(m.spikes).mean()):.3f}" if args.trials >= 2 else "n/a (1 trial)"
+        print(
+            f"  {name}: mean rate {float(m.rates.mean()):.2f} spikes/s, mean noise ceiling CC {ceiling}, "
+            f"mean CC(truth, trial average) {float(np.mean(ccs[name])):.3f}"
+        )
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Convert published data (`onken`) and print a summary."""
+    if args.convert != "onken":  # pragma: no cover - argparse only offers onken
+        raise VistError(f"unknown source {args.convert!r}")
+    from vist_rt.data.dataset import open_dataset
+    from vist_rt.data.onken import convert_onken
+
+    path = convert_onken(
+        args.dryad_dir, args.out, movie=args.movie, fps=args.fps, frame_shape=args.frame_size,
+        n_frames=args.frames, cell_prefix=args.cell_prefix,
+    )  # fmt: skip
+    with open_dataset(path) as ds:
+        m = ds.movie(args.movie)
+        spikes = m.spikes
+        trials = 0 if spikes is None else spikes.shape[0]
+        print(f"wrote {path}: movie {args.movie}, {m.T} frames at {ds.fps:g} Hz, {ds.n_cells} cells, {trials} trials")
+    return 0

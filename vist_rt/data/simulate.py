@@ -1,0 +1,276 @@
+"""A simulated retina with known ground truth, written in the dataset format (docs/data.md).
+
+Cells are linear-nonlinear-Poisson units:
+
+1. contrast: x_t = (frame_t - 128) / 128, float32 `[T, H*W]`;
+2. spatial: s = x @ F, F `[H*W, C]` a difference of Gaussians per cell (centre normalised to sum 1, surround
+   to sum `surround`), times the polarity (+1 ON, -1 OFF);
+3. temporal: causal convolution with a biphasic kernel k_c (fast gamma lobe minus a slower, weaker one,
+   `kernel_s` long), the stimulus before frame 0 taken equal to frame 0 (no start-up transient);
+4. normalisation by the cell's generator s.d. measured once on a calibration movie (so a cell's scale does
+   not depend on the movie it is shown);
+5. rate = r_max * softplus(gain * (z - threshold)) in spikes/s (the ground truth, `truth`);
+6. counts ~ Poisson(rate / fps) per frame bin, independently over R trials (`spikes`), and
+   `rates` = trial mean of counts * fps.
+
+Everything is drawn from `seed` (cells from `[seed, 0]`, movie m from `[seed, 1, m]`, spikes from
+`[seed, 2, m]`), so the same arguments give identical arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from vist_rt.data.dataset import write_dataset
+from vist_rt.errors import VistError
+from vist_rt.runtime.movie import SyntheticMovie
+
+CALIBRATION_FRAMES = 240  # frames of the calibration movie that fix each cell's generator scale
+RF_MASK_SIGMAS = 1.5  # a cell's RF mask: pixels within this many centre sigmas of its centre
+
+
+@dataclasses.dataclass(frozen=True)
+class Retina:
+    """The simulated cells; every per-cell array has C on its first (or only) axis except `temporal`."""
+
+    size: tuple[int, int]  # (H, W) stimulus pixels
+    fps: float
+    center: np.ndarray  # float64 [C, 2] (y, x) in pixels
+    sigma_center: np.ndarray  # float64 [C] pixels
+    sigma_surround: np.ndarray  # float64 [C] pixels
+    surround: np.ndarray  # float64 [C] surround weight (integral relative to the centre's)
+    polarity: np.ndarray  # float32 [C] +1 ON, -1 OFF
+    temporal: np.ndarray  # float32 [L, C] causal kernels, lag 0 first
+    scale: np.ndarray  # float32 [C] 1 / generator s.d. on the calibration movie
+    gain: np.ndarray  # float32 [C]
+    threshold: np.ndarray  # float32 [C]
+    r_max: np.ndarray  # float32 [C] spikes/s
+    cell_ids: tuple[str, ...]
+
+    @property
+    def n_cells(self) -> int:
+        """C."""
+        return len(self.cell_ids)
+
+    def spatial(self) -> np.ndarray:
+        """float32 `[C,H,W]` signed spatial filters (polarity included)."""
+        h, w = self.size
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+        d2 = (yy[None] - self.center[:, 0, None, None]) ** 2 + (xx[None] - self.center[:, 1, None, None]) ** 2
+        cen = np.exp(-d2 / (2 * self.sigma_center[:, None, None] ** 2))
+        sur = np.exp(-d2 / (2 * self.sigma_surround[:, None, None] ** 2))
+        cen /= cen.sum(axis=(1, 2), keepdims=True)
+        sur /= sur.sum(axis=(1, 2), keepdims=True)
+        dog = cen - self.surround[:, None, None] * sur
+        return (dog * self.polarity[:, None, None]).astype(np.float32)
+
+    def rf_masks(self) -> np.ndarray:
+        """float32 `[C,H,W]` binary masks: pixels within `RF_MASK_SIGMAS` centre sigmas of the centre."""
+        h, w = self.size
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+        d2 = (yy[None] - self.center[:, 0, None, None]) ** 2 + (xx[None] - self.center[:, 1, None, None]) ** 2
+        return (d2 <= (RF_MASK_SIGMAS * self.sigma_center[:, None, None]) ** 2).astype(np.float32)
+
+    def generator(self, stimulus: np.ndarray) -> np.ndarray:
+        """uint8 `[T,H,W]` (or `[T,H,W,3]`, averaged to grey) -> float32 `[T,C]` unnormalised linear drive."""
+        stim = np.asarray(stimulus)
+        if stim.ndim == 4:
+            stim = stim.mean(axis=-1)
+        if stim.ndim != 3 or tuple(stim.shape[1:]) != self.size or stim.shape[0] == 0:
+            raise VistError(f"stimulus must be [T,{self.size[0]},{self.size[1]}] with T > 0, got {list(stim.shape)}")
+        t = stim.shape[0]
+        x = (stim.reshape(t, -1).astype(np.float32) - 128.0) / 128.0  # [T, H*W]
+        s = x @ self.spatial().reshape(self.n_cells, -1).T  # [T, C]
+        k = self.temporal  # [L, C]
+        pad = np.concatenate([np.repeat(s[:1], k.shape[0] - 1, axis=0), s])  # steady state before frame 0
+        out = np.zeros_like(s)
+        for lag in range(k.shape[0]):  # L ~ 9 lags, each vectorised over [T, C]
+            out += k[lag] * pad[k.shape[0] - 1 - lag : k.shape[0] - 1 - lag + t]
+        return out
+
+    def rates(self, stimulus: np.ndarray) -> np.ndarray:
+        """uint8 `[T,H,W]` -> float32 `[T,C]` ground-truth rates in spikes/s."""
+        z = self.generator(stimulus) * self.scale
+        u = self.gain * (z - self.threshold)
+        return (self.r_max * np.logaddexp(0.0, u)).astype(np.float32)  # softplus, overflow-safe
+
+
+def _temporal_kernels(rng: np.random.Generator, n: int, fps: float, kernel_s: float) -> np.ndarray:
+    """float32 `[L, C]` biphasic kernels: g(t; tau1) - b * g(t; tau2), g = t^3 exp(-t/tau) normalised to sum 1."""
+    length = max(2, round(kernel_s * fps))
+    t = (np.arange(length)[:, None] + 0.5) / fps  # bin centres, s
+    tau1 = rng.uniform(0.015, 0.025, n)  # fast lobe peaks at 3*tau1 = 45-75 ms
+    tau2 = tau1 * rng.uniform(1.6, 2.2, n)  # slow, opposite lobe
+    b = rng.uniform(0.6, 0.85, n)  # part-transient: the kernel's sum is 1 - b > 0
+    g1 = t**3 * np.exp(-t / tau1)
+    g2 = t**3 * np.exp(-t / tau2)
+    k = g1 / g1.sum(0) - b * g2 / g2.sum(0)
+    return k.astype(np.float32)
+
+
+def make_retina(
+    n_cells: int,
+    seed: int,
+    size: tuple[int, int] = (120, 160),
+    fps: float = 30.0,
+    kernel_s: float = 0.3,
+) -> Retina:
+    """Draw C cells: centres on a jittered grid inside the central square, ~half ON, DoG RFs, biphasic kernels."""
+    h, w = size
+    rng = np.random.default_rng([seed, 0])
+    side = min(h, w)
+    y0, x0 = (h - side) / 2, (w - side) / 2
+    per_row = int(np.ceil(np.sqrt(n_cells)))
+    cell = side / per_row
+    idx = np.arange(n_cells)
+    jitter = rng.uniform(-0.3, 0.3, (n_cells, 2)) * cell
+    center = np.stack([y0 + (idx // per_row + 0.5) * cell, x0 + (idx % per_row + 0.5) * cell], axis=1) + jitter
+    sigma_c = rng.uniform(0.035, 0.06, n_cells) * side
+    sigma_s = sigma_c * rng.uniform(2.0, 3.0, n_cells)
+    surround = rng.uniform(0.5, 0.8, n_cells)
+    polarity = np.where(rng.permutation(n_cells) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    temporal = _temporal_kernels(rng, n_cells, fps, kernel_s)
+    gain = rng.uniform(1.5, 3.0, n_cells).astype(np.float32)
+    threshold = rng.uniform(0.5, 1.5, n_cells).astype(np.float32)
+    r_max = rng.uniform(5.0, 15.0, n_cells).astype(np.float32)
+    ids = tuple(f"sim{i:03d}" for i in range(n_cells))
+    retina = Retina(
+        size=(h, w), fps=fps, center=center, sigma_center=sigma_c, sigma_surround=sigma_s, surround=surround,
+        polarity=polarity, temporal=temporal, scale=np.ones(n_cells, np.float32), gain=gain,
+        threshold=threshold, r_max=r_max, cell_ids=ids,
+    )  # fmt: skip
+    calib = SyntheticMovie(seed=_movie_seed(seed, -1), size=(h, w), fps=fps).frames(CALIBRATION_FRAMES)
+    sd = retina.generator(calib).std(axis=0)
+    scale = (1.0 / np.maximum(sd, 1e-6)).astype(np.float32)
+    return dataclasses.replace(retina, scale=scale)
+
+
+def _movie_seed(seed: int, m: int) -> int:
+    """Seed of movie m (m = -1: the calibration movie), derived from the simulation seed."""
+    return int(np.random.SeedSequence([seed, 1, m + 1]).generate_state(1)[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class SimMovie:
+    """One simulated movie: stimulus uint8 `[T,H,W]`, truth/rates float32 `[T,C]`, spikes uint16 `[R,T,C]`."""
+
+    stimulus: np.ndarray
+    truth: np.ndarray
+    rates: np.ndarray
+    spikes: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Simulation:
+    """A simulated dataset: the cells, the movies by name, the parameters it was made with."""
+
+    retina: Retina
+    movies: dict[str, SimMovie]
+    seed: int
+    n_trials: int
+
+    @property
+    def fps(self) -> float:
+        """Frame (= bin) rate, Hz."""
+        return self.retina.fps
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write in the dataset format, with each movie's ground truth as `/movies/<name>/truth`."""
+        r = self.retina
+        params = {
+            "seed": self.seed, "cells": r.n_cells, "movies": len(self.movies), "trials": self.n_trials,
+            "size": list(r.size), "fps": r.fps, "model": "LNP: DoG x biphasic kernel, softplus, Poisson",
+        }  # fmt: skip
+        return write_dataset(
+            path,
+            {name: (m.stimulus, m.rates, m.spikes) for name, m in self.movies.items()},
+            r.rf_masks(),
+            list(r.cell_ids),
+            r.fps,
+            "spikes/s",
+            f"vist_rt.data.simulate seed={self.seed}",
+            extras={name: {"truth": m.truth} for name, m in self.movies.items()},
+            attrs={"simulation": params},
+        )
+
+
+def simulate(
+    n_cells: int = 16,
+    n_movies: int = 2,
+    n_frames: int = 300,
+    n_trials: int = 10,
+    seed: int = 0,
+    size: tuple[int, int] = (120, 160),
+    fps: float = 30.0,
+) -> Simulation:
+    """Simulate C cells' responses to K synthetic movies of T frames over R trials; writes nothing."""
+    for label, value, low in (("cells", n_cells, 1), ("movies", n_movies, 1), ("frames", n_frames, 1),
+                              ("trials", n_trials, 1)):  # fmt: skip
+        if not isinstance(value, (int, np.integer)) or value < low:
+            raise VistError(f"simulate: {label} must be an integer >= {low}, got {value!r}")
+    h, w = (int(v) for v in size)
+    if h < 16 or w < 16:
+        raise VistError(f"simulate: size must be at least 16x16, got {h}x{w}")
+    if not (np.isfinite(fps) and fps > 0):
+        raise VistError(f"simulate: fps must be > 0, got {fps!r}")
+    retina = make_retina(n_cells, seed, (h, w), float(fps))
+    movies: dict[str, SimMovie] = {}
+    for m in range(n_movies):
+        stim = SyntheticMovie(seed=_movie_seed(seed, m), size=(h, w), fps=fps).frames(n_frames)
+        truth = retina.rates(stim)
+        rng = np.random.default_rng([seed, 2, m])
+        counts = rng.poisson(truth[None] / fps, size=(n_trials, *truth.shape))
+        spikes = np.minimum(counts, np.iinfo(np.uint16).max).astype(np.uint16)
+        rates = (spikes.mean(axis=0) * fps).astype(np.float32)
+        movies[f"movie{m + 1}"] = SimMovie(stimulus=stim, truth=truth, rates=rates, spikes=spikes)
+    return Simulation(retina=retina, movies=movies, seed=seed, n_trials=n_trials)
+
+
+def write_simulation(
+    path: str | os.PathLike[str],
+    n_cells: int = 16,
+    n_movies: int = 2,
+    n_frames: int = 300,
+    n_trials: int = 10,
+    seed: int = 0,
+    size: tuple[int, int] = (120, 160),
+    fps: float = 30.0,
+) -> Simulation:
+    """`simulate(...)` and write the result to `path` (the dataset format plus `/movies/<name>/truth`)."""
+    sim = simulate(n_cells, n_movies, n_frames, n_trials, seed, size, fps)
+    sim.write(path)
+    return sim
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-column Pearson correlation of `[T,C]` arrays -> float64 `[C]`; a constant column gives 0."""
+    a = np.asarray(a, np.float64) - np.mean(a, axis=0)
+    b = np.asarray(b, np.float64) - np.mean(b, axis=0)
+    den = np.sqrt((a * a).sum(0) * (b * b).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (a * b).sum(0) / den
+    return np.where(den > 0, r, 0.0)
+
+
+def noise_ceiling(spikes: np.ndarray) -> np.ndarray:
+    """Per-cell CC ceiling from per-trial counts `[R,T,C]` (R >= 2) -> float64 `[C]` in [0, 1].
+
+    r = CC(mean of even trials, mean of odd trials) (split-half); rho = 2r / (1 + r) (Spearman-Brown: the
+    reliability of the R-trial average); ceiling = sqrt(rho), the expected CC between the noiseless rate
+    and the recorded R-trial average. r <= 0 (or a silent cell) gives 0.
+    """
+    spikes = np.asarray(spikes)
+    if spikes.ndim != 3 or spikes.shape[0] < 2:
+        raise VistError(f"noise ceiling needs per-trial counts [R,T,C] with R >= 2, got shape {list(spikes.shape)}")
+    r = pearson(spikes[0::2].mean(axis=0), spikes[1::2].mean(axis=0))
+    r = np.clip(r, 0.0, 1.0)
+    return np.sqrt(2 * r / (1 + r))
+
+
+def truth_cc(sim: Simulation) -> dict[str, np.ndarray]:
+    """Per movie, the per-cell CC of the ground-truth rate with the recorded trial average."""
+    return {name: pearson(m.truth, m.rates) for name, m in sim.movies.items()}

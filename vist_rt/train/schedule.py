@@ -1,0 +1,77 @@
+"""The published training recipe as data: window sampling and the learning-rate schedule (with SWA).
+
+model.md, "Training as published": windows of 128 frames, batch 16, 48 batches per epoch, 30 epochs;
+AdamW lr 8e-4, weight decay 0.1; linear warm-up from 5e-5 to 8e-4 over 5 epochs, then cosine decay
+to 1e-4; stochastic weight averaging from epoch 20 at lr 1e-4 (cosine annealing over 5 epochs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from vist_rt.errors import VistError
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Training hyper-parameters (defaults: the published ones)."""
+
+    window: int = 128
+    batch: int = 16
+    batches_per_epoch: int = 48
+    epochs: int = 30
+    lr: float = 8e-4
+    lr_start: float = 5e-5
+    lr_end: float = 1e-4
+    warmup_epochs: int = 5
+    weight_decay: float = 0.1
+    swa_start: int = 20  # epoch from which weights are averaged
+    swa_lr: float = 1e-4
+    swa_anneal_epochs: int = 5
+
+    def __post_init__(self) -> None:
+        ints = ("window", "batch", "batches_per_epoch", "epochs")
+        if any(getattr(self, k) < 1 for k in ints):
+            raise VistError(f"{', '.join(ints)} must be >= 1")
+        if not 0 <= self.warmup_epochs <= self.epochs or not 0 <= self.swa_start <= self.epochs:
+            raise VistError("warm-up and SWA start must lie within the epochs")
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps in the whole run."""
+        return self.epochs * self.batches_per_epoch
+
+
+PRESETS = {
+    "paper": Recipe(),
+    # two CPU cores, minutes not hours: shorter windows, fewer and smaller batches, the same schedule shape
+    "cpu-small": Recipe(
+        window=64, batch=8, batches_per_epoch=16, epochs=12, warmup_epochs=2, swa_start=8, swa_anneal_epochs=2
+    ),
+}
+
+
+def learning_rate(step: int, recipe: Recipe) -> float:
+    """The learning rate of optimiser step `step` (0-based): warm-up, cosine decay, then the SWA phase."""
+    per = recipe.batches_per_epoch
+    epoch = step / per
+    if epoch < recipe.warmup_epochs:
+        return recipe.lr_start + (recipe.lr - recipe.lr_start) * epoch / recipe.warmup_epochs
+    if epoch >= recipe.swa_start:
+        # SWA: cosine annealing from the current lr to swa_lr over swa_anneal_epochs, then constant
+        start_lr = learning_rate(recipe.swa_start * per - 1, recipe) if recipe.swa_start * per > 0 else recipe.lr
+        t = min(1.0, (epoch - recipe.swa_start) / max(recipe.swa_anneal_epochs, 1e-9))
+        return recipe.swa_lr + (start_lr - recipe.swa_lr) * (1 + math.cos(math.pi * t)) / 2
+    span = max(recipe.epochs - recipe.warmup_epochs, 1e-9)
+    t = (epoch - recipe.warmup_epochs) / span
+    return recipe.lr_end + (recipe.lr - recipe.lr_end) * (1 + math.cos(math.pi * t)) / 2
+
+
+def window_starts(n_frames: int, recipe: Recipe, rng: np.random.Generator) -> np.ndarray:
+    """`batch` random window starts in a movie of `n_frames` frames (uniform, windows fully inside)."""
+    if n_frames < recipe.window:
+        raise VistError(f"the movie has {n_frames} frames, fewer than one {recipe.window}-frame window")
+    return rng.integers(0, n_frames - recipe.window + 1, size=recipe.batch)
