@@ -12,7 +12,7 @@ from vist_rt.errors import VistError
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (subcommands register themselves)."""
-    from vist_rt.cli import bench, checkpoint, data, engine, export, listen, run
+    from vist_rt.cli import bench, checkpoint, data, engine, export, listen, run, train
 
     parser = argparse.ArgumentParser(prog="vist-rt", description="Real-time retina emulator (Vi-ST).")
     parser.add_argument("--version", action="version", version=f"vist-rt {vist_rt.__version__}")
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(sub)
     listen.register(sub)
     data.register(sub)
+    train.register(sub)
     return parser
 
 
