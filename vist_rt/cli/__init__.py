@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     listen.register(sub)
     data.register(sub)
     train.register(sub)
+    train.register_eval(sub)
     return parser
 
 

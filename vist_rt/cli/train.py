@@ -30,3 +30,44 @@ def run_train(args: argparse.Namespace) -> int:
                 seed=args.seed, cache_dir=args.cache)  # fmt: skip
     print(f"best held-out CC {res.best_cc:.3f}: {res.best}; last: {res.last}")
     return 0
+
+
+def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `eval`."""
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset movie (streaming model, CC, SD-KL, LN)")
+    p.add_argument("checkpoint", help="vist-rt checkpoint (.safetensors)")
+    p.add_argument("data", help="dataset file (.h5)")
+    p.add_argument("--movie", required=True, help="movie to evaluate on")
+    p.add_argument("--alpha", type=float, default=0.3, help="SD-KL KDE bandwidth factor (default 0.3)")
+    p.add_argument("--ln-train-movie", help="fit the LN baseline on this movie (default: the checkpoint's)")
+    p.add_argument("--vit-weights", metavar="PATH", help="DINOv2 weights, for checkpoints with DINOv2 features")
+    p.add_argument("--cache", metavar="DIR", help="reuse per-movie features from this folder")
+    p.add_argument("--json", metavar="PATH", help="write every figure to PATH")
+    p.add_argument("--plots", metavar="DIR", help="write PNG plots into DIR")
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Evaluate and print the headline figures."""
+    from vist_rt.bench.stats import write_json
+    from vist_rt.model import load_checkpoint
+    from vist_rt.train.evaluate import evaluate_checkpoint, write_plots
+
+    if args.json:
+        write_json(args.json, {"status": "running"})
+    result, arrays = evaluate_checkpoint(args.checkpoint, args.data, args.movie, alpha=args.alpha,
+                                         ln_train_movie=args.ln_train_movie, vit_weights=args.vit_weights,
+                                         cache_dir=args.cache)  # fmt: skip
+    v = result["vist"]
+    line = f"Vi-ST on {args.movie}: mean CC {v['cc_mean']:.3f}, mean SD-KL {v['sdkl_mean']:.2f}"
+    if v.get("cc_norm_mean") is not None:
+        line += f", CC / noise ceiling {v['cc_norm_mean']:.2f} (ceiling {result['noise_ceiling_mean']:.3f})"
+    if "ln" in result:
+        line += f"; LN baseline mean CC {result['ln']['cc_mean']:.3f}"
+    print(line)
+    if args.plots:
+        fps = load_checkpoint(args.checkpoint).fps
+        result["plots"] = [str(p) for p in write_plots(result, arrays, args.plots, fps=fps)]
+    if args.json:
+        write_json(args.json, result)
+    return 0

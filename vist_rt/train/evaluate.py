@@ -1,0 +1,144 @@
+"""Evaluating a checkpoint on a dataset movie the way live users get it: the streaming model, checked
+against the offline forward; CC, SD-KL, noise-ceiling-normalised CC; an LN baseline; plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vist_rt.data.dataset import open_dataset
+from vist_rt.data.simulate import noise_ceiling
+from vist_rt.errors import VistError
+from vist_rt.features import from_spec
+from vist_rt.model import StreamingViST, load_checkpoint
+from vist_rt.train.ln import LNModel
+from vist_rt.train.metrics import summary
+from vist_rt.train.trainer import cached_features
+
+STREAM_TOLERANCE = 1e-4  # max |streaming - offline|, relative to the offline output's scale
+
+
+def streaming_prediction(model: Any, rf: torch.Tensor, feats: np.ndarray) -> np.ndarray:
+    """Rates [T, C] from the streaming model, one frame per step; VistError if it departs from the offline forward."""
+    stream = StreamingViST.from_model(model, rf)
+    online = np.stack([stream.step(feats[t : t + 1])[0].numpy() for t in range(len(feats))])
+    with torch.no_grad():
+        offline = model(torch.from_numpy(feats)[None], rf[None])[0].T.numpy()
+    err = float(np.abs(online - offline).max() / max(1e-12, float(np.abs(offline).max())))
+    if err > STREAM_TOLERANCE:
+        raise VistError(f"streaming and offline predictions differ (max relative error {err:.2e})")
+    return online
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    dataset: str | Path,
+    movie: str,
+    *,
+    alpha: float = 0.3,
+    ln_train_movie: str | None = None,
+    vit_weights: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(figures as JSON-ready dict, arrays for plots: pred, target, ln_pred). Checks shapes before any work."""
+    ckpt = load_checkpoint(checkpoint)
+    with open_dataset(dataset) as ds:
+        if ds.n_cells != ckpt.config.cells:
+            raise VistError(f"the checkpoint predicts {ckpt.config.cells} cells, the dataset has {ds.n_cells}")
+        m = ds.movie(movie)
+        ln_movie = ln_train_movie or ckpt.meta.get("train_movie")
+        ln_m = ds.movie(ln_movie) if ln_movie else None
+        ext = from_spec(ckpt.extractor, weights=vit_weights)
+        if ext.dim != ckpt.config.feature_dim:
+            raise VistError(f"the extractor gives {ext.dim}-dim tokens, the model reads {ckpt.config.feature_dim}")
+        feats = cached_features(
+            Path(dataset), movie, m.stimulus, ext, Path(cache_dir) if cache_dir else None
+        )  # [T,N,D]
+        target = np.asarray(m.rates)
+        spikes = None if m.spikes is None else np.asarray(m.spikes)
+        ln_feats = ln_rates = None
+        if ln_m is not None:
+            ln_feats = cached_features(
+                Path(dataset), ln_movie, ln_m.stimulus, ext, Path(cache_dir) if cache_dir else None
+            )
+            ln_rates = np.asarray(ln_m.rates)
+    pred = streaming_prediction(ckpt.model, ckpt.rf, feats)
+    ceiling = noise_ceiling(spikes) if spikes is not None and spikes.shape[0] >= 2 else None
+    result: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "dataset": str(dataset),
+        "movie": movie,
+        "frames": len(target),
+        "cells": ckpt.config.cells,
+        "alpha": alpha,
+        "features": ext.describe(),
+        "vist": summary(pred, target, alpha=alpha, ceiling=ceiling),
+        "noise_ceiling_mean": None if ceiling is None else float(np.mean(ceiling)),
+    }
+    arrays = {"pred": pred, "target": target}
+    if ln_feats is not None and ln_rates is not None:
+        ln = LNModel.fit(ln_feats, ln_rates)
+        ln_pred = ln.predict(feats)
+        result["ln"] = {"train_movie": ln_movie, **summary(ln_pred, target, alpha=alpha, ceiling=ceiling)}
+        arrays["ln_pred"] = ln_pred
+    return _jsonable(result), arrays
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def write_plots(
+    result: dict[str, Any], arrays: dict[str, np.ndarray], folder: str | Path, fps: float = 30.0
+) -> list[Path]:
+    """PNGs like the paper's: predicted vs recorded rate for the best, median and worst cells; CC per cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cc = np.asarray(result["vist"]["cc"], dtype=float)
+    order = np.argsort(cc)
+    picks = {"best": order[-1], "median": order[len(order) // 2], "worst": order[0]}
+    t = np.arange(len(arrays["target"])) / fps
+    fig, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True)
+    for ax, (name, c) in zip(axes, picks.items()):
+        ax.plot(t, arrays["target"][:, c], color="0.3", lw=1, label="recorded")
+        ax.plot(t, arrays["pred"][:, c], color="C1", lw=1, label="Vi-ST (streaming)")
+        if "ln_pred" in arrays:
+            ax.plot(t, arrays["ln_pred"][:, c], color="C0", lw=0.8, alpha=0.7, label="LN")
+        ax.set_title(f"{name} cell {c}: CC {cc[c]:.2f}")
+        ax.set_ylabel("rate")
+    axes[0].legend(loc="upper right", fontsize=8)
+    axes[-1].set_xlabel("time (s)")
+    fig.tight_layout()
+    traces = folder / "traces.png"
+    fig.savefig(traces, dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.bar(np.arange(len(cc)), cc, color="C1", label="Vi-ST")
+    if "ln" in result:
+        ax.plot(np.arange(len(cc)), result["ln"]["cc"], "o", color="C0", ms=3, label="LN")
+    ax.set_xlabel("cell")
+    ax.set_ylabel("CC")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    bars = folder / "cc_per_cell.png"
+    fig.savefig(bars, dpi=100)
+    plt.close(fig)
+    return [traces, bars]
