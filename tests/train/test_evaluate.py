@@ -42,3 +42,21 @@ def test_eval_refuses_a_checkpoint_for_other_cells(tmp_path: Path, capsys) -> No
     ckpt = _checkpoint(tmp_path / "m.safetensors", 6)
     assert main(["eval", str(ckpt), str(tmp_path / "s.h5"), "--movie", "movie1"]) == 2
     assert "predicts 6 cells, the dataset has 4" in capsys.readouterr().err
+
+
+def test_features_command_caches_every_movie(tmp_path: Path, capsys) -> None:
+    import numpy as np
+
+    write_simulation(tmp_path / "s.h5", n_cells=3, n_movies=2, n_frames=20, n_trials=2, seed=0, size=(30, 40))
+    args = ["features", str(tmp_path / "s.h5"), "--cache", str(tmp_path / "c"), "--extractor", "patches"]
+    assert main(args) == 0
+    files = sorted((tmp_path / "c").glob("features-movie*.npy"))
+    assert [f.name.split("-")[1] for f in files] == ["movie1", "movie2"]
+    assert np.load(files[0]).shape == (20, 256, 588)  # rgb patches (the CLI default)
+    stamps = [f.stat().st_mtime_ns for f in files]
+    assert main(args) == 0  # the second run reuses the cache
+    assert [f.stat().st_mtime_ns for f in files] == stamps and "cached" in capsys.readouterr().out
+    other = ["features", str(tmp_path / "s.h5"), "--cache", str(tmp_path / "c"), "--backbone", "vits14",
+             "--random-vit", "0", "--block", "0", "--image-size", "56", "--backend", "torch"]  # fmt: skip
+    assert main(other) == 0  # another extractor: other cache entries
+    assert len(list((tmp_path / "c").glob("features-movie*.npy"))) == 4

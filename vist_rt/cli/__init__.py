@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(sub)
     train.register(sub)
     train.register_eval(sub)
+    train.register_features(sub)
     return parser
 
 

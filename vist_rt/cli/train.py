@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from vist_rt.cli.options import int_at_least
 
@@ -70,4 +71,48 @@ def run_eval(args: argparse.Namespace) -> int:
         result["plots"] = [str(p) for p in write_plots(result, arrays, args.plots, fps=fps)]
     if args.json:
         write_json(args.json, result)
+    return 0
+
+
+def register_features(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `features`."""
+    from vist_rt.cli.options import add_backend_args, add_extractor_args
+
+    p = sub.add_parser("features", help="compute (and cache) per-frame features for every movie of a dataset")
+    p.add_argument("data", help="dataset file (.h5)")
+    p.add_argument("--cache", metavar="DIR", required=True, help="folder for the cached features (reused when current)")
+    add_extractor_args(p)
+    add_backend_args(p)
+    p.set_defaults(func=run_features)
+
+
+def run_features(args: argparse.Namespace) -> int:
+    """Features for every movie, with a progress bar; a movie whose cache entry is current is not recomputed."""
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from vist_rt.cli.options import extractor_from_args
+    from vist_rt.data.dataset import open_dataset
+    from vist_rt.train.trainer import cached_features, feature_cache_path, movie_features
+
+    runtime = {"backend": args.backend, "device": args.device, "precision": args.precision,
+               "cache_dir": args.engines, "threads": args.threads}  # fmt: skip
+    ext = extractor_from_args(args, **runtime) if args.extractor == "dinov2" else extractor_from_args(args)
+    print(ext.describe())
+    with open_dataset(args.data) as ds, Progress() as progress:
+        for name in ds.movies:
+            movie = ds.movie(name)
+            path = feature_cache_path(Path(args.data), name, ext, Path(args.cache))
+            if path.is_file():
+                progress.console.print(f"{name}: cached ({path})")
+                continue
+            task = progress.add_task(name, total=movie.T)
+
+            def advance(done: int, _total: int, task: Any = task) -> None:
+                progress.update(task, completed=done)
+
+            feats = movie_features(movie.stimulus, ext, progress=advance)
+            cached_features(Path(args.data), name, movie.stimulus, ext, Path(args.cache), computed=feats)
+            progress.console.print(f"{name}: {feats.shape[0]} frames -> {path}")
     return 0

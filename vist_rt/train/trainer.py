@@ -38,22 +38,33 @@ def movie_features(
     return out
 
 
-def cached_features(
-    dataset_path: Path, movie: str, stimulus: Any, extractor: Extractor, cache_dir: Path | None
-) -> np.ndarray:
-    """Features of one movie, reused from `cache_dir` when the key (dataset bytes, movie, extractor spec) matches."""
-    if cache_dir is None:
-        return movie_features(stimulus, extractor)
+def feature_cache_path(dataset_path: Path, movie: str, extractor: Extractor, cache_dir: Path) -> Path:
+    """Where one movie's features are cached: keyed by the dataset's bytes, the movie and the extractor spec."""
     h = hashlib.sha256()
     with open(dataset_path, "rb") as fh:
         while block := fh.read(1 << 20):
             h.update(block)
     h.update(movie.encode())
     h.update(json.dumps(extractor.spec, sort_keys=True).encode())
-    path = Path(cache_dir) / f"features-{movie}-{h.hexdigest()[:16]}.npy"
+    return Path(cache_dir) / f"features-{movie}-{h.hexdigest()[:16]}.npy"
+
+
+def cached_features(
+    dataset_path: Path,
+    movie: str,
+    stimulus: Any,
+    extractor: Extractor,
+    cache_dir: Path | None,
+    *,
+    computed: np.ndarray | None = None,
+) -> np.ndarray:
+    """Features of one movie, reused from `cache_dir` when current (else computed, or `computed`, and stored)."""
+    if cache_dir is None:
+        return computed if computed is not None else movie_features(stimulus, extractor)
+    path = feature_cache_path(dataset_path, movie, extractor, cache_dir)
     if path.is_file():
         return np.load(path)
-    feats = movie_features(stimulus, extractor)
+    feats = computed if computed is not None else movie_features(stimulus, extractor)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, feats)
