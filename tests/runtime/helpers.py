@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import cv2
@@ -10,18 +9,12 @@ import numpy as np
 import torch
 
 from tests.conftest import randomize
+from vist_rt.bench.pipeline import free_port  # noqa: F401  (re-exported for the tests)
 from vist_rt.features import PatchesExtractor
 from vist_rt.model import ViST, ViSTConfig, save_checkpoint
 
 RUN_CFG = ViSTConfig(feature_dim=196, video_dim=8, cells=5, grid=10)
 IMAGE = 140  # 10 x 14 px
-
-
-def free_port() -> int:
-    """A loopback port free right now (for a subprocess that must bind it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_run_checkpoint(path: Path) -> Path:

@@ -62,9 +62,3 @@ class DINOv2Tokens(nn.Module):
 def state_sha256(module: nn.Module) -> str:
     """Hex SHA-256 of a module's tensors: an identity of its weights."""
     return tensors_sha256(module.state_dict())
-
-
-def check_pixels(pixels: torch.Tensor, image_size: int) -> None:
-    """VistError unless pixels is [N, 3, S, S]."""
-    if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, image_size, image_size):
-        raise VistError(f"pixels must be [N, 3, {image_size}, {image_size}], got {list(pixels.shape)}")

@@ -172,10 +172,10 @@ class Runtime:
 
     def _record(self, topic: str, header: dict[str, Any], rates: np.ndarray | None) -> None:
         if self.recorder is not None:
-            self.recorder.add(Message(topic, dict(header), rates))
+            self.recorder.add(Message(topic, header, rates))
 
     def _publish_meta(self) -> None:
-        self.publisher.publish_meta(dict(self.meta))
+        self.publisher.publish_meta(self.meta)  # the publisher sends (and keeps) its own copy
         self.stats.messages += 1
         self._record("meta", self.publisher.last_meta_header, None)
         self._last_meta = time.perf_counter()
@@ -212,7 +212,7 @@ class Runtime:
         }
         self.publisher.publish_rates(header, rates)
         lat["publish"] = (time.perf_counter() - t0) * 1e3
-        header = dict(self.publisher.last_rates_header)  # as sent: with v, seq, n, t_pub_ns
+        header = self.publisher.last_rates_header  # as sent (v, seq, n, t_pub_ns): a new dict per message
         self._record("rates", header, rates)
         if self.lsl is not None:
             self.lsl.push(rates, time.perf_counter() - got)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -38,12 +39,21 @@ def movie_features(
     return out
 
 
-def feature_cache_path(dataset_path: Path, movie: str, extractor: Extractor, cache_dir: Path) -> Path:
-    """Where one movie's features are cached: keyed by the dataset's bytes, the movie and the extractor spec."""
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file's bytes (cached per path, size and modification time: read once per run)."""
+    del size, mtime_ns  # part of the cache key only
     h = hashlib.sha256()
-    with open(dataset_path, "rb") as fh:
+    with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
             h.update(block)
+    return h.hexdigest()
+
+
+def feature_cache_path(dataset_path: Path, movie: str, extractor: Extractor, cache_dir: Path) -> Path:
+    """Where one movie's features are cached: keyed by the dataset's bytes, the movie and the extractor spec."""
+    st = Path(dataset_path).stat()
+    h = hashlib.sha256(_file_digest(Path(dataset_path).resolve(), st.st_size, st.st_mtime_ns).encode())
     h.update(movie.encode())
     h.update(json.dumps(extractor.spec, sort_keys=True).encode())
     return Path(cache_dir) / f"features-{movie}-{h.hexdigest()[:16]}.npy"
