@@ -81,11 +81,12 @@ def test_toml_then_flags(tmp_path: Path):
         (["--realtime"], "--realtime paces a --replay"),
         (["--config", "missing.toml"], "cannot read config"),
         (["--checkpoint", "nope.safetensors", "--no-dashboard"], "not found"),
-        (["--no-dashboard"], "no --checkpoint given"),
+        (["--no-dashboard"], "the demo model is missing"),
     ],
 )
 def test_mistakes_are_one_line(tmp_path: Path, monkeypatch, capsys, argv: list[str], message: str):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("vist_rt.demo.DEMO_CHECKPOINT", tmp_path / "absent.safetensors")
     assert main(["run", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("vist-rt: error:") and message in err
@@ -101,3 +102,15 @@ def test_replay_needs_a_file_source(run_checkpoint: Path, capsys):
     assert main(["run", "--checkpoint", str(run_checkpoint), "--replay", "--no-dashboard",
                  "--pub", "tcp://127.0.0.1:*", "--control", "tcp://127.0.0.1:*"]) == 2  # fmt: skip
     assert "synthetic:replay" in capsys.readouterr().err
+
+
+def test_without_a_terminal_the_dashboard_falls_back_to_status_lines(run_checkpoint: Path, capsys) -> None:
+    from tests.runtime.helpers import free_port
+
+    argv = ["run", "--checkpoint", str(run_checkpoint), "--max-frames", "3", "--status-every", "0.01",
+            "--pub", f"tcp://127.0.0.1:{free_port()}", "--control", f"tcp://127.0.0.1:{free_port()}"]  # fmt: skip
+    assert main(argv) == 0  # dashboard asked for (the default), stdout is not a TTY under pytest
+    out, err = capsys.readouterr()
+    assert "no terminal on stdout: running headless" in err
+    assert "model: tiny.safetensors: 5 cells at 30 Hz; features: raw grey pixel patches" in out
+    assert "[live] tick" in out and "vist-rt run (live): 3 ticks" in out

@@ -14,6 +14,7 @@ from vist_rt.train.metrics import (
     peak_durations,
     sdkl_from_durations,
     sdkl_per_cell,
+    sdkl_scale,
     summary,
 )
 
@@ -127,3 +128,18 @@ def test_summary() -> None:
     assert s["cc_norm"][2] is None
     assert s["cc_norm_mean"] == pytest.approx((cc[0] / 0.5 + cc[1]) / 2)
     assert "cc_norm" not in summary(p, t)
+
+
+def test_sdkl_on_spikes_per_second_uses_counts_per_bin() -> None:
+    """Rates in spikes/s all lie above the clip at 1, so their peaks vanish; per bin they are the published scale."""
+    assert sdkl_scale("spikes/s", 30.0) == pytest.approx(1 / 30) and sdkl_scale("counts/bin", 30.0) == 1.0
+    rng = np.random.default_rng(4)
+    per_bin = 0.05 + rng.gamma(0.6, 0.4, size=(600, 2))  # >= 1.5 spikes/s everywhere
+    pred = np.clip(per_bin + 0.05 * rng.normal(size=per_bin.shape), 0.04, None)
+    hz = 30.0 * per_bin
+    raw = summary(30.0 * pred, hz)
+    scaled = summary(30.0 * pred, hz, scale=sdkl_scale("spikes/s", 30.0))
+    assert raw["sdkl"] != scaled["sdkl"] and min(raw["sdkl"]) == 1000.0  # clipped flat: no peaks
+    assert scaled["sdkl"] == pytest.approx(sdkl_per_cell(pred, per_bin).tolist())
+    assert max(scaled["sdkl"]) < 1000.0 and scaled["sdkl_scale"] == pytest.approx(1 / 30)
+    assert scaled["cc"] == raw["cc"]  # CC does not depend on the scale

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,20 +14,21 @@ import torch
 
 from vist_rt.cli import main
 from vist_rt.data.simulate import write_simulation
+from vist_rt.errors import VistError
 from vist_rt.model import StreamingViST, load_checkpoint
 from vist_rt.train import schedule
+from vist_rt.train.trainer import recipe_from_toml, state_path, train
 
 
 @pytest.mark.slow
-def test_train_on_the_simulator_writes_usable_checkpoints(tmp_path: Path, monkeypatch) -> None:
+def test_train_on_the_simulator_writes_usable_checkpoints(tmp_path: Path, capsys) -> None:
     write_simulation(tmp_path / "sim.h5", n_cells=6, n_movies=2, n_frames=160, n_trials=4, seed=1, size=(60, 80))
-    tiny = schedule.Recipe(window=32, batch=4, batches_per_epoch=6, epochs=4, warmup_epochs=1, swa_start=3,
-                           swa_anneal_epochs=1)  # fmt: skip
-    monkeypatch.setitem(schedule.PRESETS, "cpu-small", tiny)
     out = tmp_path / "m.safetensors"
     args = ["train", str(tmp_path / "sim.h5"), "--train-movie", "movie1", "--test-movie", "movie2",
-            "--out", str(out), "--seed", "3", "--cache", str(tmp_path / "cache")]  # fmt: skip
+            "--out", str(out), "--seed", "3", "--cache", str(tmp_path / "cache"),
+            "--recipe", str(_tiny_recipe(tmp_path, epochs=4))]  # fmt: skip
     assert main(args) == 0
+    assert "best held-out CC" in capsys.readouterr().out
     last = load_checkpoint(out.with_name("m.last.safetensors"))
     history = last.meta["history"]
     losses = [h["loss"] for h in history if "loss" in h]
@@ -41,6 +45,88 @@ def test_train_on_the_simulator_writes_usable_checkpoints(tmp_path: Path, monkey
     online = torch.stack([stream.step(feats[:, t]) for t in range(200)], dim=-1)[0]
     np.testing.assert_allclose(online.numpy(), offline.numpy(), rtol=0, atol=1e-4)
     json.dumps(best.meta)
+    prov = best.meta["provenance"]
+    assert prov["simulation"]["seed"] == 1 and prov["command"].startswith("vist-rt train ")
+    assert len(prov["dataset_sha256"]) == 64 and best.meta["world_size"] == 1
+
+
+def _tiny_recipe(folder: Path, epochs: int = 3, batch: int = 4) -> Path:
+    path = folder / "tiny.toml"
+    path.write_text(f"[recipe]\nwindow = 32\nbatch = {batch}\nbatches_per_epoch = 4\nepochs = {epochs}\n"
+                    "warmup_epochs = 1\nswa_start = 2\nswa_anneal_epochs = 1\nlr = 2e-3\n")  # fmt: skip
+    return path
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).model.state_dict()
+
+
+class _StopError(Exception):
+    pass
+
+
+def test_seeded_reproducible_and_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    write_simulation(tmp_path / "s.h5", n_cells=4, n_movies=2, n_frames=80, n_trials=2, seed=2, size=(40, 48))
+    recipe = recipe_from_toml(_tiny_recipe(tmp_path))
+    common = dict(test_movie="movie2", recipe=recipe,
+                  log=lambda _line: None)  # fmt: skip
+    a = train(tmp_path / "s.h5", "movie1", tmp_path / "a.safetensors", seed=5, **common)
+    b = train(tmp_path / "s.h5", "movie1", tmp_path / "b.safetensors", seed=5, **common)
+    c = train(tmp_path / "s.h5", "movie1", tmp_path / "c.safetensors", seed=6, **common)
+    wa, wb, wc = _weights(a.last), _weights(b.last), _weights(c.last)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # same seed: bit-identical
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)  # another seed: another model
+    assert a.history == b.history
+
+    def stop_in_epoch_2(step: int, _total: int, _loss: float) -> None:
+        if step == recipe.batches_per_epoch + 2:
+            raise _StopError
+
+    out = tmp_path / "r.safetensors"
+    with pytest.raises(_StopError):
+        train(tmp_path / "s.h5", "movie1", out, seed=5, on_step=stop_in_epoch_2, **common)
+    assert state_path(out).is_file() and not out.with_name("r.last.safetensors").exists()
+    lines: list[str] = []
+    r = train(tmp_path / "s.h5", "movie1", out, seed=5, resume=True, **{**common, "log": lines.append})
+    assert any("1 of 3 epochs done" in line for line in lines)
+    wr = _weights(r.last)
+    assert all(torch.equal(wa[k], wr[k]) for k in wa)  # resumed = uninterrupted, bit for bit
+    assert r.history == a.history and r.best_cc == a.best_cc
+    with pytest.raises(VistError, match="different run"):
+        train(tmp_path / "s.h5", "movie1", out, seed=9, resume=True, **common)
+    with pytest.raises(VistError, match="no saved state"):
+        train(tmp_path / "s.h5", "movie1", tmp_path / "none.safetensors", seed=5, resume=True, **common)
+    state_path(out).write_bytes(b"truncated")
+    with pytest.raises(VistError, match="cannot read"):
+        train(tmp_path / "s.h5", "movie1", out, seed=5, resume=True, **common)
+
+
+def test_recipe_toml_is_strict(tmp_path: Path) -> None:
+    good = tmp_path / "r.toml"
+    good.write_text("window = 16\nlr = 1\n")
+    r = recipe_from_toml(good)
+    assert r.window == 16 and r.lr == 1.0 and isinstance(r.lr, float) and r.batch == schedule.Recipe().batch
+    for text, match in (("windw = 3\n", "unknown key"), ("window = 1.5\n", "window must be int"),
+                        ("lr = 'x'\n", "lr must be float"), ("epochs = 0\n", ">= 1")):  # fmt: skip
+        good.write_text(text)
+        with pytest.raises(VistError, match=match):
+            recipe_from_toml(good)
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_on_cpu(tmp_path: Path) -> None:
+    """Two gloo processes under torchrun: the recipe's batch split over ranks, rank 0 writes."""
+    write_simulation(tmp_path / "s.h5", n_cells=4, n_movies=1, n_frames=80, n_trials=2, seed=2, size=(40, 48))
+    out = tmp_path / "d.safetensors"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "vist_rt",
+           "train", str(tmp_path / "s.h5"), "--train-movie", "movie1", "--out", str(out),
+           "--recipe", str(_tiny_recipe(tmp_path, epochs=2))]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("best held-out CC") == 1  # rank 0 only
+    last = load_checkpoint(out.with_name("d.last.safetensors"))
+    assert last.meta["world_size"] == 2 and len(last.meta["history"]) == 2
 
 
 def test_bad_inputs(tmp_path: Path, capsys) -> None:
@@ -49,3 +135,21 @@ def test_bad_inputs(tmp_path: Path, capsys) -> None:
     assert "nope" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "s.h5"), "--train-movie", "movie1", "--out", str(tmp_path / "m")]) == 2
     assert "fewer than one 64-frame window" in capsys.readouterr().err
+
+
+def test_every_train_flag_reaches_train(tmp_path: Path, monkeypatch) -> None:
+    seen: dict = {}
+
+    def fake_train(data, train_movie, out, **kw):  # type: ignore[no-untyped-def]
+        seen.update(data=data, train_movie=train_movie, out=out, **kw)
+        return type("R", (), {"best_cc": 0.5, "best": out, "last": out})()
+
+    monkeypatch.setattr("vist_rt.train.trainer.train", fake_train)
+    recipe = _tiny_recipe(tmp_path, epochs=7)
+    argv = ["train", "d.h5", "--train-movie", "a", "--test-movie", "b", "--out", "o.safetensors", "--preset", "paper",
+            "--seed", "4", "--cache", "c", "--recipe", str(recipe), "--device", "cuda", "--resume"]  # fmt: skip
+    assert main(argv) == 0
+    assert (seen["data"], seen["train_movie"], seen["out"], seen["test_movie"]) == ("d.h5", "a", "o.safetensors", "b")
+    assert seen["preset"] == "paper" and seen["seed"] == 4 and seen["cache_dir"] == "c"
+    assert seen["recipe"].epochs == 7 and seen["device"] == "cuda" and seen["resume"] is True
+    assert seen["command"] == "vist-rt " + " ".join(argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -80,18 +81,40 @@ def run(args: argparse.Namespace) -> int:
     if cfg.allow_remote and not cfg.curve_keys:
         print("vist-rt: warning: binding beyond loopback without --curve-keys: anyone on the network can read "
               "and control this run", file=sys.stderr)  # fmt: skip
-    if cfg.dashboard:
-        print("vist-rt: the dashboard is not built yet; running headless (status lines)", file=sys.stderr)
+    dashboard = cfg.dashboard
+    if dashboard and not sys.stdout.isatty():
+        print("vist-rt: no terminal on stdout: running headless (status lines, then a summary)", file=sys.stderr)
+        dashboard = False
     runtime = Runtime.from_config(cfg, log=print)
+    print(describe(runtime))
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: runtime.stop()) if main_thread else None
     try:
-        summary = runtime.run()
+        with _dashboard(runtime) if dashboard else contextlib.nullcontext():
+            summary = runtime.run()
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
     _summary(summary)
     return 0
+
+
+def _dashboard(runtime: Any) -> Any:
+    from vist_rt.dashboard import Dashboard
+
+    return Dashboard(runtime)
+
+
+def describe(runtime: Any) -> str:
+    """One line saying honestly what runs: model (demo or not), features (DINOv2 or not), backend, device."""
+    from vist_rt.dashboard.view import model_line
+
+    rt = runtime.engine.extractor.runtime
+    return (
+        f"model: {model_line(runtime.meta)}; features: {runtime.engine.extractor.describe()}; "
+        f"backend {rt.get('backend')} on {rt.get('device', 'cpu')} ({rt.get('precision', 'fp32')}); "
+        f"source: {runtime.source_desc}"
+    )
 
 
 def _summary(s: dict[str, Any]) -> None:

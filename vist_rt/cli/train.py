@@ -20,16 +20,50 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--preset", choices=("cpu-small", "paper"), default="cpu-small", help="default cpu-small")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="seed (weights, windows)")
     p.add_argument("--cache", metavar="DIR", help="reuse per-movie features from this folder")
+    p.add_argument("--recipe", metavar="TOML", help="override the preset's recipe fields (docs/training.md)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default cpu)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>.state.pt (written after every epoch)")
     p.set_defaults(func=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train and print where the checkpoints went."""
-    from vist_rt.train.trainer import train
+    """Train with a progress bar (loss, held-out CC) and print where the checkpoints went."""
+    import os
 
-    res = train(args.data, args.train_movie, args.out, test_movie=args.test_movie, preset=args.preset,
-                seed=args.seed, cache_dir=args.cache)  # fmt: skip
-    print(f"best held-out CC {res.best_cc:.3f}: {res.best}; last: {res.last}")
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from vist_rt.train.trainer import recipe_from_toml, train
+
+    recipe = recipe_from_toml(args.recipe) if args.recipe else None
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}  held-out CC {task.fields[cc]}"), TimeElapsedColumn(),
+               TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, disable=not main_rank) as progress:
+        task = progress.add_task("train", total=None, loss="-", cc="-")
+
+        def log(line: str) -> None:
+            if main_rank:
+                progress.console.print(line)
+
+        def on_epoch(entry: dict[str, float]) -> None:
+            progress.update(task, cc=f"{entry['cc']:.3f}")
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            progress.update(task, completed=step, total=total, loss=f"{loss:.4f}")
+
+        res = train(args.data, args.train_movie, args.out, test_movie=args.test_movie, preset=args.preset,
+                    recipe=recipe, seed=args.seed, cache_dir=args.cache, device=args.device, resume=args.resume,
+                    command="vist-rt " + " ".join(args.argv), log=log, on_step=on_step, on_epoch=on_epoch)  # fmt: skip
+    if main_rank:
+        print(f"best held-out CC {res.best_cc:.3f}: {res.best}; last: {res.last}")
     return 0
 
 

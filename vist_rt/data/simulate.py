@@ -183,6 +183,7 @@ class Simulation:
         r = self.retina
         params = {
             "seed": self.seed, "cells": r.n_cells, "movies": len(self.movies), "trials": self.n_trials,
+            "frames": int(next(iter(self.movies.values())).stimulus.shape[0]),
             "size": list(r.size), "fps": r.fps, "model": "LNP: DoG x biphasic kernel, softplus, Poisson",
         }  # fmt: skip
         return write_dataset(

@@ -79,7 +79,10 @@ class Engine:
     def _identity(self) -> dict[str, Any]:
         path = self.ckpt.path
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path and path.is_file() else None
-        return {"checkpoint": path.name if path else None, "sha256": digest, "config": self.ckpt.config.to_dict()}
+        from vist_rt.demo import is_demo
+
+        return {"checkpoint": path.name if path else None, "sha256": digest, "config": self.ckpt.config.to_dict(),
+                "demo": is_demo(path)}  # fmt: skip
 
     def meta(self) -> dict[str, Any]:
         """What a `meta` message says of the model (see docs/protocol.md)."""

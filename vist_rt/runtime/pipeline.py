@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import sys
 import threading
 import time
@@ -29,7 +30,7 @@ from vist_rt.errors import VistError
 from vist_rt.runtime.clock import ModelClock
 from vist_rt.runtime.config import RunConfig
 from vist_rt.runtime.engine import Engine
-from vist_rt.runtime.stats import RunStats
+from vist_rt.runtime.stats import RateHistory, RunStats
 from vist_rt.runtime.wire import Message
 
 COMMANDS = ("status", "meta", "reset", "pause", "resume", "predict")
@@ -61,16 +62,20 @@ class Runtime:
         self._failure: str | None = None  # set by the feature thread when its backend fails
         self.started = time.perf_counter()
         self.meta = self._meta()
+        self.history = RateHistory(engine.ckpt.config.cells)  # what the dashboard draws
+        self.status_lines = True  # headless status lines (off while a dashboard shows the status)
+        self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()  # commands from other threads (the keys)
 
     @classmethod
     def from_config(cls, cfg: RunConfig, *, log: Callable[[str], None] = print) -> Runtime:
         """Load the checkpoint and extractor the settings name."""
-        if cfg.checkpoint is None:
-            raise VistError("no --checkpoint given (a shipped demo model comes with the training issue)")
+        from vist_rt.demo import demo_checkpoint
+
+        checkpoint = cfg.checkpoint if cfg.checkpoint is not None else demo_checkpoint()
         if cfg.record:
             check_new_file(cfg.record)  # before minutes of model loading, not after
         engine = Engine.from_files(
-            cfg.checkpoint,
+            checkpoint,
             vit_weights=cfg.vit_weights,
             backend=cfg.backend,
             device=cfg.device,
@@ -86,6 +91,12 @@ class Runtime:
     def stop(self) -> None:
         """Ask the run to end (thread- and signal-safe); `run()` then cleans up and returns."""
         self._stop.set()
+
+    def request(self, cmd: str) -> None:
+        """Queue a control command (reset, pause, resume) from another thread; the tick thread runs it."""
+        if cmd not in ("reset", "pause", "resume"):
+            raise VistError(f"request: {cmd!r} is not reset, pause or resume")
+        self._requests.put(cmd)
 
     @property
     def stopping(self) -> bool:
@@ -135,6 +146,7 @@ class Runtime:
             return {"ok": True, **self.meta}, None
         if cmd == "reset":
             self.engine.reset()
+            self.history.clear()
             return {"ok": True, "reset": True, "tick": self.tick}, None
         if cmd in ("pause", "resume"):
             self.paused = cmd == "pause"
@@ -211,6 +223,7 @@ class Runtime:
             "mode": self.cfg.mode,
         }
         self.publisher.publish_rates(header, rates)
+        self.history.push(rates)
         lat["publish"] = (time.perf_counter() - t0) * 1e3
         header = self.publisher.last_rates_header  # as sent (v, seq, n, t_pub_ns): a new dict per message
         self._record("rates", header, rates)
@@ -227,11 +240,15 @@ class Runtime:
         return header, rates
 
     def _housekeeping(self) -> None:
-        """Periodic meta messages and the headless status line."""
+        """Queued requests, periodic meta messages and the headless status line."""
+        while not self._requests.empty():
+            cmd = self._requests.get_nowait()
+            reply, _ = self.handle({"cmd": cmd}, None)
+            self.log(f"{cmd}: done (tick {self.tick})" if reply.get("ok") else f"{cmd}: {reply}")
         now = time.perf_counter()
         if now - self._last_meta >= self.cfg.meta_every_s:
             self._publish_meta()
-        if now - self._last_status >= self.cfg.status_every_s:
+        if self.status_lines and now - self._last_status >= self.cfg.status_every_s:
             self._last_status = now
             self.log(status_line(self.status()))
 

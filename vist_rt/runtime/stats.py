@@ -58,15 +58,45 @@ class RunStats:
             self.errors = [*self.errors[-19:], line]
 
     def snapshot(self) -> dict[str, Any]:
-        """A JSON-ready copy of every counter and latency summary."""
+        """A JSON-ready copy of every counter and latency summary (percentiles computed outside the lock)."""
         with self.lock:
-            return {
+            windows = {k: (w.values.copy(), w.count) for k, w in self.latency.items()}
+            counters = {
                 "ticks": self.ticks,
                 "stale": self.stale,
                 "missed": self.missed,
                 "features": self.features,
                 "messages": self.messages,
                 "paused_ticks": self.paused_ticks,
-                "latency_ms": {k: w.summary() for k, w in self.latency.items()},
                 "errors": list(self.errors),
             }
+        latency = {k: None if n == 0 else summarize(v[: min(n, len(v))] / 1e3) for k, (v, n) in windows.items()}
+        return {**counters, "latency_ms": latency}
+
+
+class RateHistory:
+    """The last `size` ticks' rates of every cell, `[size, C]`, in a preallocated ring (the dashboard's view)."""
+
+    def __init__(self, cells: int, size: int = 240) -> None:
+        self.lock = threading.Lock()
+        self.ring = np.zeros((size, cells), np.float32)
+        self.count = 0
+
+    def push(self, rates: np.ndarray) -> None:
+        """Store one tick's rates `[C]` (copied into the ring: nothing allocated)."""
+        with self.lock:
+            self.ring[self.count % len(self.ring)] = rates
+            self.count += 1
+
+    def clear(self) -> None:
+        """Forget the history (after a reset)."""
+        with self.lock:
+            self.count = 0
+
+    def recent(self) -> np.ndarray:
+        """A copy of the stored ticks, oldest first, `[min(count, size), C]`."""
+        with self.lock:
+            n, size = self.count, len(self.ring)
+            if n <= size:
+                return self.ring[:n].copy()
+            return np.roll(self.ring, -(n % size), axis=0)

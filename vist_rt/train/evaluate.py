@@ -15,7 +15,7 @@ from vist_rt.errors import VistError
 from vist_rt.features import from_spec
 from vist_rt.model import StreamingViST, load_checkpoint
 from vist_rt.train.ln import LNModel
-from vist_rt.train.metrics import summary
+from vist_rt.train.metrics import sdkl_scale, summary
 from vist_rt.train.trainer import cached_features
 
 STREAM_TOLERANCE = 1e-4  # max |streaming - offline|, relative to the offline output's scale
@@ -58,6 +58,8 @@ def evaluate_checkpoint(
             Path(dataset), movie, m.stimulus, ext, Path(cache_dir) if cache_dir else None
         )  # [T,N,D]
         target = np.asarray(m.rates)
+        scale = sdkl_scale(ds.units, ds.fps)
+        ds_units = ds.units
         spikes = None if m.spikes is None else np.asarray(m.spikes)
         ln_feats = ln_rates = None
         if ln_m is not None:
@@ -75,14 +77,15 @@ def evaluate_checkpoint(
         "cells": ckpt.config.cells,
         "alpha": alpha,
         "features": ext.describe(),
-        "vist": summary(pred, target, alpha=alpha, ceiling=ceiling),
+        "units": ds_units,
+        "vist": summary(pred, target, alpha=alpha, ceiling=ceiling, scale=scale),
         "noise_ceiling_mean": None if ceiling is None else float(np.mean(ceiling)),
     }
     arrays = {"pred": pred, "target": target}
     if ln_feats is not None and ln_rates is not None:
         ln = LNModel.fit(ln_feats, ln_rates)
         ln_pred = ln.predict(feats)
-        result["ln"] = {"train_movie": ln_movie, **summary(ln_pred, target, alpha=alpha, ceiling=ceiling)}
+        result["ln"] = {"train_movie": ln_movie, **summary(ln_pred, target, alpha=alpha, ceiling=ceiling, scale=scale)}
         arrays["ln_pred"] = ln_pred
     return _jsonable(result), arrays
 

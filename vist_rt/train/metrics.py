@@ -117,15 +117,32 @@ def noise_ceiling_normalized_cc(cc: np.ndarray, ceiling: np.ndarray) -> np.ndarr
     return np.where(ok, cc / np.where(ok, ceiling, 1.0), np.nan)
 
 
+def sdkl_scale(units: str, fps: float) -> float:
+    """Factor that puts rates in `units` into spikes per frame bin, the scale SD-KL's clip to [0, 1] assumes.
+
+    The published traces are trial-averaged counts per bin; rates in spikes/s (our simulator, most labs) are
+    divided by the bin rate. Other units are taken as counts per bin already.
+    """
+    if units.strip().lower() in ("spikes/s", "hz", "spikes per second"):
+        return 1.0 / float(fps)
+    return 1.0
+
+
 def summary(
-    pred: np.ndarray, target: np.ndarray, *, alpha: float = 0.3, ceiling: np.ndarray | None = None
+    pred: np.ndarray,
+    target: np.ndarray,
+    *,
+    alpha: float = 0.3,
+    ceiling: np.ndarray | None = None,
+    scale: float = 1.0,
 ) -> dict[str, Any]:
     """Population metrics for pred/target ``[T, C]``: mean CC, mean |CC|, mean SD-KL, per-cell lists.
 
-    With a ceiling ``[C]``: also per-cell and mean (over cells with a ceiling) noise-ceiling-normalised CC.
+    SD-KL is computed on the traces times `scale` (see `sdkl_scale`). With a ceiling ``[C]``: also per-cell
+    and mean (over cells with a ceiling) noise-ceiling-normalised CC.
     """
     cc = cc_per_cell(pred, target)
-    sd = sdkl_per_cell(pred, target, alpha=alpha)
+    sd = sdkl_per_cell(np.asarray(pred) * scale, np.asarray(target) * scale, alpha=alpha)
     out: dict[str, Any] = {
         "cc_mean": float(cc.mean()),
         "abs_cc_mean": float(np.abs(cc).mean()),
@@ -133,6 +150,7 @@ def summary(
         "cc": cc.tolist(),
         "sdkl": sd.tolist(),
         "alpha": float(alpha),
+        "sdkl_scale": float(scale),
     }
     if ceiling is not None:
         ncc = noise_ceiling_normalized_cc(cc, ceiling)

@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from vist_rt.data.rf import rf_to_grid
 from vist_rt.errors import VistError
 from vist_rt.features import Extractor, PatchesExtractor
 from vist_rt.model import ViST, ViSTConfig, save_checkpoint
+from vist_rt.tomlfile import read_toml
 from vist_rt.train.loss import vist_loss
 from vist_rt.train.metrics import cc_per_cell
 from vist_rt.train.schedule import PRESETS, Recipe, learning_rate, window_starts
@@ -76,7 +78,7 @@ def cached_features(
         return np.load(path)
     feats = computed if computed is not None else movie_features(stimulus, extractor)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # ranks of a DDP run may race
     np.save(tmp, feats)
     tmp.replace(path)
     return feats
@@ -93,14 +95,16 @@ class TrainResult:
 
 
 def evaluate(model: ViST, feats: np.ndarray, rates: np.ndarray, rf: torch.Tensor) -> np.ndarray:
-    """Per-cell CC of the model's prediction over a whole movie (offline forward, eval mode)."""
+    """Per-cell CC of the model's prediction over a whole movie (offline forward, eval mode, on rf's device)."""
     model.eval()
     with torch.no_grad():
-        pred = model(torch.from_numpy(feats)[None], rf[None])[0].T.numpy()
+        pred = model(torch.from_numpy(feats).to(rf.device)[None], rf[None])[0].T.float().cpu().numpy()
     return cc_per_cell(pred, rates)
 
 
-def _refresh_batchnorm(model: ViST, feats: np.ndarray, rf: torch.Tensor, recipe: Recipe, rng: np.random.Generator):
+def _refresh_batchnorm(
+    model: ViST, feats: np.ndarray, rf: torch.Tensor, recipe: Recipe, rng: np.random.Generator
+) -> None:
     """Recompute BatchNorm statistics of averaged (SWA) weights over training windows."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for m in norms:
@@ -110,9 +114,67 @@ def _refresh_batchnorm(model: ViST, feats: np.ndarray, rf: torch.Tensor, recipe:
     with torch.no_grad():
         for _ in range(8):
             starts = window_starts(len(feats), recipe, rng)
-            x = torch.from_numpy(np.stack([feats[s : s + recipe.window] for s in starts]))
+            x = torch.from_numpy(np.stack([feats[s : s + recipe.window] for s in starts])).to(rf.device)
             model(x, rf.expand(len(starts), -1, -1, -1))
     model.eval()
+
+
+def recipe_from_toml(path: str | Path) -> Recipe:
+    """A Recipe from a TOML file (top level or `[recipe]`); unknown keys and wrong types are errors."""
+    data = read_toml(path, "recipe")
+    fields = {f.name: f for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise VistError(f"recipe {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    defaults, values = Recipe(), {}
+    for key, value in data.items():
+        default = getattr(defaults, key)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (isinstance(default, int) and not isinstance(value, int))
+        ):
+            raise VistError(f"recipe {path}: {key} must be {type(default).__name__}, got {value!r}")
+        values[key] = type(default)(value)
+    return Recipe(**values)
+
+
+def state_path(out: str | Path) -> Path:
+    """Where a run's resumable state is written after every epoch: `<out stem>.state.pt`."""
+    out = Path(out)
+    return out.with_name(out.stem + ".state.pt")
+
+
+def _epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    """The torch seed of one epoch on one rank (dropout), independent of how the run was split into sessions."""
+    return int(np.random.SeedSequence([seed, rank, epoch, 1]).generate_state(1)[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Dist:
+    """Where this process sits in a torchrun/DDP run (world 1 = a plain run)."""
+
+    world: int = 1
+    rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: evaluates and writes."""
+        return self.rank == 0
+
+
+def _start_distributed(device: torch.device) -> tuple[_Dist, torch.device]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist(), device
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(world=dist.get_world_size(), rank=dist.get_rank()), device
 
 
 def train(
@@ -122,17 +184,34 @@ def train(
     *,
     test_movie: str | None = None,
     preset: str = "cpu-small",
+    recipe: Recipe | None = None,
     model_config: ViSTConfig | None = None,
     extractor: Extractor | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
+    device: str = "cpu",
+    resume: bool = False,
+    command: str | None = None,
     log: Callable[[str], None] = print,
+    on_step: Callable[[int, int, float], None] | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train on `train_movie`, track held-out CC on `test_movie` (else on the training movie), write checkpoints
-    `<out>` (best held-out CC) and `<out stem>.last.safetensors`."""
+    `<out>` (best held-out CC) and `<out stem>.last.safetensors`, and the resumable state after every epoch.
+
+    `recipe` overrides the preset's. `on_step(step, total_steps, loss)` after every optimiser step,
+    `on_epoch(entry)` after every epoch (rank 0). Under
+    torchrun (WORLD_SIZE > 1) it is DistributedDataParallel: the recipe's batch is split over the ranks and
+    rank 0 evaluates and writes. Every epoch's windows and dropout come from (seed, rank, epoch), so a resumed
+    run equals an uninterrupted one.
+    """
     if preset not in PRESETS:
         raise VistError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
-    recipe = PRESETS[preset]
+    recipe = recipe or PRESETS[preset]
+    if device not in ("cpu", "cuda"):
+        raise VistError(f"device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise VistError("--device cuda: no CUDA device is available to torch here")
     extractor = extractor or PatchesExtractor(224, channels="grey")
     out = Path(out)
     last_path = out.with_name(out.stem + ".last.safetensors")
@@ -142,49 +221,145 @@ def train(
         n_frames = train_m.T
         if n_frames < recipe.window:  # before any work
             raise VistError(f"{train_movie} has {n_frames} frames, fewer than one {recipe.window}-frame window")
-        log(f"features: {extractor.describe()}")
-        f_train = cached_features(Path(dataset_path), train_movie, train_m.stimulus, extractor, cache_dir)
-        f_test = (cached_features(Path(dataset_path), test_movie, test_m.stimulus, extractor, cache_dir)
-                  if test_movie else f_train)  # fmt: skip
         r_train, r_test = np.asarray(train_m.rates), np.asarray(test_m.rates)
-        grid = int(extractor.spec["grid"])
+        cells = r_train.shape[1]
+        cfg = model_config or ViSTConfig(feature_dim=extractor.dim, video_dim=32, cells=cells,
+                                         grid=int(extractor.spec["grid"]))  # fmt: skip
+        if cfg.cells != cells or cfg.feature_dim != extractor.dim or cfg.grid != int(extractor.spec["grid"]):
+            raise VistError(
+                f"model config (cells {cfg.cells}, feature_dim {cfg.feature_dim}, grid {cfg.grid}) does not match "
+                f"the data (cells {cells}) and features (dim {extractor.dim}, grid {extractor.spec['grid']})"
+            )
+        grid = cfg.grid
         crop = extractor.spec["preprocess"]["crop"]
-        rf = torch.from_numpy(rf_to_grid(ds.rf, grid=grid, crop=crop, image_size=int(extractor.spec["image_size"])))
+        rf_cpu = torch.from_numpy(rf_to_grid(ds.rf, grid=grid, crop=crop, image_size=int(extractor.spec["image_size"])))
         cell_ids, fps, units = list(ds.cell_ids), float(ds.fps), ds.units
-    cells = r_train.shape[1]
-    cfg = model_config or ViSTConfig(feature_dim=extractor.dim, video_dim=32, cells=cells, grid=grid)
-    if cfg.cells != cells or cfg.feature_dim != extractor.dim or cfg.grid != grid:
-        raise VistError(
-            f"model config (cells {cfg.cells}, feature_dim {cfg.feature_dim}, grid {cfg.grid}) does not match the "
-            f"data (cells {cells}) and features (dim {extractor.dim}, grid {grid})"
-        )
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = ViST(cfg)
+        sim = ds.attrs.get("simulation")
+        provenance = {
+            "dataset_sha256": _dataset_digest(Path(dataset_path)),
+            "dataset_source": ds.source,
+            "simulation": json.loads(sim) if isinstance(sim, str) else sim,
+            "extractor": extractor.describe(),
+            "command": command,
+            "torch": torch.__version__,
+        }
+        dist_info, dev = _start_distributed(torch.device(device))
+        try:
+            if recipe.batch % dist_info.world:
+                raise VistError(f"batch {recipe.batch} does not split over {dist_info.world} processes")
+            log(f"features: {extractor.describe()}")
+            f_train = cached_features(Path(dataset_path), train_movie, train_m.stimulus, extractor, cache_dir)
+            f_test = (cached_features(Path(dataset_path), test_movie, test_m.stimulus, extractor, cache_dir)
+                      if test_movie else f_train)  # fmt: skip
+            meta = {"preset": preset, "recipe": dataclasses.asdict(recipe), "dataset": str(dataset_path),
+                    "train_movie": train_movie, "test_movie": test_movie, "seed": seed,
+                    "world_size": dist_info.world, "provenance": provenance}  # fmt: skip
+            return _fit(
+                _Run(f_train, r_train, f_test, r_test, rf_cpu.to(dev), cfg, recipe, seed, dist_info, out, last_path,
+                     meta, dict(rf=rf_cpu, fps=fps, extractor=extractor.spec, cell_ids=cell_ids, units=units)),
+                resume=resume, log=log, on_step=on_step, on_epoch=on_epoch,
+            )  # fmt: skip
+        finally:
+            if dist_info.world > 1:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+
+
+def _dataset_digest(path: Path) -> str:
+    st = path.stat()
+    return _file_digest(path.resolve(), st.st_size, st.st_mtime_ns)
+
+
+@dataclasses.dataclass
+class _Run:
+    """Everything one training run reads (arrays on the host, rf on the training device)."""
+
+    f_train: np.ndarray
+    r_train: np.ndarray
+    f_test: np.ndarray
+    r_test: np.ndarray
+    rf: torch.Tensor
+    cfg: ViSTConfig
+    recipe: Recipe
+    seed: int
+    dist: _Dist
+    out: Path
+    last: Path
+    meta: dict[str, Any]
+    ckpt: dict[str, Any]  # save_checkpoint's keywords (rf on the CPU, fps, extractor, cell ids, units)
+
+    def identity(self) -> str:
+        """What a resumed run must share with the one that wrote the state (JSON)."""
+        keep = {k: v for k, v in self.meta.items() if k not in ("provenance",)}
+        return json.dumps({**keep, "config": self.cfg.to_dict(), "extractor": self.ckpt["extractor"],
+                           "dataset_sha256": self.meta["provenance"]["dataset_sha256"]}, sort_keys=True)  # fmt: skip
+
+    def save(self, path: Path, model: ViST, **extra: Any) -> None:
+        save_checkpoint(path, model, **self.ckpt, **self.meta, **extra)
+
+
+def _fit(
+    run: _Run,
+    *,
+    resume: bool,
+    log: Callable[[str], None],
+    on_step: Callable[[int, int, float], None] | None,
+    on_epoch: Callable[[dict[str, float]], None] | None,
+) -> TrainResult:
+    recipe, dev = run.recipe, run.rf.device
+    local = dataclasses.replace(recipe, batch=recipe.batch // run.dist.world)  # windows per process and step
+    torch.manual_seed(run.seed)
+    model = ViST(run.cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr_start, weight_decay=recipe.weight_decay)
     swa: ViST | None = None
-    swa_n = 0
+    swa_n, first_epoch, best_cc = 0, 0, -np.inf
     history: list[dict[str, float]] = []
-    best_cc = -np.inf
-    meta = {"preset": preset, "recipe": dataclasses.asdict(recipe), "dataset": str(dataset_path),
-            "train_movie": train_movie, "test_movie": test_movie, "seed": seed}  # fmt: skip
-    step = 0
-    for epoch in range(recipe.epochs):
-        model.train()
+    spath = state_path(run.out)
+    if resume:
+        if not spath.is_file():
+            raise VistError(f"--resume: no saved state {spath} (a run writes it after every epoch)")
+        try:
+            state = torch.load(spath, map_location=dev, weights_only=True)
+        except Exception as exc:  # torch.load raises many kinds on a truncated or foreign file: one message
+            raise VistError(f"--resume: cannot read {spath}: {exc}") from None
+        if state.get("identity") != run.identity():
+            raise VistError(f"--resume: {spath} was written by a different run (data, movies, recipe, seed or model)")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        if state["swa"] is not None:
+            swa = copy.deepcopy(model)
+            swa.load_state_dict(state["swa"])
+        swa_n, first_epoch, best_cc = int(state["swa_n"]), int(state["epoch"]), float(state["best_cc"])
+        history = list(state["history"])
+        log(f"resumed from {spath}: {first_epoch} of {recipe.epochs} epochs done")
+    net: torch.nn.Module = model
+    if run.dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    total = recipe.steps
+    step = first_epoch * recipe.batches_per_epoch
+    for epoch in range(first_epoch, recipe.epochs):
+        rng = np.random.default_rng([run.seed, run.dist.rank, epoch])
+        torch.manual_seed(_epoch_seed(run.seed, run.dist.rank, epoch))
+        net.train()
         losses = []
         for _ in range(recipe.batches_per_epoch):
             for group in opt.param_groups:
                 group["lr"] = learning_rate(step, recipe)
-            starts = window_starts(len(f_train), recipe, rng)
-            x = torch.from_numpy(np.stack([f_train[s : s + recipe.window] for s in starts]))
-            y = torch.from_numpy(np.stack([r_train[s : s + recipe.window] for s in starts]))
-            y_hat = model(x, rf.expand(len(starts), -1, -1, -1)).transpose(1, 2)  # [B, T, C]
+            starts = window_starts(len(run.f_train), local, rng)
+            x = torch.from_numpy(np.stack([run.f_train[s : s + recipe.window] for s in starts])).to(dev)
+            y = torch.from_numpy(np.stack([run.r_train[s : s + recipe.window] for s in starts])).to(dev)
+            y_hat = net(x, run.rf.expand(len(starts), -1, -1, -1)).transpose(1, 2)  # [B, T, C]
             loss, _parts = vist_loss(y_hat, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
             step += 1
+            if on_step:
+                on_step(step, total, losses[-1])
         if epoch >= recipe.swa_start:  # average the weights at the end of each SWA epoch
             if swa is None:
                 swa = copy.deepcopy(model)
@@ -193,25 +368,33 @@ def train(
                     for a, p in zip(swa.parameters(), model.parameters()):
                         a.mul_(swa_n / (swa_n + 1)).add_(p, alpha=1 / (swa_n + 1))
             swa_n += 1
-        cc = evaluate(model, f_test, r_test, rf)
+        if not run.dist.main:
+            continue
+        cc = evaluate(model, run.f_test, run.r_test, run.rf)
         entry = {"epoch": epoch, "loss": float(np.mean(losses)), "cc": float(np.mean(cc))}
         history.append(entry)
+        if on_epoch:
+            on_epoch(entry)
         log(f"epoch {epoch + 1}/{recipe.epochs}: loss {entry['loss']:.4f}, held-out CC {entry['cc']:.3f}")
         if entry["cc"] > best_cc:
             best_cc = entry["cc"]
-            save_checkpoint(out, model, rf=rf, fps=fps, extractor=extractor.spec, cell_ids=cell_ids, units=units,
-                            **meta, epoch=epoch, held_out_cc=entry["cc"])  # fmt: skip
+            run.save(run.out, model, epoch=epoch, held_out_cc=entry["cc"])
+        state = {"identity": run.identity(), "model": model.state_dict(), "opt": opt.state_dict(),
+                 "swa": None if swa is None else swa.state_dict(), "swa_n": swa_n, "epoch": epoch + 1,
+                 "best_cc": float(best_cc), "history": history}  # fmt: skip
+        tmp = spath.with_name(spath.name + f".{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        tmp.replace(spath)
     final = model
-    if swa is not None:
-        _refresh_batchnorm(swa, f_train, rf, recipe, rng)
-        cc = float(np.mean(evaluate(swa, f_test, r_test, rf)))
+    if swa is not None and run.dist.main:
+        _refresh_batchnorm(swa, run.f_train, run.rf, recipe, np.random.default_rng([run.seed, 99]))
+        cc = float(np.mean(evaluate(swa, run.f_test, run.r_test, run.rf)))
         log(f"SWA over {swa_n} epochs: held-out CC {cc:.3f}")
         history.append({"epoch": recipe.epochs, "cc": cc, "swa": 1.0})
         final = swa
         if cc > best_cc:
             best_cc = cc
-            save_checkpoint(out, swa, rf=rf, fps=fps, extractor=extractor.spec, cell_ids=cell_ids, units=units,
-                            **meta, epoch=recipe.epochs, held_out_cc=cc, swa=True)  # fmt: skip
-    save_checkpoint(last_path, final, rf=rf, fps=fps, extractor=extractor.spec, cell_ids=cell_ids, units=units,
-                    **meta, epoch=recipe.epochs, history=history)  # fmt: skip
-    return TrainResult(out, last_path, history, float(best_cc))
+            run.save(run.out, swa, epoch=recipe.epochs, held_out_cc=cc, swa=True)
+    if run.dist.main:
+        run.save(run.last, final, epoch=recipe.epochs, history=history)
+    return TrainResult(run.out, run.last, history, float(best_cc))

@@ -1,0 +1,62 @@
+"""The dashboard around a real Runtime: keys become requests the tick thread runs; an injected clock."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from tests.runtime.helpers import free_port
+from vist_rt.dashboard import Dashboard
+from vist_rt.runtime.config import RunConfig
+from vist_rt.runtime.pipeline import Runtime
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _runtime(run_checkpoint: Path) -> Runtime:
+    cfg = RunConfig(checkpoint=str(run_checkpoint), lockstep=True, source=None, pub=f"tcp://127.0.0.1:{free_port()}",
+                    control=f"tcp://127.0.0.1:{free_port()}", meta_every_s=1e6, status_every_s=1e6)  # fmt: skip
+    return Runtime.from_config(cfg, log=lambda _line: None)
+
+
+def _text(dash: Dashboard) -> str:
+    dash.console.print(dash.frame())
+    return dash.console.export_text()
+
+
+def test_frame_keys_and_clock(run_checkpoint: Path) -> None:
+    rt = _runtime(run_checkpoint)
+    clock = FakeClock()
+    console = Console(record=True, width=110, height=40, color_system=None)
+    dash = Dashboard(rt, console=console, clock=clock, stdin=io.StringIO())
+    assert not dash.keys  # no TTY on stdin: no key reader, and the header does not offer keys
+    clock.t += 42.0
+    out = _text(dash)
+    assert "up 42 s" in out and "tiny.safetensors: 5 cells at 30 Hz" in out and "keys:" not in out
+    assert dash.picks == (0, 1, 2, 3)
+    # ticks arrive: the history the mosaic and sparklines draw
+    for v in (1.0, 2.0, 3.0):
+        rt.history.push(np.full(5, v, np.float32))
+    assert "last 3 ticks" in _text(dash)
+    dash.on_key("p")
+    assert not rt.paused  # requests run on the tick thread, at its next housekeeping
+    rt._last_meta = time.perf_counter()  # no periodic meta due (the sockets are not open in this test)
+    rt._housekeeping()
+    assert rt.paused
+    dash.on_key("P")  # case does not matter
+    dash.on_key("r")
+    dash.on_key("x")  # ignored
+    rt._housekeeping()
+    assert not rt.paused and len(rt.history.recent()) == 0  # reset clears what is drawn
+    dash.on_key("q")
+    assert rt.stopping

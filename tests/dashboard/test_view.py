@@ -1,0 +1,104 @@
+"""The dashboard's drawing, rendered into a recording Console of fixed width (no terminal, no threads)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from vist_rt.dashboard.view import AMBER, OK, RED, SPARK, Snapshot, health, render, sparkline
+from vist_rt.runtime.stats import RunStats
+
+
+def status(**kw: Any) -> dict[str, Any]:
+    stats = RunStats()
+    for ms in np.linspace(1.0, 3.0, 50):
+        stats.add_latencies({"capture": 0.1, "preprocess": 0.2, "vit": ms, "temporal": 1.5, "publish": 0.05,
+                             "e2e": ms + 2.0, "overhead": 0.1})  # fmt: skip
+    s = stats.snapshot()
+    s.update(ticks=300, stale=4, missed=0, messages=305, mode="live", paused=False, source="synthetic (seed 0)",
+             source_state="running", dropped=2, source_errors=0, target_hz=30.0, rate_hz=30.0,
+             pub="tcp://127.0.0.1:5556", control="tcp://127.0.0.1:5557", record=None, torch_threads=1,
+             extractor="raw grey pixel patches (196-dim, no ViT): NOT DINOv2 features",
+             runtime={"backend": "torch", "device": "cpu", "precision": "fp32"})  # fmt: skip
+    s.update(kw)
+    return s
+
+
+META = {"n": 3, "fps": 30.0, "units": "spikes/s", "cell_ids": ["on-1", "off-2", "on-3"], "dinov2": False,
+        "model": {"checkpoint": "demo.safetensors", "demo": True}, "device": "cpu",
+        "rf_centres": [[0.05, 0.05], [0.95, 0.95], None]}  # fmt: skip
+
+
+def snap(history: np.ndarray | None = None, **kw: Any) -> Snapshot:
+    h = np.tile(np.array([[1.0, 8.0, 0.0]], np.float32), (20, 1)) if history is None else history
+    missed_recent = kw.pop("missed_recent", 0)
+    return Snapshot(status=status(**kw), meta=META, history=h, picks=(0, 1), missed_recent=missed_recent,
+                    uptime_s=12.0, log=("reset: done (tick 100)",))  # fmt: skip
+
+
+def text_of(renderable: Any, width: int = 120) -> str:
+    console = Console(record=True, width=width, height=40, color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_everything_a_lab_needs_is_on_screen() -> None:
+    out = text_of(render(snap(), 120, 40))
+    for want in ("demo model (simulated retina, cpu-small): 3 cells at 30 Hz", "NOT DINOv2", "torch / cpu / fp32",
+                 "synthetic (seed 0) (running) live", "pub tcp://127.0.0.1:5556", "control tcp://127.0.0.1:5557",
+                 "up 12 s", "q quit, r reset, p pause/resume", "30.00 / 30.00 Hz", "stale 4", "missed 0",
+                 "dropped 2", "published 305", "population", "on-1", "off-2", "reset: done"):  # fmt: skip
+        assert want in out, want
+    for stage in ("capture", "preprocess", "vit", "temporal", "publish", "e2e", "overhead"):
+        assert any(line.strip("│ ").startswith(stage) for line in out.splitlines()), stage
+    e2e = next(line for line in out.splitlines() if line.strip("│ ").startswith("e2e"))
+    assert "4.00" in e2e and "5.00" in e2e  # p50 and max of 3..5 ms
+
+
+def test_mosaic_puts_cells_at_their_rf_centres() -> None:
+    lines = text_of(render(snap(), 120, 40)).splitlines()
+    rows = [i for i, line in enumerate(lines) if "●" in line]
+    assert len(rows) == 2  # the third cell has no RF: not drawn
+    top, bottom = lines[rows[0]], lines[rows[1]]
+    # cell 0 top-left, cell 1 bottom-right of the map (the right-hand panel)
+    assert top.index("●") < bottom.index("●") and rows[0] < rows[1]
+
+
+def test_sparkline_scales_and_keeps_the_newest() -> None:
+    assert sparkline(np.array([0.0, 1.0, 2.0]), 10) == SPARK[0] + SPARK[4] + SPARK[-1]
+    assert sparkline(np.arange(100.0), 5)[-1] == SPARK[-1] and len(sparkline(np.arange(100.0), 5)) == 5
+    assert sparkline(np.zeros(4), 8) == SPARK[0] * 4 and sparkline(np.zeros(0), 8) == ""
+
+
+@pytest.mark.parametrize(
+    ("kw", "want"),
+    [
+        ({}, OK),
+        ({"missed": 3}, AMBER),  # missed some earlier, keeping up now
+        ({"missed": 3, "missed_recent": 2}, RED),  # missing now
+        ({"rate_hz": 25.0}, RED),
+        ({"rate_hz": 29.5}, AMBER),
+        ({"mode": "replay", "rate_hz": 300.0}, OK),  # replay runs as fast as it can
+    ],
+)
+def test_colours_turn_when_the_clock_cannot_be_held(kw: dict[str, Any], want: str) -> None:
+    assert health(snap(**kw)) == want
+
+
+def test_red_is_drawn_in_colour() -> None:
+    console = Console(record=True, width=120, height=40, color_system="truecolor", force_terminal=True)
+    console.print(render(snap(rate_hz=20.0, missed=50, missed_recent=5), 120, 40))
+    assert "\x1b[31m" in console.export_text(styles=True)  # red
+
+
+def test_a_small_terminal_gets_one_line_not_a_traceback() -> None:
+    out = text_of(render(snap(), 40, 10), width=40)
+    assert "terminal too small (40x10" in out and "tick 300" in out
+
+
+def test_empty_history_and_paused() -> None:
+    out = text_of(render(snap(history=np.zeros((0, 3), np.float32), paused=True), 100, 30), width=100)
+    assert "PAUSED" in out and "last 0 ticks" in out

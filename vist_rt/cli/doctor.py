@@ -1,0 +1,180 @@
+"""`vist-rt doctor`: what this machine offers vist-rt (backends, devices, cameras, extras), and why not."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+OK, NO, INFO = "ok", "missing", "info"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `doctor`."""
+    p = sub.add_parser("doctor", help="what backends, devices, cameras and extras are available here, and why not")
+    p.add_argument("--cameras", type=int, default=4, metavar="N", help="probe camera indices 0..N-1 (default 4)")
+    p.add_argument("--json", metavar="PATH", help="also write the checks to PATH")
+    p.set_defaults(func=run_doctor)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _module(name: str, dist: str, extra: str, why: str) -> dict[str, Any]:
+    """An optional module: importable (and its version), or why not with the install hint."""
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        hint = f'pip install "vist-rt[{extra}]"'
+        try:
+            missing = importlib.util.find_spec(name) is None
+        except ValueError:  # a module set to None in sys.modules: as good as absent
+            missing = True
+        detail = f"not installed: {hint} ({why})" if missing else f"installed but fails to import: {exc}"
+        return {"status": NO, "detail": detail}
+    except (OSError, RuntimeError) as exc:  # e.g. pylsl without its liblsl
+        return {"status": NO, "detail": f"installed but fails to load: {str(exc).splitlines()[0]}"}
+    return {"status": OK, "detail": f"{dist} {_version(dist) or '?'} ({why})"}
+
+
+def check_torch() -> list[tuple[str, dict[str, Any]]]:
+    """torch, its CUDA build, and the devices it sees."""
+    import torch
+
+    rows = [("torch", {"status": OK, "detail": f"{torch.__version__}, {torch.get_num_threads()} CPU threads"})]
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        rows.append(("cuda", {"status": OK, "detail": f"CUDA {torch.version.cuda}: {names}"}))
+    elif torch.version.cuda is None:
+        rows.append(("cuda", {"status": NO, "detail": "this torch is a CPU-only build (install a CUDA build)"}))
+    else:
+        rows.append(("cuda", {"status": NO, "detail": f"torch built for CUDA {torch.version.cuda}, but no "
+                                                       "CUDA device or driver is visible"}))  # fmt: skip
+    return rows
+
+
+def check_backends() -> list[tuple[str, dict[str, Any]]]:
+    """Feature backends: usable here (with the precisions they run), or the reason."""
+    from vist_rt.features.backends import RUNS, available
+
+    rows = []
+    for name, reason in available().items():
+        runs = ", ".join(f"{dev}: {'/'.join(p)}" for (b, dev), p in RUNS.items() if b == name)
+        detail = f"runs {runs}" if reason is None else reason
+        rows.append((f"backend {name}", {"status": OK if reason is None else NO, "detail": detail}))
+    return rows
+
+
+def check_cameras(n: int) -> list[tuple[str, dict[str, Any]]]:
+    """Camera indices 0..n-1 that open and give a frame (video devices listed first, where the OS has them)."""
+    import cv2
+
+    devices = sorted(glob.glob("/dev/video*")) if sys.platform.startswith("linux") else []
+    if sys.platform.startswith("linux") and not devices:
+        return [("cameras", {"status": NO, "detail": "no /dev/video* devices (none connected, or not passed into "
+                                                     "this container)"})]  # fmt: skip
+    found = []
+    with contextlib.suppress(AttributeError):
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    for i in range(n):
+        cap = cv2.VideoCapture(i)
+        try:
+            if cap.isOpened():
+                ok, frame = cap.read()
+                found.append(f"camera:{i} {frame.shape[1]}x{frame.shape[0]}" if ok else f"camera:{i} (no frame)")
+        finally:
+            cap.release()
+    if not found:
+        return [("cameras", {"status": NO, "detail": f"none of indices 0..{n - 1} opens ({', '.join(devices)})"})]
+    return [("cameras", {"status": OK, "detail": ", ".join(found)})]
+
+
+def check_ports() -> list[tuple[str, dict[str, Any]]]:
+    """The default endpoints of `vist-rt run` are free on loopback."""
+    from vist_rt.runtime.config import DEFAULT_CONTROL, DEFAULT_PUB
+
+    rows = []
+    for label, endpoint in (("pub", DEFAULT_PUB), ("control", DEFAULT_CONTROL)):
+        port = int(endpoint.rsplit(":", 1)[1])
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                rows.append((f"port {label}", {"status": OK, "detail": f"{endpoint} free"}))
+            except OSError:
+                rows.append((f"port {label}", {"status": NO, "detail": f"{endpoint} in use: pass --{label} "
+                                                                        "ENDPOINT"}))  # fmt: skip
+    return rows
+
+
+def check_demo() -> list[tuple[str, dict[str, Any]]]:
+    """The shipped demo model (what `vist-rt run` uses without --checkpoint)."""
+    from vist_rt.demo import DEMO_CHECKPOINT
+    from vist_rt.errors import VistError
+    from vist_rt.model import load_checkpoint
+
+    if not DEMO_CHECKPOINT.is_file():
+        return [("demo model", {"status": NO, "detail": f"missing ({DEMO_CHECKPOINT}): tools/make_demo_model.sh"})]
+    try:
+        ckpt = load_checkpoint(DEMO_CHECKPOINT)
+    except VistError as exc:
+        return [("demo model", {"status": NO, "detail": str(exc)})]
+    sim = (ckpt.meta.get("provenance") or {}).get("simulation") or {}
+    size_mb = DEMO_CHECKPOINT.stat().st_size / 1e6
+    detail = (f"{ckpt.config.cells} cells at {ckpt.fps:g} Hz, {size_mb:.1f} MB, trained on the simulated retina "
+              f"(seed {sim.get('seed', '?')}), raw pixel patches (not DINOv2)")  # fmt: skip
+    return [("demo model", {"status": OK, "detail": detail})]
+
+
+def collect(cameras: int = 4) -> list[tuple[str, dict[str, Any]]]:
+    """Every check, in display order."""
+    rows: list[tuple[str, dict[str, Any]]] = [
+        ("vist-rt", {"status": INFO, "detail": f"{_version('vist-rt') or '?'} on Python {platform.python_version()}, "
+                                               f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"}),
+    ]  # fmt: skip
+    checks: list[Callable[[], list[tuple[str, dict[str, Any]]]]] = [check_torch, check_backends]
+    for check in checks:
+        rows += check()
+    rows += [
+        ("timm", _module("timm", "timm", "", "DINOv2 definitions (core)")),
+        ("onnx", _module("onnx", "onnx", "onnx", "exporting ONNX graphs")),
+        ("pylsl", _module("pylsl", "pylsl", "lsl", "the --lsl outlet")),
+        ("scipy", _module("scipy", "scipy", "train", "SD-KL, the Onken converter")),
+        ("matplotlib", _module("matplotlib", "matplotlib", "train", "eval --plots")),
+    ]
+    rows += check_demo() + check_cameras(cameras) + check_ports()
+    return rows
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    """Print the checks as a table (and JSON with --json); always exit 0: it reports, it does not judge."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    rows = collect(max(0, args.cameras))
+    table = Table(title="vist-rt doctor")
+    table.add_column("check")
+    table.add_column("status")
+    table.add_column("detail", overflow="fold")
+    colour = {OK: "green", NO: "dark_orange", INFO: "cyan"}
+    for name, r in rows:
+        table.add_row(name, Text(r["status"], style=colour[r["status"]]), Text(r["detail"]))  # no markup: [extras]
+    Console().print(table)
+    if args.json:
+        from vist_rt.bench.stats import write_json
+
+        write_json(args.json, {name: r for name, r in rows})
+    return 0

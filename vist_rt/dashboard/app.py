@@ -1,0 +1,172 @@
+"""The live dashboard around a running `Runtime`: its own refresh thread and key reader, never the tick thread.
+
+with Dashboard(runtime) as dash:   # takes the terminal (alternate screen, keys without Enter)
+    runtime.run()                  # blocks; q / Ctrl-C / SIGTERM end it
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import select
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rich.console import Console, RenderableType
+from rich.live import Live
+
+from vist_rt.dashboard.view import Snapshot, render
+
+REFRESH_HZ = 4.0
+PICKS = 4  # cells with a sparkline
+
+
+class Dashboard:
+    """Draws `runtime` at `refresh_hz` and turns keys into requests: q quits, r resets, p pauses/resumes.
+
+    `clock` (monotonic seconds) is injectable for tests; `keys=False` reads no keys (no TTY on stdin).
+    """
+
+    def __init__(
+        self,
+        runtime: Any,
+        *,
+        console: Console | None = None,
+        refresh_hz: float = REFRESH_HZ,
+        clock: Callable[[], float] = time.monotonic,
+        keys: bool = True,
+        stdin: Any = None,
+    ) -> None:
+        self.runtime = runtime
+        self.console = console or Console()
+        self.refresh_s = 1.0 / refresh_hz
+        self.clock = clock
+        self.stdin = stdin if stdin is not None else sys.stdin
+        self.keys = keys and _is_tty(self.stdin)
+        self.lines: collections.deque[str] = collections.deque(maxlen=6)
+        self.started = clock()
+        self._last_missed = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._live: Live | None = None
+        self._terminal = contextlib.ExitStack()
+        self.picks = self._pick_cells()
+
+    def _pick_cells(self) -> tuple[int, ...]:
+        """The first PICKS cells spread over the population (the same ones for the whole run)."""
+        n = int(self.runtime.meta.get("n", 0))
+        if n <= PICKS:
+            return tuple(range(n))
+        return tuple(int(i) for i in range(0, n, max(1, n // PICKS)))[:PICKS]
+
+    # ---- what is drawn ------------------------------------------------------------------------------------------
+
+    def log(self, line: str) -> None:
+        """A log line shown under the panels (the runtime's log while the dashboard owns the screen)."""
+        self.lines.append(line)
+
+    def snapshot(self) -> Snapshot:
+        """The run as it is now."""
+        status = self.runtime.status()
+        missed = int(status["missed"])
+        recent, self._last_missed = missed - self._last_missed, missed
+        return Snapshot(
+            status=status,
+            meta=self.runtime.meta,
+            history=self.runtime.history.recent(),
+            picks=self.picks,
+            missed_recent=max(0, recent),
+            uptime_s=self.clock() - self.started,
+            log=tuple(self.lines),
+            keys=self.keys,
+        )
+
+    def frame(self) -> RenderableType:
+        """One screen for the console's current size."""
+        size = self.console.size
+        return render(self.snapshot(), size.width, size.height)
+
+    # ---- keys ---------------------------------------------------------------------------------------------------
+
+    def on_key(self, key: str) -> None:
+        """q quits, r resets the model state, p pauses or resumes; other keys are ignored."""
+        key = key.lower()
+        if key == "q":
+            self.log("q: stopping")
+            self.runtime.stop()
+        elif key == "r":
+            self.runtime.request("reset")
+        elif key == "p":
+            self.runtime.request("resume" if self.runtime.paused else "pause")
+
+    def _read_keys(self) -> None:
+        fd = self.stdin.fileno()
+        while not self._stop.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                data = os.read(fd, 32).decode(errors="ignore")
+            except OSError:
+                return  # the terminal went away: keys end, the run goes on
+            if not data:
+                return
+            for key in data:
+                self.on_key(key)
+
+    # ---- the loop -----------------------------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        assert self._live is not None
+        while not self._stop.wait(self.refresh_s):
+            self._live.update(self.frame(), refresh=True)
+
+    def __enter__(self) -> Dashboard:
+        if self.keys:
+            self._terminal.enter_context(_cbreak(self.stdin))
+        self.runtime.log = self.log
+        self.runtime.status_lines = False
+        self._live = Live(self.frame(), console=self.console, auto_refresh=False, screen=True, transient=True)
+        self._terminal.enter_context(self._live)
+        self._threads = [threading.Thread(target=self._refresh, name="vist-dashboard", daemon=True)]
+        if self.keys:
+            self._threads.append(threading.Thread(target=self._read_keys, name="vist-keys", daemon=True))
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=2.0)
+        self._terminal.close()  # leaves the alternate screen, restores the terminal mode
+        self.runtime.status_lines = True
+        for line in self.lines:
+            self.console.print(line, style="dim")
+
+
+def _is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _cbreak(stream: Any) -> Iterator[None]:
+    """Keys arrive one at a time without Enter and are not echoed; keys typed before this are discarded."""
+    import termios
+    import tty
+
+    fd = stream.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        termios.tcflush(fd, termios.TCIFLUSH)  # keys pressed during start-up do not act later
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
