@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import multiprocessing
 import socket
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from vist_rt.bench.stats import machine_info, summarize
 
@@ -23,23 +20,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def bench_checkpoint(folder: Path) -> Path:
-    """A stand-in CPU model (until the shipped demo model exists): the published temporal structure and 90 cells
-    at 64 channels, on raw grey pixel patches (no ViT), random weights; 30 Hz."""
-    from vist_rt.features import PatchesExtractor
-    from vist_rt.model import ViST, ViSTConfig, save_checkpoint
-
-    cfg = ViSTConfig(feature_dim=196, video_dim=64, cells=90, grid=16)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = ViST(cfg).eval()
-        rf = (torch.rand(cfg.cells, cfg.grid, cfg.grid) > 0.9).float()
-    path = folder / "bench-cpu.safetensors"
-    extractor = PatchesExtractor(224, channels="grey").spec
-    save_checkpoint(path, model, rf=rf, fps=30.0, extractor=extractor, purpose="vist-rt bench pipeline stand-in")
-    return path
 
 
 def _subscribe(endpoint: str, results: Any, stop: Any, ready: Any) -> None:
@@ -63,27 +43,27 @@ def run_pipeline_bench(
     checkpoint: str | None = None, *, ticks: int = 1000, warmup: int = 60, source: str = "synthetic"
 ) -> dict[str, Any]:
     """A live run of warmup + ticks model ticks with a subscriber attached; every figure as a dict."""
+    from vist_rt.demo import demo_checkpoint
     from vist_rt.runtime.config import RunConfig
     from vist_rt.runtime.pipeline import Runtime
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = checkpoint or str(bench_checkpoint(Path(tmp)))
-        pub = f"tcp://127.0.0.1:{free_port()}"
-        cfg = RunConfig(source=source, checkpoint=ckpt, pub=pub, control=f"tcp://127.0.0.1:{free_port()}",
-                        max_frames=warmup + ticks, dashboard=False, status_every_s=1e9, meta_every_s=1.0)  # fmt: skip
-        runtime = Runtime.from_config(cfg, log=lambda _: None)
-        mp = multiprocessing.get_context("spawn")
-        results, stop, ready = mp.Queue(), mp.Event(), mp.Event()
-        listener = mp.Process(target=_subscribe, args=(pub, results, stop, ready), daemon=True)
-        listener.start()
-        ready.wait(timeout=60.0)
-        try:
-            summary = runtime.run()
-            time.sleep(0.3)  # the last messages reach the subscriber
-        finally:
-            stop.set()
-        delivery, headers = results.get(timeout=60.0)
-        listener.join(timeout=10.0)
+    ckpt = checkpoint or str(demo_checkpoint())
+    pub = f"tcp://127.0.0.1:{free_port()}"
+    cfg = RunConfig(source=source, checkpoint=ckpt, pub=pub, control=f"tcp://127.0.0.1:{free_port()}",
+                    max_frames=warmup + ticks, dashboard=False, status_every_s=1e9, meta_every_s=1.0)  # fmt: skip
+    runtime = Runtime.from_config(cfg, log=lambda _: None)
+    mp = multiprocessing.get_context("spawn")
+    results, stop, ready = mp.Queue(), mp.Event(), mp.Event()
+    listener = mp.Process(target=_subscribe, args=(pub, results, stop, ready), daemon=True)
+    listener.start()
+    ready.wait(timeout=60.0)
+    try:
+        summary = runtime.run()
+        time.sleep(0.3)  # the last messages reach the subscriber
+    finally:
+        stop.set()
+    delivery, headers = results.get(timeout=60.0)
+    listener.join(timeout=10.0)
     kept = [(h, d) for h, d in zip(headers, delivery) if h["tick"] >= warmup]
     stages = {}
     for stage in ("preprocess", "vit", "temporal", "e2e"):
@@ -95,7 +75,7 @@ def run_pipeline_bench(
     return {
         "bench": "pipeline",
         "machine": machine_info(),
-        "checkpoint": "stand-in (bench_checkpoint)" if checkpoint is None else checkpoint,
+        "checkpoint": "demo model (vist_rt/demo)" if checkpoint is None else checkpoint,
         "extractor": summary["extractor"],
         "source": source,
         "ticks": ticks,

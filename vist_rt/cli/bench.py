@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     f.set_defaults(func=run_features)
 
     pl = kinds.add_parser("pipeline", help="live run latency table, pipeline overhead and ZeroMQ delivery latency")
-    pl.add_argument("--checkpoint", metavar="PATH", help="model to run (default: a CPU stand-in, random weights)")
+    pl.add_argument("--checkpoint", metavar="PATH", help="model to run (default: the shipped demo model)")
     pl.add_argument("--source", default="synthetic", help="frame source (default synthetic, live at 30 Hz)")
     pl.add_argument("--ticks", type=_positive, default=1000, help="timed model ticks (default 1000)")
     pl.add_argument("--warmup", type=_non_negative, default=60, help="untimed ticks first (default 60)")

@@ -90,9 +90,19 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.json:
         write_json(args.json, {"status": "running"})
-    result, arrays = evaluate_checkpoint(args.checkpoint, args.data, args.movie, alpha=args.alpha,
-                                         ln_train_movie=args.ln_train_movie, vit_weights=args.vit_weights,
-                                         cache_dir=args.cache)  # fmt: skip
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        result, arrays = evaluate_checkpoint(args.checkpoint, args.data, args.movie, alpha=args.alpha,
+                                             ln_train_movie=args.ln_train_movie, vit_weights=args.vit_weights,
+                                             cache_dir=args.cache, progress=progress)  # fmt: skip
     v = result["vist"]
     line = f"Vi-ST on {args.movie}: mean CC {v['cc_mean']:.3f}, mean SD-KL {v['sdkl_mean']:.2f}"
     if v.get("cc_norm_mean") is not None:

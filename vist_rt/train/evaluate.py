@@ -3,6 +3,7 @@ against the offline forward; CC, SD-KL, noise-ceiling-normalised CC; an LN basel
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,16 @@ from vist_rt.train.trainer import cached_features
 STREAM_TOLERANCE = 1e-4  # max |streaming - offline|, relative to the offline output's scale
 
 
-def streaming_prediction(model: Any, rf: torch.Tensor, feats: np.ndarray) -> np.ndarray:
+def streaming_prediction(
+    model: Any, rf: torch.Tensor, feats: np.ndarray, progress: Callable[[int, int], None] | None = None
+) -> np.ndarray:
     """Rates [T, C] from the streaming model, one frame per step; VistError if it departs from the offline forward."""
     stream = StreamingViST.from_model(model, rf)
-    online = np.stack([stream.step(feats[t : t + 1])[0].numpy() for t in range(len(feats))])
+    online = np.empty((len(feats), rf.shape[0]), np.float32)
+    for t in range(len(feats)):
+        online[t] = stream.step(feats[t : t + 1])[0].numpy()
+        if progress and (t % 50 == 49 or t == len(feats) - 1):
+            progress(t + 1, len(feats))
     with torch.no_grad():
         offline = model(torch.from_numpy(feats)[None], rf[None])[0].T.numpy()
     err = float(np.abs(online - offline).max() / max(1e-12, float(np.abs(offline).max())))
@@ -42,8 +49,15 @@ def evaluate_checkpoint(
     ln_train_movie: str | None = None,
     vit_weights: str | None = None,
     cache_dir: str | Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(figures as JSON-ready dict, arrays for plots: pred, target, ln_pred). Checks shapes before any work."""
+    """(figures as JSON-ready dict, arrays for plots: pred, target, ln_pred). Checks shapes before any work.
+
+    `progress(stage, done, total)` for the long parts: features per movie, the streaming pass."""
+
+    def report(stage: str) -> Callable[[int, int], None] | None:
+        return None if progress is None else (lambda done, total: progress(stage, done, total))
+
     ckpt = load_checkpoint(checkpoint)
     with open_dataset(dataset) as ds:
         if ds.n_cells != ckpt.config.cells:
@@ -54,20 +68,21 @@ def evaluate_checkpoint(
         ext = from_spec(ckpt.extractor, weights=vit_weights)
         if ext.dim != ckpt.config.feature_dim:
             raise VistError(f"the extractor gives {ext.dim}-dim tokens, the model reads {ckpt.config.feature_dim}")
-        feats = cached_features(
-            Path(dataset), movie, m.stimulus, ext, Path(cache_dir) if cache_dir else None
-        )  # [T,N,D]
+        cache = Path(cache_dir) if cache_dir else None
+
+        def features(name: str, mov: Any) -> np.ndarray:  # [T, N, D]
+            return cached_features(Path(dataset), name, mov.stimulus, ext, cache, progress=report(f"features {name}"))
+
+        feats = features(movie, m)
         target = np.asarray(m.rates)
         scale = sdkl_scale(ds.units, ds.fps)
         ds_units = ds.units
         spikes = None if m.spikes is None else np.asarray(m.spikes)
         ln_feats = ln_rates = None
-        if ln_m is not None:
-            ln_feats = cached_features(
-                Path(dataset), ln_movie, ln_m.stimulus, ext, Path(cache_dir) if cache_dir else None
-            )
+        if ln_m is not None and ln_movie is not None:
+            ln_feats = features(ln_movie, ln_m)
             ln_rates = np.asarray(ln_m.rates)
-    pred = streaming_prediction(ckpt.model, ckpt.rf, feats)
+    pred = streaming_prediction(ckpt.model, ckpt.rf, feats, progress=report("streaming Vi-ST"))
     ceiling = noise_ceiling(spikes) if spikes is not None and spikes.shape[0] >= 2 else None
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint),

@@ -69,14 +69,15 @@ def cached_features(
     cache_dir: Path | None,
     *,
     computed: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Features of one movie, reused from `cache_dir` when current (else computed, or `computed`, and stored)."""
     if cache_dir is None:
-        return computed if computed is not None else movie_features(stimulus, extractor)
+        return computed if computed is not None else movie_features(stimulus, extractor, progress=progress)
     path = feature_cache_path(dataset_path, movie, extractor, cache_dir)
     if path.is_file():
         return np.load(path)
-    feats = computed if computed is not None else movie_features(stimulus, extractor)
+    feats = computed if computed is not None else movie_features(stimulus, extractor, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # ranks of a DDP run may race
     np.save(tmp, feats)
