@@ -60,3 +60,35 @@ def test_frame_keys_and_clock(run_checkpoint: Path) -> None:
     assert not rt.paused and len(rt.history.recent()) == 0  # reset clears what is drawn
     dash.on_key("q")
     assert rt.stopping
+
+
+def test_a_stuck_drawing_never_holds_up_the_ticks(run_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
+    """Drawing runs on its own thread: with every frame stuck, a replay still runs all its ticks at full speed."""
+    import threading
+
+    from tests.runtime.helpers import write_video
+
+    frames = np.random.default_rng(0).integers(0, 255, size=(40, 48, 64, 3), dtype=np.uint8)
+    write_video(tmp_path / "v.avi", frames, 30.0)
+    cfg = RunConfig(checkpoint=str(run_checkpoint), source=f"video:{tmp_path / 'v.avi'}", replay=True,
+                    pub=f"tcp://127.0.0.1:{free_port()}", control=f"tcp://127.0.0.1:{free_port()}")  # fmt: skip
+    rt = Runtime.from_config(cfg, log=lambda _line: None)
+    stuck, drawn = threading.Event(), threading.Event()
+    console = Console(record=True, width=110, height=40, color_system=None)
+    dash = Dashboard(rt, console=console, refresh_hz=50.0, stdin=io.StringIO())
+    first = dash.frame()  # the opening screen draws normally
+
+    def frame_stuck():  # type: ignore[no-untyped-def]
+        drawn.set()
+        stuck.wait(30.0)
+        return first
+
+    with dash:
+        monkeypatch.setattr(dash, "frame", frame_stuck)
+        assert drawn.wait(10.0)  # the refresh thread is inside a stuck frame
+        t0 = time.perf_counter()
+        summary = rt.run()
+        took = time.perf_counter() - t0
+        stuck.set()
+    assert summary["ticks"] == 40 and summary["mode"] == "replay" and took < 20.0
+    assert not dash._threads[0].is_alive()
