@@ -47,3 +47,14 @@ def test_no_camera_devices_says_why(monkeypatch) -> None:
     monkeypatch.setattr(doctor.glob, "glob", lambda pattern: [])
     ((name, r),) = doctor.check_cameras(2)
     assert name == "cameras" and r["status"] == "missing" and "/dev/video" in r["detail"]
+
+
+def test_a_check_that_breaks_does_not_hide_the_others(monkeypatch) -> None:
+    def broken() -> list:
+        raise RuntimeError("libGL.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(doctor, "check_ports", broken)
+    rows = dict(doctor.collect(cameras=0))
+    assert rows["ports"]["status"] == "missing" and "libGL" in rows["ports"]["detail"]
+    assert rows["torch"]["status"] == "ok" and rows["cameras"]["status"] == "info"
+    assert rows["timm"]["status"] == "ok"

@@ -92,3 +92,55 @@ def test_a_stuck_drawing_never_holds_up_the_ticks(run_checkpoint: Path, tmp_path
         stuck.set()
     assert summary["ticks"] == 40 and summary["mode"] == "replay" and took < 20.0
     assert not dash._threads[0].is_alive()
+
+
+def test_drawing_errors_are_logged_not_fatal_and_start_up_failures_restore_the_runtime(run_checkpoint: Path) -> None:
+    rt = _runtime(run_checkpoint)
+    original_log = rt.log
+    console = Console(record=True, width=110, height=40, color_system=None)
+    dash = Dashboard(rt, console=console, refresh_hz=100.0, stdin=io.StringIO())
+    calls = {"n": 0}
+
+    def broken():  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        raise ValueError("bad frame")
+
+    with dash:
+        dash.frame = broken  # type: ignore[method-assign]
+        deadline = time.monotonic() + 5.0
+        while calls["n"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert calls["n"] >= 3 and dash._threads[0].is_alive()  # it keeps trying; the screen is not frozen dead
+    assert [line for line in dash.lines if "cannot draw (ValueError: bad frame)" in line]  # said once
+    assert sum("cannot draw" in line for line in dash.lines) == 1
+    assert rt.log is original_log and rt.status_lines
+
+    failing = Dashboard(rt, console=console, stdin=io.StringIO())
+    failing.frame = broken  # type: ignore[method-assign]
+    try:
+        failing.__enter__()
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a failing first frame must propagate")
+    assert rt.log is original_log and rt.status_lines  # the runtime is given back as it was
+
+
+def test_two_quick_pauses_cancel_out_and_the_rate_excludes_paused_time(run_checkpoint: Path) -> None:
+    rt = _runtime(run_checkpoint)
+    rt._last_meta = time.perf_counter()
+    dash = Dashboard(rt, console=Console(record=True, width=110), stdin=io.StringIO())
+    dash.on_key("p")
+    dash.on_key("p")
+    rt._housekeeping()
+    assert not rt.paused  # pause then resume, decided on the tick thread
+    rt._mark_start()
+    rt.handle({"cmd": "pause"}, None)
+    time.sleep(0.3)
+    s = rt.status()
+    assert s["paused_s"] >= 0.29 and s["elapsed_s"] - s["paused_s"] < 0.1
+    rt.handle({"cmd": "resume"}, None)
+    rt.stats.ticks = 3
+    time.sleep(0.1)
+    s = rt.status()
+    assert 0.29 <= s["paused_s"] < s["elapsed_s"] and s["rate_hz"] > 3 / s["elapsed_s"]

@@ -92,6 +92,7 @@ def test_dashboard_in_a_terminal_keys_and_clean_exit(run_checkpoint: Path, tmp_p
         child.close(force=True)
     assert child.exitstatus == 0, screen.raw[-2000:]
     assert b"Traceback" not in screen.raw
+    assert screen.raw.rfind(b"\x1b[?1049l") > screen.raw.rfind(b"\x1b[?1049h") >= 0  # left the alternate screen
     plain = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", screen.raw)
     assert b"vist-rt run (live)" in plain  # the final summary table, printed after the dashboard closed
 

@@ -71,6 +71,12 @@ def test_sparkline_scales_and_keeps_the_newest() -> None:
     assert sparkline(np.array([0.0, 1.0, 2.0]), 10) == SPARK[0] + SPARK[4] + SPARK[-1]
     assert sparkline(np.arange(100.0), 5)[-1] == SPARK[-1] and len(sparkline(np.arange(100.0), 5)) == 5
     assert sparkline(np.zeros(4), 8) == SPARK[0] * 4 and sparkline(np.zeros(0), 8) == ""
+    assert sparkline(np.array([np.inf, np.nan, 1.0]), 8) == SPARK[0] * 2 + SPARK[-1]  # non-finite: drawn as 0
+
+
+def test_non_finite_rates_draw() -> None:
+    h = np.array([[np.inf, np.nan, 1.0], [1.0, 2.0, -np.inf]], np.float32)
+    assert "population" in text_of(render(snap(history=h), 120, 40))
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,13 @@ def test_save_rejects_bad_arguments(tmp_path: Path, make_model, kwargs, needle) 
     assert not (tmp_path / "x.safetensors").exists()
 
 
+def test_unwritable_place_is_one_line(tmp_path: Path, make_model) -> None:
+    with pytest.raises(CheckpointError, match="cannot write checkpoint"):
+        save_checkpoint(
+            tmp_path / "no" / "x.safetensors", make_model(), rf=torch.rand(5, 10, 10), fps=30.0, extractor={}
+        )
+
+
 def test_truncated_and_corrupt_files(saved, tmp_path: Path) -> None:
     path, _, _ = saved
     data = path.read_bytes()

@@ -65,9 +65,10 @@ class _StopError(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_seeded_reproducible_and_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     write_simulation(tmp_path / "s.h5", n_cells=4, n_movies=2, n_frames=80, n_trials=2, seed=2, size=(40, 48))
-    recipe = recipe_from_toml(_tiny_recipe(tmp_path))
+    recipe = recipe_from_toml(_tiny_recipe(tmp_path, epochs=4))  # SWA after epochs 3 and 4
     common = dict(test_movie="movie2", recipe=recipe,
                   log=lambda _line: None)  # fmt: skip
     a = train(tmp_path / "s.h5", "movie1", tmp_path / "a.safetensors", seed=5, **common)
@@ -78,22 +79,27 @@ def test_seeded_reproducible_and_resume_equals_an_uninterrupted_run(tmp_path: Pa
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)  # another seed: another model
     assert a.history == b.history
 
-    def stop_in_epoch_2(step: int, _total: int, _loss: float) -> None:
-        if step == recipe.batches_per_epoch + 2:
-            raise _StopError
+    for stop_at, done in ((recipe.batches_per_epoch + 2, 1), (3 * recipe.batches_per_epoch + 1, 3)):
 
-    out = tmp_path / "r.safetensors"
-    with pytest.raises(_StopError):
-        train(tmp_path / "s.h5", "movie1", out, seed=5, on_step=stop_in_epoch_2, **common)
-    assert state_path(out).is_file() and not out.with_name("r.last.safetensors").exists()
-    lines: list[str] = []
-    r = train(tmp_path / "s.h5", "movie1", out, seed=5, resume=True, **{**common, "log": lines.append})
-    assert any("1 of 3 epochs done" in line for line in lines)
-    wr = _weights(r.last)
-    assert all(torch.equal(wa[k], wr[k]) for k in wa)  # resumed = uninterrupted, bit for bit
-    assert r.history == a.history and r.best_cc == a.best_cc
+        def stop(step: int, _total: int, _loss: float, stop_at: int = stop_at) -> None:
+            if step == stop_at:
+                raise _StopError
+
+        out = tmp_path / f"r{done}.safetensors"
+        with pytest.raises(_StopError):
+            train(tmp_path / "s.h5", "movie1", out, seed=5, on_step=stop, **common)
+        assert state_path(out).is_file() and not out.with_name(f"r{done}.last.safetensors").exists()
+        lines: list[str] = []
+        r = train(tmp_path / "s.h5", "movie1", out, seed=5, resume=True, **{**common, "log": lines.append})
+        assert any(f"{done} of 4 epochs done" in line for line in lines)
+        wr = _weights(r.last)  # the SWA average (epochs 3-4) with refreshed BatchNorm statistics
+        assert all(torch.equal(wa[k], wr[k]) for k in wa), done  # resumed = uninterrupted, bit for bit
+        assert r.history == a.history and r.best_cc == a.best_cc
+    assert a.history[-1].get("swa") == 1.0
     with pytest.raises(VistError, match="different run"):
         train(tmp_path / "s.h5", "movie1", out, seed=9, resume=True, **common)
+    with pytest.raises(VistError, match="does not exist or is not writable"):
+        train(tmp_path / "s.h5", "movie1", tmp_path / "nope" / "m.safetensors", seed=5, **common)
     with pytest.raises(VistError, match="no saved state"):
         train(tmp_path / "s.h5", "movie1", tmp_path / "none.safetensors", seed=5, resume=True, **common)
     state_path(out).write_bytes(b"truncated")

@@ -38,7 +38,7 @@ def _module(name: str, dist: str, extra: str, why: str) -> dict[str, Any]:
     try:
         importlib.import_module(name)
     except ImportError as exc:
-        hint = f'pip install "vist-rt[{extra}]"'
+        hint = f'pip install "vist-rt[{extra}]"' if extra else "a core dependency: reinstall vist-rt"
         try:
             missing = importlib.util.find_spec(name) is None
         except ValueError:  # a module set to None in sys.modules: as good as absent
@@ -82,6 +82,8 @@ def check_cameras(n: int) -> list[tuple[str, dict[str, Any]]]:
     """Camera indices 0..n-1 that open and give a frame (video devices listed first, where the OS has them)."""
     import cv2
 
+    if n <= 0:
+        return [("cameras", {"status": INFO, "detail": "not probed (--cameras 0)"})]
     devices = sorted(glob.glob("/dev/video*")) if sys.platform.startswith("linux") else []
     if sys.platform.startswith("linux") and not devices:
         return [("cameras", {"status": NO, "detail": "no /dev/video* devices (none connected, or not passed into "
@@ -110,6 +112,7 @@ def check_ports() -> list[tuple[str, dict[str, Any]]]:
     for label, endpoint in (("pub", DEFAULT_PUB), ("control", DEFAULT_CONTROL)):
         port = int(endpoint.rsplit(":", 1)[1])
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds: TIME_WAIT is not "in use"
             try:
                 s.bind(("127.0.0.1", port))
                 rows.append((f"port {label}", {"status": OK, "detail": f"{endpoint} free"}))
@@ -144,17 +147,22 @@ def collect(cameras: int = 4) -> list[tuple[str, dict[str, Any]]]:
         ("vist-rt", {"status": INFO, "detail": f"{_version('vist-rt') or '?'} on Python {platform.python_version()}, "
                                                f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"}),
     ]  # fmt: skip
-    checks: list[Callable[[], list[tuple[str, dict[str, Any]]]]] = [check_torch, check_backends]
-    for check in checks:
-        rows += check()
-    rows += [
-        ("timm", _module("timm", "timm", "", "DINOv2 definitions (core)")),
-        ("onnx", _module("onnx", "onnx", "onnx", "exporting ONNX graphs")),
-        ("pylsl", _module("pylsl", "pylsl", "lsl", "the --lsl outlet")),
-        ("scipy", _module("scipy", "scipy", "train", "SD-KL, the Onken converter")),
-        ("matplotlib", _module("matplotlib", "matplotlib", "train", "eval --plots")),
+    modules = [("timm", "", "DINOv2 definitions"), ("onnx", "onnx", "exporting ONNX graphs"),
+               ("pylsl", "lsl", "the --lsl outlet"), ("scipy", "train", "SD-KL, the Onken converter"),
+               ("matplotlib", "train", "eval --plots")]  # fmt: skip
+    checks: list[tuple[str, Callable[[], list[tuple[str, dict[str, Any]]]]]] = [
+        ("torch", check_torch),
+        ("backends", check_backends),
+        *((m, lambda m=m, e=e, why=why: [(m, _module(m, m, e, why))]) for m, e, why in modules),
+        ("demo model", check_demo),
+        ("cameras", lambda: check_cameras(cameras)),
+        ("ports", check_ports),
     ]
-    rows += check_demo() + check_cameras(cameras) + check_ports()
+    for name, check in checks:
+        try:
+            rows += check()
+        except Exception as exc:  # one broken check (a library that fails to load) must not hide the others
+            rows.append((name, {"status": NO, "detail": f"check failed: {type(exc).__name__}: {exc}"}))
     return rows
 
 
@@ -164,7 +172,7 @@ def run_doctor(args: argparse.Namespace) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    rows = collect(max(0, args.cameras))
+    rows = collect(args.cameras)
     table = Table(title="vist-rt doctor")
     table.add_column("check")
     table.add_column("status")

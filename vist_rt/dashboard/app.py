@@ -101,18 +101,17 @@ class Dashboard:
         elif key == "r":
             self.runtime.request("reset")
         elif key == "p":
-            self.runtime.request("resume" if self.runtime.paused else "pause")
+            self.runtime.request("toggle-pause")  # decided on the tick thread: two quick presses cancel out
 
     def _read_keys(self) -> None:
         fd = self.stdin.fileno()
         while not self._stop.is_set():
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            if not ready:
-                continue
             try:
-                data = os.read(fd, 32).decode(errors="ignore")
-            except OSError:
-                return  # the terminal went away: keys end, the run goes on
+                ready, _, _ = select.select([fd], [], [], 0.1)
+                data = os.read(fd, 32).decode(errors="ignore") if ready else " "
+            except (OSError, ValueError):
+                self.log("keys: the terminal's input went away; keys are off (Ctrl-C still stops)")
+                return
             if not data:
                 return
             for key in data:
@@ -122,31 +121,49 @@ class Dashboard:
 
     def _refresh(self) -> None:
         assert self._live is not None
+        failed = ""
         while not self._stop.wait(self.refresh_s):
-            self._live.update(self.frame(), refresh=True)
+            try:
+                self._live.update(self.frame(), refresh=True)
+            except Exception as exc:  # a drawing bug must not freeze the screen silently nor touch the run
+                line = f"dashboard: cannot draw ({type(exc).__name__}: {exc})"
+                if line != failed:
+                    failed = line
+                    self.log(line)
 
     def __enter__(self) -> Dashboard:
-        if self.keys:
-            self._terminal.enter_context(_cbreak(self.stdin))
-        self.runtime.log = self.log
-        self.runtime.status_lines = False
-        self._live = Live(self.frame(), console=self.console, auto_refresh=False, screen=True, transient=True)
-        self._terminal.enter_context(self._live)
-        self._threads = [threading.Thread(target=self._refresh, name="vist-dashboard", daemon=True)]
-        if self.keys:
-            self._threads.append(threading.Thread(target=self._read_keys, name="vist-keys", daemon=True))
-        for t in self._threads:
-            t.start()
+        self._log, self._status_lines = self.runtime.log, self.runtime.status_lines
+        try:
+            if self.keys:
+                self._terminal.enter_context(_cbreak(self.stdin))
+            self.runtime.log = self.log
+            self.runtime.status_lines = False
+            self._live = Live(self.frame(), console=self.console, auto_refresh=False, screen=True, transient=True)
+            self._terminal.enter_context(self._live)
+            self._threads = [threading.Thread(target=self._refresh, name="vist-dashboard", daemon=True)]
+            if self.keys:
+                self._threads.append(threading.Thread(target=self._read_keys, name="vist-keys", daemon=True))
+            for t in self._threads:
+                t.start()
+        except BaseException:  # Ctrl-C or a failure while starting: the terminal is given back as it was
+            self._close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=2.0)
-        self._terminal.close()  # leaves the alternate screen, restores the terminal mode
-        self.runtime.status_lines = True
+        self._close()
         for line in self.lines:
             self.console.print(line, style="dim")
+
+    def _close(self) -> None:
+        """Stop the threads, leave the alternate screen, restore the terminal mode and the runtime's log."""
+        self._stop.set()
+        try:
+            for t in self._threads:
+                t.join(timeout=2.0)
+        finally:
+            self._terminal.close()
+            self.runtime.log, self.runtime.status_lines = self._log, self._status_lines
 
 
 def _is_tty(stream: Any) -> bool:

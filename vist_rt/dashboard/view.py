@@ -132,7 +132,7 @@ def _level(value: float, top: float) -> int:
 def mosaic(snap: Snapshot, cols: int, rows: int) -> Panel:
     """Every cell's current rate at its receptive-field centre on a `cols` x `rows` map of the model's input."""
     centres = snap.meta.get("rf_centres") or []
-    hist = snap.history
+    hist = np.nan_to_num(snap.history, nan=0.0, posinf=0.0, neginf=0.0)
     now = hist[-1] if len(hist) else np.zeros(len(centres), np.float32)
     top = float(np.percentile(hist, 99)) if hist.size else 0.0
     chars = [[(" ", None)] * cols for _ in range(rows)]
@@ -156,11 +156,11 @@ def mosaic(snap: Snapshot, cols: int, rows: int) -> Panel:
 
 def sparkline(values: np.ndarray, width: int, top: float | None = None) -> str:
     """The last `width` values as block characters scaled to [0, top] (top: their maximum by default)."""
-    v = np.asarray(values, dtype=np.float64)[-width:]
+    v = np.nan_to_num(np.asarray(values, dtype=np.float64)[-width:], nan=0.0, posinf=0.0, neginf=0.0)
     if v.size == 0:
         return ""
     top = float(v.max()) if top is None else top
-    if not top > 0:
+    if not (top > 0 and np.isfinite(top)):
         return SPARK[0] * v.size
     idx = np.clip((v / top) * (len(SPARK) - 1) + 0.5, 0, len(SPARK) - 1).astype(int)
     return "".join(SPARK[i] for i in idx)

@@ -8,6 +8,7 @@ Layout (format "vist-rt/checkpoint", version 1):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -125,14 +126,17 @@ def save_checkpoint(
         raise CheckpointError(f"checkpoint metadata is not JSON-serialisable: {exc}") from None
     tensors = {MODEL_PREFIX + k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
     tensors["rf"] = _check_rf(rf, cfg).clone()
+    from safetensors import SafetensorError
+
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
         save_file(tensors, str(tmp), metadata={META_KEY: text})
         os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+    except (OSError, SafetensorError) as exc:  # safetensors reports a missing folder as its own error
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write checkpoint {path}: {getattr(exc, 'strerror', None) or exc}") from None
     return path
 
 

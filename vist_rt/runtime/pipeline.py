@@ -65,6 +65,8 @@ class Runtime:
         self.history = RateHistory(engine.ckpt.config.cells)  # what the dashboard draws
         self.status_lines = True  # headless status lines (off while a dashboard shows the status)
         self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()  # commands from other threads (the keys)
+        self._paused_s = 0.0  # time spent paused (before the current pause), excluded from the rate
+        self._paused_since = self.started
 
     @classmethod
     def from_config(cls, cfg: RunConfig, *, log: Callable[[str], None] = print) -> Runtime:
@@ -92,10 +94,15 @@ class Runtime:
         """Ask the run to end (thread- and signal-safe); `run()` then cleans up and returns."""
         self._stop.set()
 
+    def _mark_start(self) -> None:
+        """The rate's time origin: now (paused time is counted from here)."""
+        self.started = time.perf_counter()
+        self._paused_s, self._paused_since = 0.0, self.started
+
     def request(self, cmd: str) -> None:
         """Queue a control command (reset, pause, resume) from another thread; the tick thread runs it."""
-        if cmd not in ("reset", "pause", "resume"):
-            raise VistError(f"request: {cmd!r} is not reset, pause or resume")
+        if cmd not in ("reset", "pause", "resume", "toggle-pause"):
+            raise VistError(f"request: {cmd!r} is not reset, pause, resume or toggle-pause")
         self._requests.put(cmd)
 
     @property
@@ -111,7 +118,10 @@ class Runtime:
     def status(self) -> dict[str, Any]:
         """Everything the status line, the control `status` and the summary report."""
         snap = self.stats.snapshot()
-        elapsed = time.perf_counter() - self.started
+        now = time.perf_counter()
+        elapsed = now - self.started
+        paused_s = self._paused_s + (now - max(self._paused_since, self.started) if self.paused else 0.0)
+        active = elapsed - min(paused_s, elapsed)  # the rate is over time not spent paused
         cap = self.capture
         snap.update(
             {
@@ -122,7 +132,8 @@ class Runtime:
                 "dropped": int(getattr(cap, "overwritten", 0)) if cap else 0,
                 "source_errors": int(getattr(cap, "errors", 0)) if cap else 0,
                 "target_hz": self.fps,
-                "rate_hz": snap["ticks"] / elapsed if elapsed > 0 else 0.0,
+                "rate_hz": snap["ticks"] / active if active > 0 else 0.0,
+                "paused_s": paused_s,
                 "elapsed_s": elapsed,
                 "pub": self.publisher.endpoint if self.publisher else self.cfg.pub,
                 "control": self.control.endpoint if self.control else self.cfg.control,
@@ -149,6 +160,11 @@ class Runtime:
             self.history.clear()
             return {"ok": True, "reset": True, "tick": self.tick}, None
         if cmd in ("pause", "resume"):
+            now = time.perf_counter()
+            if cmd == "pause" and not self.paused:
+                self._paused_since = now
+            elif cmd == "resume" and self.paused:
+                self._paused_s += now - self._paused_since
             self.paused = cmd == "pause"
             return {"ok": True, "paused": self.paused}, None
         # predict: lock-step only
@@ -243,6 +259,8 @@ class Runtime:
         """Queued requests, periodic meta messages and the headless status line."""
         while not self._requests.empty():
             cmd = self._requests.get_nowait()
+            if cmd == "toggle-pause":
+                cmd = "resume" if self.paused else "pause"
             reply, _ = self.handle({"cmd": cmd}, None)
             self.log(f"{cmd}: done (tick {self.tick})" if reply.get("ok") else f"{cmd}: {reply}")
         now = time.perf_counter()
@@ -302,7 +320,7 @@ class Runtime:
                 f"torch threads {self.torch_threads})"
             )
             self._publish_meta()
-            self.started = time.perf_counter()
+            self._mark_start()
             try:
                 if cfg.lockstep:
                     self._run_lockstep()
@@ -477,7 +495,7 @@ class Runtime:
                 self._housekeeping()
             clock = ModelClock(self.fps)
             clock.begin()
-            self.started = time.perf_counter()  # the rate is measured from the clock's start
+            self._mark_start()  # the rate is measured from the clock's start
             used = -1
             while not self.stopping:
                 tick = clock.wait(self._poll_control)

@@ -216,6 +216,9 @@ def train(
     extractor = extractor or PatchesExtractor(224, channels="grey")
     out = Path(out)
     last_path = out.with_name(out.stem + ".last.safetensors")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):  # before any work, not after the first epoch
+        raise VistError(f"cannot write {out}: folder {folder} does not exist or is not writable")
     with open_dataset(dataset_path) as ds:
         train_m = ds.movie(train_movie)
         test_m = ds.movie(test_movie) if test_movie else train_m
@@ -388,6 +391,7 @@ def _fit(
         tmp.replace(spath)
     final = model
     if swa is not None and run.dist.main:
+        torch.manual_seed(_epoch_seed(run.seed, run.dist.rank, recipe.epochs))  # dropout during the refresh
         _refresh_batchnorm(swa, run.f_train, run.rf, recipe, np.random.default_rng([run.seed, 99]))
         cc = float(np.mean(evaluate(swa, run.f_test, run.r_test, run.rf)))
         log(f"SWA over {swa_n} epochs: held-out CC {cc:.3f}")
