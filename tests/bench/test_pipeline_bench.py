@@ -14,11 +14,14 @@ from vist_rt.cli import main
 def test_bench_pipeline_reports_its_figures(tmp_path: Path, run_checkpoint: Path, capsys) -> None:
     out = tmp_path / "p.json"
     args = ["bench", "pipeline", "--checkpoint", str(run_checkpoint), "--ticks", "30", "--warmup", "5",
-            "--json", str(out)]  # fmt: skip
+            "--baseline", "20", "--json", str(out)]  # fmt: skip
     assert main(args) == 0
     r = json.loads(out.read_text())
     assert r["ticks"] == 30 and r["warmup"] == 5 and r["checkpoint"] == str(run_checkpoint)
     assert 25 <= r["received"] <= 30  # the subscriber got (nearly) every timed tick
     assert r["delivery_ms"]["n"] == r["received"] and r["overhead_ms"]["n"] == 30
     assert r["stages_ms"]["e2e"]["p50"] > 0 and set(r["met"]) == {"overhead", "delivery"}
-    assert "pipeline overhead" in capsys.readouterr().out
+    bare = r["bare_zmq_delivery_ms"]
+    assert bare["n"] == 20 and 0 < bare["min"] <= bare["p99"] and r["delivery_p99_vs_bare"] > 0
+    out_text = capsys.readouterr().out
+    assert "pipeline overhead" in out_text and "bare ZeroMQ" in out_text

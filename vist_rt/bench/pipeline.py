@@ -39,10 +39,60 @@ def _subscribe(endpoint: str, results: Any, stop: Any, ready: Any) -> None:
     results.put((delivery, headers))
 
 
+def _bare_subscribe(endpoint: str, n: int, results: Any, ready: Any) -> None:
+    """In its own process: receive n bare messages, note each one's one-way latency (ns stamp in frame 1)."""
+    import zmq
+
+    out: list[float] = []
+    with zmq.Context() as ctx, ctx.socket(zmq.SUB) as sock:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(endpoint)
+        ready.set()
+        while len(out) < n and sock.poll(5000):
+            frames = sock.recv_multipart()
+            out.append((time.time_ns() - int.from_bytes(frames[1], "little")) / 1e6)
+    results.put(out)
+
+
+def bare_zmq_delivery(messages: int = 300, hz: float = 30.0, size: int = 80) -> dict[str, float] | None:
+    """The machine's own floor for delivery: bare pyzmq PUB -> SUB in another process, `messages` messages of
+    `size` bytes at `hz`, no encoding, no model; one-way latency summary in ms (None when messages is 0)."""
+    import zmq
+
+    if messages <= 0:
+        return None
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    mp = multiprocessing.get_context("spawn")
+    results, ready = mp.Queue(), mp.Event()
+    with zmq.Context() as ctx, ctx.socket(zmq.PUB) as pub:
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.setsockopt(zmq.SNDHWM, 1000)
+        pub.bind(endpoint)
+        listener = mp.Process(target=_bare_subscribe, args=(endpoint, messages, results, ready), daemon=True)
+        listener.start()
+        ready.wait(timeout=60.0)
+        time.sleep(0.5)  # the subscription reaches the publisher (slow joiner)
+        payload = bytes(size)
+        start = time.perf_counter()
+        for i in range(messages):
+            time.sleep(max(0.0, start + i / hz - time.perf_counter()))
+            pub.send_multipart([b"bare", time.time_ns().to_bytes(8, "little"), payload])
+        got = results.get(timeout=60.0)
+        listener.join(timeout=10.0)
+    return summarize(np.asarray(got) / 1e3) if got else None
+
+
 def run_pipeline_bench(
-    checkpoint: str | None = None, *, ticks: int = 1000, warmup: int = 60, source: str = "synthetic"
+    checkpoint: str | None = None,
+    *,
+    ticks: int = 1000,
+    warmup: int = 60,
+    source: str = "synthetic",
+    baseline: int = 300,
 ) -> dict[str, Any]:
-    """A live run of warmup + ticks model ticks with a subscriber attached; every figure as a dict."""
+    """A live run of warmup + ticks model ticks with a subscriber attached, then `baseline` bare ZeroMQ
+    messages at the same rate (the machine's delivery floor, same run); every figure as a dict."""
     from vist_rt.demo import demo_checkpoint
     from vist_rt.runtime.config import RunConfig
     from vist_rt.runtime.pipeline import Runtime
@@ -72,6 +122,7 @@ def run_pipeline_bench(
     window = runtime.stats.latency["overhead"]
     overhead = summarize(window.values[warmup : min(window.count, len(window.values))] / 1e3)
     deliver = summarize(np.asarray([d for _, d in kept]) / 1e3)
+    bare = bare_zmq_delivery(baseline, hz=summary["target_hz"])
     return {
         "bench": "pipeline",
         "machine": machine_info(),
@@ -89,6 +140,8 @@ def run_pipeline_bench(
         "stages_ms": stages,
         "overhead_ms": overhead,
         "delivery_ms": deliver,
+        "bare_zmq_delivery_ms": bare,
+        "delivery_p99_vs_bare": deliver["p99"] / bare["p99"] if bare else None,
         "targets": TARGETS,
         "met": {
             "overhead": overhead["p99"] <= TARGETS["overhead_p99_ms"],

@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     pl.add_argument("--source", default="synthetic", help="frame source (default synthetic, live at 30 Hz)")
     pl.add_argument("--ticks", type=_positive, default=1000, help="timed model ticks (default 1000)")
     pl.add_argument("--warmup", type=_non_negative, default=60, help="untimed ticks first (default 60)")
+    pl.add_argument(
+        "--baseline",
+        type=_non_negative,
+        default=300,
+        help="bare ZeroMQ messages after the run, the machine's delivery floor (default 300; 0: none)",
+    )
     pl.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     pl.set_defaults(func=run_pipeline)
 
@@ -278,6 +284,8 @@ def _pipeline_table(result: dict[str, Any]) -> None:
     rows = [(f"stage {k}", v) for k, v in result["stages_ms"].items() if v]
     rows += [("pipeline overhead (all but model compute)", result["overhead_ms"])]
     rows += [("ZeroMQ delivery to a subscriber", result["delivery_ms"])]
+    if result.get("bare_zmq_delivery_ms"):
+        rows += [("bare ZeroMQ PUB->SUB, same rate (floor)", result["bare_zmq_delivery_ms"])]
     for label, s in rows:
         table.add_row(label, str(s["n"]), *(_ms(s[c]) for c in ("min", "p50", "p90", "p99", "max", "jitter")))
     console = _console()
@@ -288,7 +296,9 @@ def _pipeline_table(result: dict[str, Any]) -> None:
         f"{result['missed']}, dropped {result['dropped']}; overhead p99 {result['overhead_ms']['p99']:.3f} ms "
         f"(target <= {t['overhead_p99_ms']}: {'met' if met['overhead'] else 'NOT met'}), delivery p99 "
         f"{result['delivery_ms']['p99']:.3f} ms (target <= {t['delivery_p99_ms']}: "
-        f"{'met' if met['delivery'] else 'NOT met'}); features: {result['extractor']}"
+        f"{'met' if met['delivery'] else 'NOT met'}"
+        + (f"; {result['delivery_p99_vs_bare']:.2f}x bare ZeroMQ's" if result.get("delivery_p99_vs_bare") else "")
+        + f"); features: {result['extractor']}"
     )
 
 
@@ -299,5 +309,6 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
     if args.json:
         write_json(args.json, {"bench": "pipeline", "status": "running"})
-    result = run_pipeline_bench(args.checkpoint, ticks=args.ticks, warmup=args.warmup, source=args.source)
+    result = run_pipeline_bench(args.checkpoint, ticks=args.ticks, warmup=args.warmup, source=args.source,
+                                baseline=args.baseline)  # fmt: skip
     return _finish(args, result, _pipeline_table)
