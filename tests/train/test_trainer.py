@@ -16,7 +16,7 @@ from vist_rt.cli import main
 from vist_rt.data.simulate import write_simulation
 from vist_rt.errors import VistError
 from vist_rt.model import StreamingViST, load_checkpoint
-from vist_rt.train import schedule
+from vist_rt.train import schedule, trainer
 from vist_rt.train.trainer import recipe_from_toml, state_path, train
 
 
@@ -66,7 +66,11 @@ class _StopError(Exception):
 
 
 @pytest.mark.slow
-def test_seeded_reproducible_and_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+def _raise_stop(*_args: object) -> None:
+    raise _StopError
+
+
+def test_seeded_reproducible_and_resume_equals_an_uninterrupted_run(tmp_path: Path, monkeypatch) -> None:
     write_simulation(tmp_path / "s.h5", n_cells=4, n_movies=2, n_frames=80, n_trials=2, seed=2, size=(40, 48))
     recipe = recipe_from_toml(_tiny_recipe(tmp_path, epochs=4))  # SWA after epochs 3 and 4
     common = dict(test_movie="movie2", recipe=recipe,
@@ -96,6 +100,15 @@ def test_seeded_reproducible_and_resume_equals_an_uninterrupted_run(tmp_path: Pa
         assert all(torch.equal(wa[k], wr[k]) for k in wa), done  # resumed = uninterrupted, bit for bit
         assert r.history == a.history and r.best_cc == a.best_cc
     assert a.history[-1].get("swa") == 1.0
+    # stopped after the last epoch's state was written, inside the SWA BatchNorm refresh
+    out = tmp_path / "rbn.safetensors"
+    with monkeypatch.context() as m:
+        m.setattr(trainer, "_refresh_batchnorm", _raise_stop)
+        with pytest.raises(_StopError):
+            train(tmp_path / "s.h5", "movie1", out, seed=5, **common)
+    r = train(tmp_path / "s.h5", "movie1", out, seed=5, resume=True, **common)
+    wr = _weights(r.last)
+    assert all(torch.equal(wa[k], wr[k]) for k in wa) and r.history == a.history
     with pytest.raises(VistError, match="different run"):
         train(tmp_path / "s.h5", "movie1", out, seed=9, resume=True, **common)
     with pytest.raises(VistError, match="does not exist or is not writable"):
