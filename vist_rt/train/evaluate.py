@@ -141,7 +141,7 @@ def write_plots(
         if "ln_pred" in arrays:
             ax.plot(t, arrays["ln_pred"][:, c], color="C0", lw=0.8, alpha=0.7, label="LN")
         ax.set_title(f"{name} cell {c}: CC {cc[c]:.2f}")
-        ax.set_ylabel("rate")
+        ax.set_ylabel(f"rate ({result.get('units') or 'a.u.'})")
     axes[0].legend(loc="upper right", fontsize=8)
     axes[-1].set_xlabel("time (s)")
     fig.tight_layout()
