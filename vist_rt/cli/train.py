@@ -15,14 +15,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--train-movie", required=True, help="movie to train on")
     p.add_argument("--test-movie", help="held-out movie for the CC tracked each epoch (default: the training movie)")
     p.add_argument(
-        "--out", required=True, help="best checkpoint (.safetensors); the last goes to <out>.last.safetensors"
+        "--out", required=True, help="best checkpoint, e.g. m.safetensors; the last goes to m.last.safetensors"
     )
     p.add_argument("--preset", choices=("cpu-small", "paper"), default="cpu-small", help="default cpu-small")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="seed (weights, windows)")
     p.add_argument("--cache", metavar="DIR", help="reuse per-movie features from this folder")
     p.add_argument("--recipe", metavar="TOML", help="override the preset's recipe fields (docs/training.md)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default cpu)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>.state.pt (written after every epoch)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from m.state.pt (for --out m.safetensors; saved every epoch)"
+    )
     p.set_defaults(func=run_train)
 
 
