@@ -33,6 +33,9 @@ def test_eval_writes_every_figure_and_plots(tmp_path: Path, capsys) -> None:
     assert r["movie"] == "movie2" and r["frames"] == 90 and r["alpha"] == 0.5
     assert len(r["vist"]["cc"]) == 6 and len(r["vist"]["sdkl"]) == 6 and r["noise_ceiling_mean"] > 0
     assert r["ln"]["train_movie"] == "movie1" and len(r["ln"]["cc"]) == 6  # LN fitted on the checkpoint's movie
+    # the simulator's ground truth, scored the same way: the calibration a perfect model would get
+    assert r["truth"]["cc_mean"] > r["vist"]["cc_mean"] and 0 < r["truth"]["cc_mean"] <= 1
+    assert len(r["truth"]["sdkl"]) == 6 and r["truth"]["sdkl_scale"] == r["vist"]["sdkl_scale"]
     assert all((tmp_path / "plots" / n).stat().st_size > 1000 for n in ("traces.png", "cc_per_cell.png"))
     assert "LN baseline mean CC" in capsys.readouterr().out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -125,6 +126,9 @@ def test_recipe_toml_is_strict(tmp_path: Path) -> None:
     good.write_text("window = 16\nlr = 1\n")
     r = recipe_from_toml(good)
     assert r.window == 16 and r.lr == 1.0 and isinstance(r.lr, float) and r.batch == schedule.Recipe().batch
+    small = schedule.PRESETS["cpu-small"]
+    over = recipe_from_toml(good, base=small)  # the preset's fields, with the file's on top
+    assert over.window == 16 and over.lr == 1.0 and over.batch == small.batch and over.epochs == small.epochs
     for text, match in (("windw = 3\n", "unknown key"), ("window = 1.5\n", "window must be int"),
                         ("lr = 'x'\n", "lr must be float"), ("epochs = 0\n", ">= 1")):  # fmt: skip
         good.write_text(text)
@@ -172,3 +176,8 @@ def test_every_train_flag_reaches_train(tmp_path: Path, monkeypatch) -> None:
     assert seen["preset"] == "paper" and seen["seed"] == 4 and seen["cache_dir"] == "c"
     assert seen["recipe"].epochs == 7 and seen["device"] == "cuda" and seen["resume"] is True
     assert seen["command"] == "vist-rt " + " ".join(argv)
+    partial = tmp_path / "partial.toml"
+    partial.write_text("epochs = 25\n")  # over the paper preset: its batch and windows stay
+    i = argv.index("--recipe")
+    assert main([*argv[:i], "--recipe", str(partial)]) == 0
+    assert seen["recipe"] == dataclasses.replace(schedule.PRESETS["paper"], epochs=25)

@@ -41,9 +41,10 @@ def run_train(args: argparse.Namespace) -> int:
         TimeRemainingColumn,
     )
 
+    from vist_rt.train.schedule import PRESETS
     from vist_rt.train.trainer import recipe_from_toml, train
 
-    recipe = recipe_from_toml(args.recipe) if args.recipe else None
+    recipe = recipe_from_toml(args.recipe, base=PRESETS[args.preset]) if args.recipe else None
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]}  held-out CC {task.fields[cc]}"), TimeElapsedColumn(),

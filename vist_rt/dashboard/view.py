@@ -181,7 +181,8 @@ def traces(snap: Snapshot, width: int) -> Panel:
     for label, values in rows:
         now = f"{values[-1]:.2f}" if len(values) else "-"
         table.add_row(label[:12], Text(sparkline(values, spark_w), style="cyan"), now)
-    return Panel(table, title=f"rates, last {len(hist)} ticks ({snap.meta.get('units', '')})", title_align="left")
+    shown = min(len(hist), spark_w)
+    return Panel(table, title=f"rates, last {shown} ticks ({snap.meta.get('units', '')})", title_align="left")
 
 
 def render(snap: Snapshot, width: int, height: int) -> RenderableType:

@@ -78,6 +78,7 @@ def evaluate_checkpoint(
         scale = sdkl_scale(ds.units, ds.fps)
         ds_units = ds.units
         spikes = None if m.spikes is None else np.asarray(m.spikes)
+        truth = m.extra("truth")  # the simulator's ground-truth rate, when the dataset has one
         ln_feats = ln_rates = None
         if ln_m is not None and ln_movie is not None:
             ln_feats = features(ln_movie, ln_m)
@@ -96,6 +97,8 @@ def evaluate_checkpoint(
         "vist": summary(pred, target, alpha=alpha, ceiling=ceiling, scale=scale),
         "noise_ceiling_mean": None if ceiling is None else float(np.mean(ceiling)),
     }
+    if truth is not None:  # what a perfect model scores against these trial averages (a calibration)
+        result["truth"] = summary(np.asarray(truth), target, alpha=alpha, ceiling=ceiling, scale=scale)
     arrays = {"pred": pred, "target": target}
     if ln_feats is not None and ln_rates is not None:
         ln = LNModel.fit(ln_feats, ln_rates)

@@ -120,16 +120,18 @@ def _refresh_batchnorm(
     model.eval()
 
 
-def recipe_from_toml(path: str | Path) -> Recipe:
-    """A Recipe from a TOML file (top level or `[recipe]`); unknown keys and wrong types are errors."""
+def recipe_from_toml(path: str | Path, base: Recipe | None = None) -> Recipe:
+    """`base` (default: the published Recipe) with the fields a TOML file sets (top level or `[recipe]`);
+    unknown keys and wrong types are errors."""
     data = read_toml(path, "recipe")
     fields = {f.name: f for f in dataclasses.fields(Recipe)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise VistError(f"recipe {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    defaults, values = Recipe(), {}
+    base = base or Recipe()
+    values: dict[str, Any] = {}
     for key, value in data.items():
-        default = getattr(defaults, key)
+        default = getattr(base, key)
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))
@@ -137,7 +139,7 @@ def recipe_from_toml(path: str | Path) -> Recipe:
         ):
             raise VistError(f"recipe {path}: {key} must be {type(default).__name__}, got {value!r}")
         values[key] = type(default)(value)
-    return Recipe(**values)
+    return dataclasses.replace(base, **values)
 
 
 def state_path(out: str | Path) -> Path:
