@@ -181,3 +181,29 @@ def test_every_train_flag_reaches_train(tmp_path: Path, monkeypatch) -> None:
     i = argv.index("--recipe")
     assert main([*argv[:i], "--recipe", str(partial)]) == 0
     assert seen["recipe"] == dataclasses.replace(schedule.PRESETS["paper"], epochs=25)
+
+
+@pytest.mark.slow
+def test_train_on_vit_features_and_share_the_feature_cache(tmp_path: Path, capsys) -> None:
+    """`--extractor dinov2` trains on ViT tokens (here a small random ViT: NOT DINOv2); `vist-rt features` with
+    the same extractor flags fills the very cache entries `vist-rt train` reads."""
+    write_simulation(tmp_path / "s.h5", n_cells=3, n_movies=2, n_frames=70, n_trials=2, seed=4, size=(40, 48))
+    vit = ["--extractor", "dinov2", "--backbone", "vits14", "--random-vit", "0", "--image-size", "126"]
+    cache = tmp_path / "cache"
+    assert main(["features", str(tmp_path / "s.h5"), "--cache", str(cache), *vit]) == 0
+    before = sorted(cache.glob("*.npy"))
+    assert len(before) == 2
+    out = tmp_path / "v.safetensors"
+    argv = ["train", str(tmp_path / "s.h5"), "--train-movie", "movie1", "--test-movie", "movie2", "--out", str(out),
+            "--cache", str(cache), "--recipe", str(_tiny_recipe(tmp_path, epochs=2)), *vit]  # fmt: skip
+    assert main(argv) == 0
+    assert sorted(cache.glob("*.npy")) == before  # reused, not recomputed under another key
+    ckpt = load_checkpoint(out)
+    assert ckpt.extractor["kind"] == "dinov2" and ckpt.extractor["dinov2"] is False  # random: says so
+    assert ckpt.config.feature_dim == 384 and ckpt.config.grid == 9
+    assert "NOT DINOv2" in ckpt.meta["provenance"]["extractor"]
+    capsys.readouterr()
+    assert main([*argv[: -len(vit)], "--patch-channels", "rgb", "--out", str(tmp_path / "p.safetensors")]) == 0
+    assert load_checkpoint(tmp_path / "p.safetensors").config.feature_dim == 588  # colour patches
+    assert main([*argv, "--patch-channels", "grey"]) == 2
+    assert "--patch-channels only applies to --extractor patches" in capsys.readouterr().err

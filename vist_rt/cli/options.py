@@ -25,10 +25,21 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def add_extractor_args(p: argparse.ArgumentParser, *, default_backbone: str = "vitl14") -> None:
-    """--extractor, --backbone, --vit-weights / --random-vit, --block, --norm, --image-size, --crop."""
+def add_extractor_args(
+    p: argparse.ArgumentParser,
+    *,
+    default_backbone: str = "vitl14",
+    default_extractor: str = "dinov2",
+    default_patch_channels: str = "rgb",
+) -> None:
+    """--extractor, --backbone, --vit-weights / --random-vit, --block, --norm, --image-size, --crop,
+    --patch-channels."""
     g = p.add_argument_group("feature extractor")
-    g.add_argument("--extractor", choices=("dinov2", "patches"), default="dinov2", help="default: dinov2")
+    g.add_argument("--extractor", choices=("dinov2", "patches"), default=default_extractor,
+                   help=f"default: {default_extractor}")  # fmt: skip
+    patch_help = f"--extractor patches: rgb or grey 14x14 patches (default {default_patch_channels})"
+    g.add_argument("--patch-channels", choices=("rgb", "grey"), default=None, help=patch_help)
+    p.set_defaults(patch_channels_default=default_patch_channels)
     g.add_argument("--backbone", default=default_backbone, help=f"DINOv2 backbone (default {default_backbone})")
     w = g.add_mutually_exclusive_group()
     w.add_argument("--vit-weights", metavar="PATH", help="DINOv2 weights: Meta .pth, timm file, or HF folder")
@@ -64,7 +75,10 @@ def extractor_from_args(args: argparse.Namespace, **runtime: Any) -> Any:
         given = [flag for flag, used in vit_only.items() if used]
         if given:
             raise VistError(f"{', '.join(given)} only apply to --extractor dinov2, not patches")
-        return PatchesExtractor(image_size=args.image_size, crop=args.crop)
+        channels = args.patch_channels or args.patch_channels_default
+        return PatchesExtractor(image_size=args.image_size, channels=channels, crop=args.crop)
+    if args.patch_channels is not None:
+        raise VistError("--patch-channels only applies to --extractor patches, not dinov2")
     return DINOv2Extractor(
         args.backbone,
         args.vit_weights,

@@ -21,10 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seed", type=int_at_least(0), default=0, help="seed (weights, windows)")
     p.add_argument("--cache", metavar="DIR", help="reuse per-movie features from this folder")
     p.add_argument("--recipe", metavar="TOML", help="override the preset's recipe fields (docs/training.md)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default cpu)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (and run a ViT; cpu)")
     p.add_argument(
         "--resume", action="store_true", help="continue from m.state.pt (for --out m.safetensors; saved every epoch)"
     )
+    from vist_rt.cli.options import add_extractor_args
+
+    add_extractor_args(p, default_extractor="patches", default_patch_channels="grey")
     p.set_defaults(func=run_train)
 
 
@@ -41,10 +44,13 @@ def run_train(args: argparse.Namespace) -> int:
         TimeRemainingColumn,
     )
 
+    from vist_rt.cli.options import extractor_from_args
     from vist_rt.train.schedule import PRESETS
     from vist_rt.train.trainer import recipe_from_toml, train
 
     recipe = recipe_from_toml(args.recipe, base=PRESETS[args.preset]) if args.recipe else None
+    vit = {"backend": "auto", "device": args.device, "precision": "fp32"}  # the features are computed once
+    extractor = extractor_from_args(args, **vit) if args.extractor == "dinov2" else extractor_from_args(args)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]}  held-out CC {task.fields[cc]}"), TimeElapsedColumn(),
@@ -63,8 +69,9 @@ def run_train(args: argparse.Namespace) -> int:
             progress.update(task, completed=step, total=total, loss=f"{loss:.4f}")
 
         res = train(args.data, args.train_movie, args.out, test_movie=args.test_movie, preset=args.preset,
-                    recipe=recipe, seed=args.seed, cache_dir=args.cache, device=args.device, resume=args.resume,
-                    command="vist-rt " + " ".join(args.argv), log=log, on_step=on_step, on_epoch=on_epoch)  # fmt: skip
+                    recipe=recipe, extractor=extractor, seed=args.seed, cache_dir=args.cache, device=args.device,
+                    resume=args.resume, command="vist-rt " + " ".join(args.argv), log=log, on_step=on_step,
+                    on_epoch=on_epoch)  # fmt: skip
     if main_rank:
         print(f"best held-out CC {res.best_cc:.3f}: {res.best}; last: {res.last}")
     return 0
