@@ -34,9 +34,15 @@ META = {"n": 3, "fps": 30.0, "units": "spikes/s", "cell_ids": ["on-1", "off-2", 
 
 def snap(history: np.ndarray | None = None, **kw: Any) -> Snapshot:
     h = np.tile(np.array([[1.0, 8.0, 0.0]], np.float32), (20, 1)) if history is None else history
-    missed_recent = kw.pop("missed_recent", 0)
-    return Snapshot(status=status(**kw), meta=META, history=h, picks=(0, 1), missed_recent=missed_recent,
-                    uptime_s=12.0, log=("reset: done (tick 100)",))  # fmt: skip
+    recent = {k: kw.pop(k, 0) for k in ("missed_recent", "stale_recent")}
+    return Snapshot(status=status(**kw), meta=META, history=h, picks=(0, 1), uptime_s=12.0,
+                    log=("reset: done (tick 100)",), **recent)  # fmt: skip
+
+
+def _lat(**p99: float) -> dict[str, Any]:
+    """status()'s latency_ms with the given stages' p99 replaced (ms)."""
+    lat = status()["latency_ms"]
+    return {k: ({**v, "p99": p99[k]} if k in p99 and v else v) for k, v in lat.items()}
 
 
 def text_of(renderable: Any, width: int = 120) -> str:
@@ -88,6 +94,10 @@ def test_non_finite_rates_draw() -> None:
         ({"rate_hz": 25.0}, RED),
         ({"rate_hz": 29.5}, AMBER),
         ({"mode": "replay", "rate_hz": 300.0}, OK),  # replay runs as fast as it can
+        ({"latency_ms": _lat(e2e=32.0)}, OK),  # live e2e includes the wait for the next tick: not judged
+        ({"latency_ms": _lat(temporal=20.0)}, AMBER),  # a tick's work over half the 33-ms period
+        ({"latency_ms": _lat(temporal=30.0, overhead=5.0)}, RED),  # over a whole period
+        ({"stale_recent": 3}, AMBER),  # the features lag the clock now
     ],
 )
 def test_colours_turn_when_the_clock_cannot_be_held(kw: dict[str, Any], want: str) -> None:

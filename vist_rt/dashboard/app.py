@@ -50,6 +50,7 @@ class Dashboard:
         self.lines: collections.deque[str] = collections.deque(maxlen=6)
         self.started = clock()
         self._last_missed = 0
+        self._last_stale = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._live: Live | None = None
@@ -72,14 +73,16 @@ class Dashboard:
     def snapshot(self) -> Snapshot:
         """The run as it is now."""
         status = self.runtime.status()
-        missed = int(status["missed"])
+        missed, stale = int(status["missed"]), int(status["stale"])
         recent, self._last_missed = missed - self._last_missed, missed
+        stale_recent, self._last_stale = stale - self._last_stale, stale
         return Snapshot(
             status=status,
             meta=self.runtime.meta,
             history=self.runtime.history.recent(),
             picks=self.picks,
             missed_recent=max(0, recent),
+            stale_recent=max(0, stale_recent),
             uptime_s=self.clock() - self.started,
             log=tuple(self.lines),
             keys=self.keys,
