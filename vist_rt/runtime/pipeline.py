@@ -60,13 +60,11 @@ class Runtime:
         self._last_status = 0.0
         self._temporal_ms = 0.0  # of the last tick (for the overhead figure)
         self._failure: str | None = None  # set by the feature thread when its backend fails
-        self.started = time.perf_counter()
+        self._mark_start()  # started, and the paused-time account (reset again when the clock starts)
         self.meta = self._meta()
         self.history = RateHistory(engine.ckpt.config.cells)  # what the dashboard draws
         self.status_lines = True  # headless status lines (off while a dashboard shows the status)
         self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()  # commands from other threads (the keys)
-        self._paused_s = 0.0  # time spent paused (before the current pause), excluded from the rate
-        self._paused_since = self.started
 
     @classmethod
     def from_config(cls, cfg: RunConfig, *, log: Callable[[str], None] = print) -> Runtime:
@@ -95,7 +93,8 @@ class Runtime:
         self._stop.set()
 
     def _mark_start(self) -> None:
-        """The rate's time origin: now (paused time is counted from here)."""
+        """The rate's time origin: now. Paused time (excluded from the rate) is counted from here:
+        `_paused_s` before the current pause, `_paused_since` when the current one began."""
         self.started = time.perf_counter()
         self._paused_s, self._paused_since = 0.0, self.started
 
@@ -120,7 +119,7 @@ class Runtime:
         snap = self.stats.snapshot()
         now = time.perf_counter()
         elapsed = now - self.started
-        paused_s = self._paused_s + (now - max(self._paused_since, self.started) if self.paused else 0.0)
+        paused_s = self._paused_s + (now - self._paused_since if self.paused else 0.0)
         active = elapsed - min(paused_s, elapsed)  # the rate is over time not spent paused
         cap = self.capture
         snap.update(
