@@ -34,9 +34,12 @@ def _server_key(key: bytes | str | os.PathLike[str]) -> bytes:
         from vist_rt.runtime.publish import load_curve_keys
 
         return load_curve_keys(key)[0]
-    raw = key.encode("ascii") if isinstance(key, str) else bytes(key)  # type: ignore[arg-type]
+    raw = key.encode("ascii", "replace") if isinstance(key, str) else bytes(key)  # type: ignore[arg-type]
     if len(raw) not in (32, 40):
-        raise VistError("curve_server_key must be a key file, a 40-character Z85 key or 32 raw bytes")
+        looks_like_path = isinstance(key, os.PathLike) or (isinstance(key, str) and ("/" in key or "." in key))
+        if looks_like_path:
+            raise VistError(f"server key file not found: {key} (give the server.key file or its 40-character Z85 text)")
+        raise VistError("curve_server_key (--server-key) must be a key file, a 40-character Z85 key or 32 raw bytes")
     return raw
 
 
@@ -257,6 +260,10 @@ class LockstepClient:
             raise VistError(f"predict: frame must be uint8, got {arr.dtype}")
         if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3)) or arr.size == 0:
             raise VistError(f"predict: frame must be [H, W] or [H, W, 1|3], got shape {tuple(arr.shape)}")
+        from vist_rt.runtime.control import MAX_REQUEST_BYTES
+
+        if arr.nbytes > MAX_REQUEST_BYTES - 4096:  # the server would drop the connection without a reply
+            raise VistError(f"predict: a {arr.nbytes}-byte frame exceeds the {MAX_REQUEST_BYTES}-byte request limit")
         arr = np.ascontiguousarray(arr)
         head = dumps({"cmd": "predict", "shape": list(arr.shape), "dtype": "uint8"})
         frames = self._exchange([head, memoryview(arr).cast("B")], "predict")

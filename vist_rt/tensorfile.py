@@ -40,6 +40,8 @@ def read_tensor_file(path: Path, what: str, error: type[VistError] = VistError) 
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise error(f"{path} is not a readable PyTorch file: {msg}") from None
+    except Exception:  # the unpickler raises KeyError, IndexError, ... on text or other junk
+        raise error(f"{path} is not a readable PyTorch file (not a tensor file)") from None
     if not isinstance(obj, Mapping):
         raise error(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
     return obj

@@ -104,3 +104,38 @@ def test_user_mistakes_are_one_line_without_traceback(tmp_path: Path, checkpoint
         assert proc.returncode == 2
         assert "Traceback" not in proc.stderr
         assert proc.stderr.startswith("vist-rt: error: ") and proc.stderr.count("\n") == 1
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("vist-rt: error:") and not any("Traceback" in line for line in err)
+    return err[-1]
+
+
+def test_export_refuses_an_existing_out_unless_forced(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    out = tmp_path / "victim.onnx"
+    out.write_text("not an ONNX file, and not to be lost")
+    assert main(["export", "onnx", "temporal", "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    assert "exists" in _error(capsys) and out.read_text() == "not an ONNX file, and not to be lost"
+    assert main(["export", "onnx", "temporal", "--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in _error(capsys)
+    assert main(["export", "onnx", "temporal", "--checkpoint", str(checkpoint), "--out", str(out), "--force"]) == 0
+    assert out.read_bytes()[:2] != b"no"
+
+
+def test_keys_refuse_to_replace_unless_forced(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("zmq.auth")
+    keys = tmp_path / "keys"
+    assert main(["keys", str(keys)]) == 0
+    first = (keys / "server.key").read_bytes()
+    assert main(["keys", str(keys)]) == 2
+    assert "vist-rt keys --force" in _error(capsys) and (keys / "server.key").read_bytes() == first
+    assert main(["keys", str(keys), "--force"]) == 0
+    assert (keys / "server.key").read_bytes() != first
+
+
+def test_path_mistakes_name_the_path(tmp_path: Path, capsys) -> None:
+    assert main(["checkpoint", "info", str(tmp_path)]) == 2
+    assert "is a folder, not a checkpoint file" in _error(capsys)
+    assert main(["listen", "tcp://127.0.0.1:1", "--server-key", str(tmp_path / "nope.key"), "--timeout", "0.1"]) == 2
+    assert "server key file not found" in _error(capsys)

@@ -199,3 +199,144 @@ def test_argument_errors(capsys: pytest.CaptureFixture[str]) -> None:
 def test_listen_bad_endpoint_is_a_vist_error() -> None:
     with pytest.raises(VistError, match="cannot connect"):
         listen.run_listen(parse("listen", "nowhere", "--timeout", "0.1"))
+
+
+class _Pub:
+    """A bare publisher socket on a random loopback port, for hand-made message sequences."""
+
+    def __init__(self) -> None:
+        self.sock = zmq.Context.instance().socket(zmq.PUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{port}"
+
+    def send_in_thread(self, messages: list[list[bytes]], stop: threading.Event, period: float = 0.002) -> None:
+        def run() -> None:
+            k = 0
+            while not stop.is_set():
+                self.sock.send_multipart(messages[k % len(messages)])
+                k += 1
+                time.sleep(period)
+
+        threading.Thread(target=run, daemon=True).start()
+
+
+def _rates(seq: int, n: int, **extra: object) -> list[bytes]:
+    from vist_rt.runtime.wire import encode_rates
+
+    return [bytes(p) for p in encode_rates(make_header(seq=seq, tick=seq, **extra), np.full(n, seq, np.float32))]
+
+
+@pytest.mark.parametrize(("sig", "why"), [(signal.SIGINT, "interrupted"), (signal.SIGHUP, "SIGHUP")])
+def test_record_ctrl_c_and_sighup_flush_and_exit_0(
+    publisher: PubThread, tmp_path: Path, capsys: pytest.CaptureFixture[str], sig: int, why: str
+) -> None:
+    out = tmp_path / "rec.h5"
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), sig))
+    timer.start()
+    old = signal.getsignal(sig)
+    try:
+        assert listen.run_record(parse("record", publisher.endpoint, str(out), "--timeout", "5")) == 0
+    finally:
+        timer.cancel()
+    assert signal.getsignal(sig) is old  # the handler is put back
+    data = read_recording(out)
+    assert len(data["seq"]) > 0 and data["cut_rows"] == 0 and len(data["headers"]) == len(data["rates"])
+    assert f"stopped ({why})" in capsys.readouterr().out
+
+
+def test_record_bad_endpoint_creates_no_file_and_keeps_an_old_one(tmp_path: Path) -> None:
+    out = tmp_path / "rec.h5"
+    with pytest.raises(VistError):
+        listen.run_record(parse("record", "tcp://127.0.0.1", str(out), "--timeout", "1"))
+    assert not out.exists()  # a retry with the endpoint fixed is not refused with "exists"
+    out.write_bytes(b"an older recording")
+    with pytest.raises(VistError):
+        listen.run_record(parse("record", "tcp://127.0.0.1", str(out), "--timeout", "1", "--force"))
+    assert out.read_bytes() == b"an older recording"
+
+
+def test_record_goes_on_in_a_new_file_when_the_cell_count_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pub, stop = _Pub(), threading.Event()
+    # a publisher restart with another model: seq starts again, 4 cells instead of 3
+    pub.send_in_thread([_rates(s, 3) for s in range(10)] + [_rates(s, 4) for s in range(10)], stop)
+    out = tmp_path / "rec.h5"
+    (tmp_path / "rec-2.h5").write_bytes(b"taken")  # the next free name is used
+    try:
+        assert listen.run_record(parse("record", pub.endpoint, str(out), "--count", "30", "--timeout", "5")) == 0
+    finally:
+        stop.set()
+        pub.sock.close(0)
+    # the publisher cycles 3 -> 4 -> 3 ... cells: every change opens the next free name
+    rolled = [p for p in tmp_path.glob("rec-*.h5") if p.name != "rec-2.h5"]
+    names = [out, *sorted(rolled, key=lambda p: int(p.stem.split("-")[1]))]
+    assert [p.name for p in names[:2]] == ["rec.h5", "rec-3.h5"]
+    parts = [read_recording(p) for p in names]
+    assert [d["rates"].shape[1] for d in parts] == [3, 4, 3, 4, 3][: len(parts)]
+    assert sum(len(d["seq"]) for d in parts) == 30 and parts[1]["seq"][0] == 0
+    assert (tmp_path / "rec-2.h5").read_bytes() == b"taken"
+    text = capsys.readouterr().out
+    assert "going on in" in text and "rec-3.h5" in text and "recorded 30 rates" in text
+
+
+def test_timeout_fires_when_every_message_is_malformed(capsys: pytest.CaptureFixture[str]) -> None:
+    pub, stop = _Pub(), threading.Event()
+    pub.send_in_thread([[b"meta", b"{broken"]], stop, period=0.01)
+    try:
+        t0 = time.monotonic()
+        assert listen.run_listen(parse("listen", pub.endpoint, "--timeout", "0.5")) == 0
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        stop.set()
+        pub.sock.close(0)
+    captured = capsys.readouterr()
+    assert "stopped (no message for 0.5 s)" in captured.out and "bad message skipped" in captured.err
+
+
+def test_listen_json_writes_non_finite_rates_as_null(capsys: pytest.CaptureFixture[str]) -> None:
+    from vist_rt.runtime.wire import encode_rates
+
+    pub, stop = _Pub(), threading.Event()
+    msg = [bytes(p) for p in encode_rates(make_header(), np.array([np.nan, np.inf, 1.0], np.float32))]
+    pub.send_in_thread([msg], stop)
+    try:
+        assert listen.run_listen(parse("listen", pub.endpoint, "--count", "2", "--json", "--timeout", "5")) == 0
+    finally:
+        stop.set()
+        pub.sock.close(0)
+    lines = capsys.readouterr().out.strip().splitlines()
+    records = [json.loads(line, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}")) for line in lines]
+    assert [r["rates"] for r in records] == [[None, None, 1.0]] * 2
+
+
+def test_a_stop_takes_the_messages_already_received() -> None:
+    class Sub:
+        def __init__(self) -> None:
+            self.queue = list(range(5))
+
+        def recv(self, timeout_ms: int) -> int | None:
+            return self.queue.pop(0) if self.queue else None
+
+    stop = threading.Event()
+    stop.set()  # the signal came before the loop could take anything
+    got: list[int] = []
+    why = listen._receive(parse("listen", "tcp://127.0.0.1:1"), Sub(), stop, got.append)
+    assert got == [0, 1, 2, 3, 4] and why == "terminated"
+
+
+def test_record_skips_a_message_it_cannot_store_and_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pub, stop = _Pub(), threading.Event()
+    pub.send_in_thread([_rates(1, 3), _rates(2, 3, t_frame_ns=2**64 - 1), _rates(3, 3)], stop)
+    out = tmp_path / "rec.h5"
+    try:
+        assert listen.run_record(parse("record", pub.endpoint, str(out), "--count", "12", "--timeout", "5")) == 0
+    finally:
+        stop.set()
+        pub.sock.close(0)
+    data = read_recording(out)
+    assert 2 not in data["seq"].tolist() and {1, 3} <= set(data["seq"].tolist())
+    captured = capsys.readouterr()
+    assert "message not recorded" in captured.err and "does not fit a 64-bit integer" in captured.err
+    assert "refused" in captured.out

@@ -114,3 +114,73 @@ def test_without_a_terminal_the_dashboard_falls_back_to_status_lines(run_checkpo
     assert "no terminal on stdout: running headless" in err
     assert "model: tiny.safetensors: 5 cells at 30 Hz; features: raw grey pixel patches" in out
     assert "[live] tick" in out and "vist-rt run (live): 3 ticks" in out
+
+
+def test_toml_keys_are_the_flags_names(tmp_path: Path):
+    toml = tmp_path / "run.toml"
+    toml.write_text("[run]\nmeta-every = 2\nstatus-every = 0.5\nno-dashboard = true\n")
+    cfg = parse("--config", str(toml))
+    assert (cfg.meta_every_s, cfg.status_every_s, cfg.dashboard) == (2.0, 0.5, False)
+    toml.write_text("[run]\nno-dashboard = 1\n")
+    with pytest.raises(Exception, match="no-dashboard must be true or false"):
+        parse("--config", str(toml))
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("fps = inf", "fps must be between 0.01 and 1000"),
+        ("fps = 1e308", "fps must be between 0.01 and 1000"),
+        ("fps = 1e-300", "fps must be between 0.01 and 1000"),
+        ("threads = -1", "threads must be >= 1"),
+        ("threads = 0", "threads must be >= 1"),
+        ("width = 0", "width must be >= 1"),
+        ("hwm = 99999999999999", "hwm must be between 1 and 2147483647"),
+        ("meta-every = inf", "meta_every_s must be a number of seconds > 0"),
+    ],
+)
+def test_out_of_range_settings_are_refused(tmp_path: Path, toml: str, message: str):
+    path = tmp_path / "run.toml"
+    path.write_text(f"[run]\n{toml}\n")
+    with pytest.raises(Exception, match=message):
+        parse("--config", str(path))
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "0", "-1"])
+def test_non_finite_rates_are_refused_by_the_flags(capsys, value: str):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--fps", value])
+    assert exc.value.code == 2 and "expected a finite number > 0" in capsys.readouterr().err
+
+
+def test_device_cuda_without_a_gpu_is_one_line(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible here")
+    assert main(["run", "--device", "cuda", "--no-dashboard", "--max-frames", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("vist-rt: error:") and "no CUDA device is visible" in err[-1]
+    assert not any("Traceback" in line for line in err)
+
+
+def test_sigterm_while_the_model_loads_exits_0_without_running(monkeypatch, capsys):
+    import os
+    import signal
+
+    class Never:
+        def run(self) -> None:
+            raise AssertionError("the run must not start after SIGTERM")
+
+        def stop(self) -> None:
+            pass
+
+    def slow_load(cfg, log):  # SIGTERM arrives while the model (or an engine) is loading
+        os.kill(os.getpid(), signal.SIGTERM)
+        return Never()
+
+    monkeypatch.setattr("vist_rt.runtime.pipeline.Runtime.from_config", staticmethod(slow_load))
+    old = signal.getsignal(signal.SIGTERM)
+    assert main(["run", "--no-dashboard"]) == 0
+    assert signal.getsignal(signal.SIGTERM) is old
+    assert "stopped by SIGTERM before the run started" in capsys.readouterr().out

@@ -90,9 +90,9 @@ def test_latest_is_the_newest_frame_and_waits_for_new_ones():
         assert wait_for(lambda: cap.captured == 3)
         f = cap.latest()
         assert (f.index, f.t_ns, f.seq) == (2, 2000, 2) and np.all(f.image == 2)
-        assert cap.latest(after=f.index) is None  # nothing newer
+        assert cap.latest(after=f.seq) is None  # nothing newer
         threading.Timer(0.05, src.gate.release).start()
-        g = cap.latest(after=f.index, timeout=2.0)  # waits for the next one
+        g = cap.latest(after=f.seq, timeout=2.0)  # waits for the next one
         assert g is not None and g.index == 3
         out = np.empty((H, W), np.uint8)
         assert cap.latest(out=out).image is out and np.all(out == 3)
@@ -100,7 +100,7 @@ def test_latest_is_the_newest_frame_and_waits_for_new_ones():
     assert not cap.running and src.closed == 1 and cap.state == "stopped"
 
 
-def test_latest_after_an_index_with_gaps_or_a_restarted_count():
+def test_latest_after_a_seq_whatever_the_source_indices():
     src = CountingSource(gated=True, step=10)  # indices 0, 10, 20, ... (a source that skips frames)
     with CaptureThread(src, ring=4) as cap:
         src.gate.release()
@@ -108,9 +108,25 @@ def test_latest_after_an_index_with_gaps_or_a_restarted_count():
         assert f is not None and (f.index, f.seq) == (0, 0)
         assert cap.latest(after=0) is None
         src.gate.release()
-        g = cap.latest(after=f.index, timeout=2.0)
+        g = cap.latest(after=f.seq, timeout=2.0)
         assert g is not None and (g.index, g.seq) == (10, 1)
-        assert cap.latest(after=10**9).index == 10  # the caller saw a higher index (a rig restarted its count)
+        assert cap.latest(after=g.seq) is None
+        assert cap.latest(after=10**9).index == 10  # any other seq: the newest frame
+
+
+def test_latest_tells_frames_apart_by_seq_when_a_rig_repeats_its_index():
+    src = CountingSource(gated=True, step=0)  # every frame has index 0 (a rig that repeats its index)
+    with CaptureThread(src, ring=4) as cap:
+        last, got = None, []
+        for _ in range(5):
+            threading.Timer(0.02, src.gate.release).start()
+            f = cap.latest(after=last, timeout=2.0)
+            assert f is not None, "a new frame with a repeated index was not seen"
+            got.append(f)
+            last = f.seq
+        assert [f.index for f in got] == [0] * 5 and [f.seq for f in got] == list(range(5))
+        assert [int(f.image[0, 0]) for f in got] == list(range(5))  # five different frames
+        assert cap.latest(after=last) is None
 
 
 def test_drop_mode_fast_source_slow_consumer_counts_overwrites():
@@ -118,7 +134,7 @@ def test_drop_mode_fast_source_slow_consumer_counts_overwrites():
     with CaptureThread(src, ring=4, drop=True) as cap:
         got = []
         while not cap.ended:
-            f = cap.latest(after=got[-1].index if got else None, timeout=0.5)
+            f = cap.latest(after=got[-1].seq if got else None, timeout=0.5)
             if f is not None:
                 got.append(f)
             time.sleep(0.01)  # a slow consumer

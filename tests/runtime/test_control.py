@@ -91,6 +91,10 @@ def good_request_works(server: ControlServer, req: zmq.Socket) -> None:
         ([b'{"cmd": "predict", "shape": [4], "dtype": "uint8"}', b"\x00" * 4], "'shape' must be"),
         ([b'{"cmd": "predict", "shape": "2x2", "dtype": "uint8"}', b"\x00" * 4], "'shape' must be"),
         ([b'{"cmd": "predict", "shape": [2, -2], "dtype": "uint8"}', b"\x00" * 4], "'shape' must be"),
+        # JSON that Python refuses to build (not a JSONDecodeError): the socket must still answer
+        ([b"[" * 100_000 + b"]" * 100_000], "request is not UTF-8 JSON: RecursionError"),
+        ([b'{"cmd": "status", "x": ' + b"9" * 5000 + b"}"], "request is not UTF-8 JSON: ValueError"),
+        ([b'{"cmd": "predict", "shape": [' + b"9" * 5000 + b', 2], "dtype": "uint8"}', b"\x00"], "ValueError"),
     ],
 )
 def test_malformed_requests_get_ok_false_and_socket_survives(

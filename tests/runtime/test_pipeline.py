@@ -201,17 +201,23 @@ def test_live_stops_when_its_source_ends(run_checkpoint: Path, monkeypatch) -> N
     assert 1 <= summary["features"] <= 12 and summary["ticks"] >= 1
 
 
-def test_live_stops_with_one_line_when_the_feature_stage_fails(run_checkpoint: Path) -> None:
-    engine = Engine.from_files(run_checkpoint, log=lambda _: None)
+def failing_engine(checkpoint: Path, message: str, after: int = 3) -> Engine:
+    """An engine whose feature stage raises RuntimeError(message) from its (after+1)-th frame on (a dying GPU)."""
+    engine = Engine.from_files(checkpoint, log=lambda _: None)
     fast, calls = engine.features, []
 
     def failing(image):  # type: ignore[no-untyped-def]
         calls.append(1)
-        if len(calls) > 3:
-            raise RuntimeError("CUDA out of memory (simulated)")
+        if len(calls) > after:
+            raise RuntimeError(message)
         return fast(image)
 
     engine.features = failing  # type: ignore[method-assign]
+    return engine
+
+
+def test_live_stops_with_one_line_when_the_feature_stage_fails(run_checkpoint: Path) -> None:
+    engine = failing_engine(run_checkpoint, "CUDA out of memory (simulated)")
     with pytest.raises(VistError, match="the feature stage failed: RuntimeError: CUDA out of memory"):
         Runtime(_live(run_checkpoint, source="synthetic"), engine, log=lambda _: None).run()
 

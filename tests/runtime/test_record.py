@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import h5py
@@ -149,3 +150,112 @@ def test_headers_are_json(tmp_path: Path) -> None:
         rec.add(rates_msg(0, np.ones(1, np.float32)))
     with h5py.File(tmp_path / "h.h5", "r") as f:
         assert json.loads(f["headers"].asstr()[0])["n"] == 1
+
+
+def _columns_equal(path: Path) -> list[int]:
+    """Every per-message dataset's length (read straight from the file): they must all be equal."""
+    with h5py.File(path, "r") as f:
+        return [f[k].shape[0] for k in ("rates", "seq", "tick", "frame", "t_frame_ns", "t_pub_ns", "stale", "headers")]
+
+
+class _FailingWrites:
+    """Patch h5py so that the `after`-th dataset write from now on raises `exc` (once)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, after: int, exc: BaseException) -> None:
+        self.calls = 0
+        real = h5py.Dataset.__setitem__
+
+        def setitem(ds: h5py.Dataset, key: object, value: object) -> None:
+            self.calls += 1
+            if self.calls == after:
+                raise exc
+            real(ds, key, value)
+
+        monkeypatch.setattr(h5py.Dataset, "__setitem__", setitem)
+
+
+def test_failed_flush_rolls_back_and_keeps_the_file_readable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "rec.h5"
+    rec = Recorder(path, flush_every=4)
+    for s in range(4):
+        rec.add(rates_msg(s, np.full(2, s, np.float32)))  # one complete flush
+    _FailingWrites(monkeypatch, after=3, exc=OSError("[Errno 28] No space left on device"))
+    for s in range(4, 7):
+        rec.add(rates_msg(s, np.full(2, s, np.float32)))
+    with pytest.raises(VistError, match="No space left on device") as info:
+        rec.add(rates_msg(7, np.full(2, 7, np.float32)))  # the 3rd dataset of this flush fails
+    assert "\n" not in str(info.value)
+    assert _columns_equal(path) == [4] * 8  # cut back to the last complete flush, no half-written rows
+    with pytest.raises(VistError, match="failed"):
+        rec.add(rates_msg(8, np.full(2, 8, np.float32)))
+    rec.close()  # writes nothing more, does not raise again
+    data = read_recording(path)
+    assert data["seq"].tolist() == [0, 1, 2, 3] and data["cut_rows"] == 0
+
+
+def test_interrupted_flush_is_written_once_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "rec.h5"
+    with Recorder(path, flush_every=100) as rec:
+        for s in range(5):
+            rec.add(rates_msg(s, np.full(3, s, np.float32)))
+        with monkeypatch.context() as m:
+            _FailingWrites(m, after=4, exc=KeyboardInterrupt())
+            with pytest.raises(KeyboardInterrupt):
+                rec.flush()
+        assert _columns_equal(path) == [0] * 8 and rec.pending == 5
+        rec.add(rates_msg(5, np.full(3, 5, np.float32)))
+    data = read_recording(path)
+    assert data["seq"].tolist() == list(range(6)) and data["rates"][:, 0].tolist() == list(range(6))
+
+
+def test_disk_almost_full_stops_before_writing(tmp_path: Path) -> None:
+    path = tmp_path / "rec.h5"
+    rec = Recorder(path, flush_every=2, min_free_bytes=1 << 62)
+    rec.add(rates_msg(0, np.ones(2, np.float32)))
+    with pytest.raises(VistError, match=r"almost full .* holds the 0 rates rows written before"):
+        rec.add(rates_msg(1, np.ones(2, np.float32)))
+    rec.close()
+    assert read_recording(path)["seq"].tolist() == []
+    with Recorder(tmp_path / "empty.h5", min_free_bytes=1 << 62):
+        pass  # nothing to write: closing on a full disk is fine
+
+
+def test_integers_beyond_int64_are_refused_and_nothing_is_buffered(tmp_path: Path) -> None:
+    path = tmp_path / "rec.h5"
+    with Recorder(path, flush_every=1) as rec:
+        rec.add(rates_msg(0, np.ones(2, np.float32)))
+        with pytest.raises(VistError, match="t_frame_ns 18446744073709551615 does not fit a 64-bit integer"):
+            rec.add(rates_msg(1, np.ones(2, np.float32), t_frame_ns=2**64 - 1))
+        rec.add(rates_msg(2, np.ones(2, np.float32)))
+    assert read_recording(path)["seq"].tolist() == [0, 2]
+
+
+def test_rows_reach_the_disk_after_the_flush_interval(tmp_path: Path) -> None:
+    path = tmp_path / "rec.h5"
+    with Recorder(path, flush_every=1000, flush_interval_s=0.05) as rec:
+        rec.add(rates_msg(0, np.ones(2, np.float32)))
+        rec.flush_due()
+        assert _columns_equal(path)[0] == 0  # not yet due
+        time.sleep(0.06)
+        rec.flush_due()  # e.g. from an idle loop: no message needed
+        assert _columns_equal(path)[0] == 1 and rec.pending == 0
+        rec.add(rates_msg(1, np.ones(2, np.float32)))
+        time.sleep(0.06)
+        rec.add(rates_msg(2, np.ones(2, np.float32)))  # an add past the interval flushes too
+        assert _columns_equal(path)[0] == 3
+
+
+def test_read_recording_cuts_unequal_columns_and_refuses_bad_headers(tmp_path: Path) -> None:
+    path = tmp_path / "rec.h5"
+    with Recorder(path) as rec:
+        for s in range(3):
+            rec.add(rates_msg(s, np.ones(2, np.float32)))
+    with h5py.File(path, "a") as f:  # as another tool might leave it
+        f["seq"].resize(4, axis=0)
+    data = read_recording(path)
+    assert data["cut_rows"] == 1 and data["seq"].tolist() == [0, 1, 2] and len(data["headers"]) == 3
+    with h5py.File(path, "a") as f:
+        f["headers"][1] = "{broken"
+    with pytest.raises(VistError, match="a header is not JSON") as info:
+        read_recording(path)
+    assert "\n" not in str(info.value)

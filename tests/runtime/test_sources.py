@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 from pathlib import Path
 
@@ -400,3 +401,28 @@ def test_make_source_errors_list_the_accepted_forms(spec: str):
 def test_read_before_open_is_an_error():
     with pytest.raises(VistError, match="before open"):
         SyntheticSource(size=(H, W)).read()
+
+
+def test_zmq_source_reports_the_port_it_bound_and_binds_ipv6_loopback() -> None:
+    import socket
+
+    src = make_source("zmq:tcp://127.0.0.1:0")
+    src._open()
+    try:
+        assert re.fullmatch(r"tcp://127\.0\.0\.1:\d+", src.endpoint) and not src.endpoint.endswith(":0")
+        assert src.endpoint in src.describe()
+    finally:
+        src._close()
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    src6 = make_source("zmq:tcp://[::1]:0")
+    src6._open()
+    try:
+        assert src6.endpoint.startswith("tcp://[::1]:") and not src6.endpoint.endswith(":0")
+    finally:
+        src6._close()

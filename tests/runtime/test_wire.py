@@ -136,6 +136,8 @@ def _rates_parts(**changes: Any) -> list[bytes]:
         ([b"meta", b"{not json"], "not UTF-8 JSON"),
         ([b"meta", b"\xff\xfe"], "not UTF-8 JSON"),
         ([b"meta", b"[1, 2]"], "must be a JSON object"),
+        ([b"meta", b"[" * 100_000 + b"]" * 100_000], "not UTF-8 JSON: RecursionError"),
+        ([b"meta", b'{"v":1,"seq":' + b"9" * 5000 + b"}"], "not UTF-8 JSON: ValueError"),
         ([b"meta", b'{"v":2,"seq":0}'], "unsupported wire version 2"),
         ([b"meta", b'{"v":1.0,"seq":0}'], "unsupported wire version"),
         ([b"meta", b'{"seq":0}'], "unsupported wire version None"),

@@ -170,11 +170,12 @@ def test_every_train_flag_reaches_train(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr("vist_rt.train.trainer.train", fake_train)
     recipe = _tiny_recipe(tmp_path, epochs=7)
     argv = ["train", "d.h5", "--train-movie", "a", "--test-movie", "b", "--out", "o.safetensors", "--preset", "paper",
-            "--seed", "4", "--cache", "c", "--recipe", str(recipe), "--device", "cuda", "--resume"]  # fmt: skip
+            "--seed", "4", "--cache", "c", "--recipe", str(recipe), "--device", "cuda", "--resume",
+            "--force"]  # fmt: skip
     assert main(argv) == 0
     assert (seen["data"], seen["train_movie"], seen["out"], seen["test_movie"]) == ("d.h5", "a", "o.safetensors", "b")
     assert seen["preset"] == "paper" and seen["seed"] == 4 and seen["cache_dir"] == "c"
-    assert seen["recipe"].epochs == 7 and seen["device"] == "cuda" and seen["resume"] is True
+    assert seen["recipe"].epochs == 7 and seen["device"] == "cuda" and seen["resume"] is True and seen["force"] is True
     assert seen["command"] == "vist-rt " + " ".join(argv)
     partial = tmp_path / "partial.toml"
     partial.write_text("epochs = 25\n")  # over the paper preset: its batch and windows stay

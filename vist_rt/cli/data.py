@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 
+from vist_rt.cli.options import int_at_least
 from vist_rt.errors import VistError
 
 
@@ -16,6 +18,21 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _fps(text: str) -> float:
+    """A frame rate in Hz within the simulator's range (0.1 to 1000)."""
+    from vist_rt.data.simulate import FPS_RANGE
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and FPS_RANGE[0] <= value <= FPS_RANGE[1]):
+        raise argparse.ArgumentTypeError(
+            f"fps must be a number between {FPS_RANGE[0]:g} and {FPS_RANGE[1]:g} Hz, got {text!r}"
+        )
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `simulate` and `convert`."""
     p = sub.add_parser("simulate", help="write a simulated retina's responses as a dataset file")
@@ -24,9 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--movies", type=int, default=2, help="number of movies (default 2)")
     p.add_argument("--frames", type=int, default=300, help="frames per movie (default 300)")
     p.add_argument("--trials", type=int, default=10, help="repeated trials per movie (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed, >= 0 (default 0)")
     p.add_argument("--size", type=_size, default=(120, 160), help="frame size HxW (default 120x160)")
-    p.add_argument("--fps", type=float, default=30.0, help="frame rate = bin rate, Hz (default 30)")
+    p.add_argument("--fps", type=_fps, default=30.0, help="frame rate = bin rate, 0.1 to 1000 Hz (default 30)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
     p.set_defaults(func=run_simulate)
 
     conv = sub.add_parser("convert", help="convert published recordings to a dataset file")
@@ -39,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     o.add_argument("--frames", type=int, default=None, help="use only the first N frames")
     o.add_argument("--frame-size", type=_size, default=(360, 360), help="raw frame size HxW (default 360x360)")
     o.add_argument("--cell-prefix", default="", help="prefix of the cell ids (default none: n001, n002, ...)")
+    o.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
     o.set_defaults(func=run_convert)
 
 
@@ -48,7 +67,8 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     from vist_rt.data.simulate import noise_ceiling, truth_cc, write_simulation
 
-    sim = write_simulation(args.out, args.cells, args.movies, args.frames, args.trials, args.seed, args.size, args.fps)
+    sim = write_simulation(args.out, args.cells, args.movies, args.frames, args.trials, args.seed, args.size, args.fps,
+                           overwrite=args.force)  # fmt: skip
     h, w = sim.retina.size
     print(
         f"wrote {args.out}: {sim.retina.n_cells} cells ({int((sim.retina.polarity > 0).sum())} ON), "
@@ -74,7 +94,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
     path = convert_onken(
         args.dryad_dir, args.out, movie=args.movie, fps=args.fps, frame_shape=args.frame_size,
-        n_frames=args.frames, cell_prefix=args.cell_prefix,
+        n_frames=args.frames, cell_prefix=args.cell_prefix, overwrite=args.force,
     )  # fmt: skip
     with open_dataset(path) as ds:
         m = ds.movie(args.movie)

@@ -17,16 +17,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     f = what.add_parser("features", help="the ViT: pixels [N,3,S,S] -> tokens [N,T,D] of one block")
     add_extractor_args(f)
-    f.add_argument("--out", required=True, metavar="FILE", help="ONNX file to write")
+    f.add_argument("--out", required=True, metavar="FILE", help="ONNX file to write (not an existing one)")
+    f.add_argument("--force", action="store_true", help="replace an existing --out")
     f.add_argument("--opset", type=int_at_least(17), default=17, help="ONNX opset (default 17)")
     f.set_defaults(func=run_features)
 
     t = what.add_parser("temporal", help="one streaming Vi-ST step, its ring state as explicit inputs/outputs")
     t.add_argument("--checkpoint", required=True, metavar="PATH", help="vist-rt checkpoint (.safetensors)")
     t.add_argument("--batch", type=int_at_least(1), default=1, help="independent streams (default 1)")
-    t.add_argument("--out", required=True, metavar="FILE", help="ONNX file to write")
+    t.add_argument("--out", required=True, metavar="FILE", help="ONNX file to write (not an existing one)")
+    t.add_argument("--force", action="store_true", help="replace an existing --out")
     t.add_argument("--opset", type=int_at_least(17), default=17, help="ONNX opset (default 17)")
     t.set_defaults(func=run_temporal)
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """VistError before any work when --out exists (and --force is not given) or is a folder."""
+    from pathlib import Path
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise VistError(f"--out {out} is a folder; give the ONNX file to write")
+    if out.exists() and not args.force:
+        raise VistError(f"--out {out} exists; choose another name or pass --force to replace it")
 
 
 def _report(path: object) -> None:
@@ -47,6 +60,7 @@ def run_features(args: argparse.Namespace) -> int:
 
     if args.extractor != "dinov2":
         raise VistError("only the dinov2 extractor has a graph to export (patches are a reshape)")
+    _check_out(args)
     ext = extractor_from_args(args, backend="torch")
     print(ext.describe())
     _report(export_features_onnx(ext.module, ext.spec, args.out, opset=args.opset))
@@ -59,6 +73,7 @@ def run_temporal(args: argparse.Namespace) -> int:
     from vist_rt.model.step_graph import export_step_onnx
     from vist_rt.model.streaming import StreamingViST
 
+    _check_out(args)
     ckpt = load_checkpoint(args.checkpoint)
     stream = StreamingViST.from_model(ckpt.model, ckpt.rf.unsqueeze(0).expand(args.batch, -1, -1, -1))
     _report(export_step_onnx(stream, args.out, opset=args.opset))

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from vist_rt.cli.options import int_at_least
 
@@ -60,25 +64,44 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 @contextmanager
-def _stop_on_sigterm() -> Iterator[threading.Event]:
-    """An event set by SIGTERM (main thread only; elsewhere it is never set by a signal)."""
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT (Ctrl-C), SIGTERM or SIGHUP (main thread only; elsewhere never set by a signal).
+
+    Turning the signals into an event means no KeyboardInterrupt can land inside a write; a second Ctrl-C
+    raises KeyboardInterrupt as usual, for a stop that is stuck.
+    """
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
 
     def handler(signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and stop.is_set():
+            raise KeyboardInterrupt
+        stop.reason = "interrupted" if signum == signal.SIGINT else signal.Signals(signum).name  # type: ignore[attr-defined]
         stop.set()
 
-    old = signal.signal(signal.SIGTERM, handler)
+    wanted = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    old = {sig: signal.signal(sig, handler) for sig in wanted}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
 
 
-def _receive(args: argparse.Namespace, sub: Any, stop: threading.Event, on_message: Callable[[Any], None]) -> str:
-    """Receive until --count, --timeout, SIGTERM or Ctrl-C; returns why it stopped."""
+def _receive(
+    args: argparse.Namespace,
+    sub: Any,
+    stop: threading.Event,
+    on_message: Callable[[Any], None],
+    on_idle: Callable[[], None] | None = None,
+) -> str:
+    """Receive until --count, --timeout, a signal or Ctrl-C; returns why it stopped.
+
+    On a signal, the messages the socket already holds are taken too (for up to 10 s), so that stopping a
+    recording does not drop what was in flight. `on_idle` runs between messages.
+    """
     from vist_rt.runtime.wire import WireError
 
     count = 0
@@ -88,20 +111,32 @@ def _receive(args: argparse.Namespace, sub: Any, stop: threading.Event, on_messa
         while not stop.is_set():
             if args.count is not None and count >= args.count:
                 return f"{count} messages"
+            if timeout_ms is not None and (time.monotonic() - last) * 1000.0 >= timeout_ms:
+                return f"no message for {args.timeout:g} s"
+            if on_idle is not None:
+                on_idle()
             try:
                 msg = sub.recv(_SLICE_MS)
-            except WireError as exc:
+            except WireError as exc:  # not a message: it does not reset --timeout
                 print(f"vist-rt: bad message skipped: {exc}", file=sys.stderr)
-                last = time.monotonic()
                 continue
             if msg is None:
-                if timeout_ms is not None and (time.monotonic() - last) * 1000.0 >= timeout_ms:
-                    return f"no message for {args.timeout:g} s"
                 continue
             last = time.monotonic()
             count += 1
             on_message(msg)
-        return "terminated"
+        drain_until = time.monotonic() + 10.0
+        while (args.count is None or count < args.count) and time.monotonic() < drain_until:
+            try:
+                msg = sub.recv(0)
+            except WireError as exc:
+                print(f"vist-rt: bad message skipped: {exc}", file=sys.stderr)
+                continue
+            if msg is None:
+                break
+            count += 1
+            on_message(msg)
+        return getattr(stop, "reason", "terminated")
     except KeyboardInterrupt:
         return "interrupted"
 
@@ -131,8 +166,10 @@ def run_listen(args: argparse.Namespace) -> int:
         h = msg.header
         if args.json:
             record = {"topic": msg.topic, "header": h}
-            if msg.rates is not None:
-                record["rates"] = msg.rates.tolist()
+            if msg.rates is not None:  # strict JSON: a non-finite rate is null
+                values = msg.rates.tolist()
+                finite = np.isfinite(msg.rates).all()
+                record["rates"] = values if finite else [v if math.isfinite(v) else None for v in values]
             print(json.dumps(record, separators=(",", ":")), file=out, flush=True)
             return
         if msg.topic == "rates":
@@ -167,27 +204,90 @@ def run_listen(args: argparse.Namespace) -> int:
             seen_gaps = len(gaps)
             show(msg)
 
-        with _stop_on_sigterm() as stop:
+        with _stop_on_signals() as stop:
             why = _receive(args, sub, stop, on_message)
         print(_summary(sub, why, counts["rates"], counts["meta"]), file=sys.stderr if args.json else out, flush=True)
     return 0
 
 
-def run_record(args: argparse.Namespace) -> int:
-    """Record the stream to HDF5 (checked writable before connecting); Ctrl-C / SIGTERM flush and exit 0."""
-    from vist_rt.client import Subscriber
-    from vist_rt.runtime.record import Recorder
+def _next_free(path: Path) -> Path:
+    """`path` with -2, -3, ... before its suffix: the first such name that does not exist."""
+    k = 2
+    while True:
+        candidate = path.with_name(f"{path.stem}-{k}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+        k += 1
 
-    with Recorder(
-        args.out, flush_every=getattr(args, "flush_every", 100), source=args.endpoint, overwrite=args.force
-    ) as rec:
-        with Subscriber(args.endpoint, curve_server_key=args.server_key) as sub, _stop_on_sigterm() as stop:
-            why = _receive(args, sub, stop, rec.add)
-        rec.flush()
-        print(
-            f"recorded {rec.rates_count} rates and {rec.meta_count} meta messages"
-            f"{f' ({rec.cells} cells)' if rec.cells else ''} to {args.out}; stopped ({why}); "
-            f"lost {rec.tracker.lost} in {len(rec.tracker.gaps)} gaps",
-            flush=True,
+
+class _Recording:
+    """The recorder(s) of `vist-rt record`: a publisher restart with another cell count opens OUT-2.h5, ..."""
+
+    def __init__(self, out: Path, args: argparse.Namespace) -> None:
+        from vist_rt.runtime.record import Recorder
+
+        self._make = lambda path, force: Recorder(
+            path, flush_every=args.flush_every, source=args.endpoint, overwrite=force
         )
+        self.files = [out]
+        self.totals = {"rates": 0, "meta": 0, "lost": 0, "gaps": 0, "refused": 0}
+        self.rec = self._make(out, args.force)
+
+    def add(self, msg: Any) -> None:
+        from vist_rt.errors import VistError
+        from vist_rt.runtime.record import CellCountError, RecordingError
+
+        try:
+            self.rec.add(msg)
+        except RecordingError:
+            raise  # writing failed: the run stops, the file holds everything up to its last write
+        except CellCountError as exc:
+            path = _next_free(self.files[0])
+            print(f"vist-rt: {exc} (the publisher restarted with another model): going on in {path}", flush=True)
+            self._close()
+            self.rec = self._make(path, False)
+            self.files.append(path)
+            self.rec.add(msg)
+        except VistError as exc:  # this message cannot be stored (e.g. an integer beyond int64): the rest can
+            self.totals["refused"] += 1
+            print(f"vist-rt: message not recorded: {exc}", file=sys.stderr, flush=True)
+
+    def _close(self) -> None:
+        rec = self.rec
+        rec.close()
+        self.totals["rates"] += rec.rates_count
+        self.totals["meta"] += rec.meta_count
+        self.totals["lost"] += rec.tracker.lost
+        self.totals["gaps"] += len(rec.tracker.gaps)
+
+    def close(self) -> str:
+        """Close the current file; a summary of everything recorded."""
+        self._close()
+        t, cells = self.totals, self.rec.cells
+        return (
+            f"recorded {t['rates']} rates and {t['meta']} meta messages"
+            f"{f' ({cells} cells)' if cells and len(self.files) == 1 else ''} to {', '.join(map(str, self.files))}"
+            f"; lost {t['lost']} in {t['gaps']} gaps" + (f"; {t['refused']} refused" if t["refused"] else "")
+        )
+
+
+def run_record(args: argparse.Namespace) -> int:
+    """Record the stream to HDF5: OUT is checked, then the endpoint, and only then is OUT created.
+
+    Ctrl-C, SIGTERM and SIGHUP take what is in flight, flush and exit 0; a failed write stops with the
+    file as it was at the last flush (exit 2).
+    """
+    from vist_rt.client import Subscriber
+    from vist_rt.runtime.record import check_writable
+
+    out = Path(args.out)
+    check_writable(out, overwrite=args.force)
+    with Subscriber(args.endpoint, curve_server_key=args.server_key) as sub:
+        recording = _Recording(out, args)
+        try:
+            with _stop_on_signals() as stop:
+                why = _receive(args, sub, stop, recording.add, on_idle=lambda: recording.rec.flush_due())
+        finally:
+            summary = recording.close()
+        print(f"{summary}; stopped ({why})", flush=True)
     return 0

@@ -20,8 +20,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
 
 
@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     k = sub.add_parser("keys", help="make CurveZMQ keys for a non-loopback --pub/--control")
     k.add_argument("dir", help="folder to write server.key (give it to clients) and server.key_secret into")
+    k.add_argument("--force", action="store_true", help="replace keys already in DIR (clients need the new key)")
     k.set_defaults(func=run_keys)
 
 
@@ -85,11 +86,24 @@ def run(args: argparse.Namespace) -> int:
     if dashboard and not sys.stdout.isatty():
         print("vist-rt: no terminal on stdout: running headless (status lines, then a summary)", file=sys.stderr)
         dashboard = False
-    runtime = Runtime.from_config(cfg, log=print)
-    print(describe(runtime))
+    # SIGTERM is handled from here on, model loading (and any engine build) included
+    terminated = threading.Event()
+    started: list[Any] = []
+
+    def on_sigterm(*_: Any) -> None:
+        terminated.set()
+        for runtime in started:
+            runtime.stop()
+
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, lambda *_: runtime.stop()) if main_thread else None
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if main_thread else None
     try:
+        runtime = Runtime.from_config(cfg, log=print)
+        started.append(runtime)
+        if terminated.is_set():
+            print("vist-rt: stopped by SIGTERM before the run started; nothing was published")
+            return 0
+        print(describe(runtime))
         with _dashboard(runtime) if dashboard else contextlib.nullcontext():
             summary = runtime.run()
     finally:
@@ -140,6 +154,6 @@ def run_keys(args: argparse.Namespace) -> int:
     """Write a CurveZMQ key pair for the server and one for a client."""
     from vist_rt.runtime.publish import make_curve_keys
 
-    public, secret = make_curve_keys(args.dir)
+    public, secret = make_curve_keys(args.dir, overwrite=args.force)
     print(f"server public key: {public}\nserver secret key: {secret} (keep it private)")
     return 0

@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--resume", action="store_true", help="continue from m.state.pt (for --out m.safetensors; saved every epoch)"
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the outputs of an earlier run (m.safetensors, m.last.safetensors, m.state.pt); default: refuse",
+    )
     from vist_rt.cli.options import add_extractor_args
 
     add_extractor_args(p, default_extractor="patches", default_patch_channels="grey")
@@ -70,11 +75,50 @@ def run_train(args: argparse.Namespace) -> int:
 
         res = train(args.data, args.train_movie, args.out, test_movie=args.test_movie, preset=args.preset,
                     recipe=recipe, extractor=extractor, seed=args.seed, cache_dir=args.cache, device=args.device,
-                    resume=args.resume, command="vist-rt " + " ".join(args.argv), log=log, on_step=on_step,
-                    on_epoch=on_epoch)  # fmt: skip
+                    resume=args.resume, force=args.force, command="vist-rt " + " ".join(args.argv), log=log,
+                    on_step=on_step, on_epoch=on_epoch)  # fmt: skip
     if main_rank:
         print(f"best held-out CC {res.best_cc:.3f}: {res.best}; last: {res.last}")
     return 0
+
+
+def _alpha(text: str) -> float:
+    """argparse type: the SD-KL bandwidth factor, a finite number in (0, 10]."""
+    import math
+
+    from vist_rt.train.evaluate import ALPHA_MAX
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and 0 < value <= ALPHA_MAX):
+        raise argparse.ArgumentTypeError(f"expected a number in (0, {ALPHA_MAX:g}], got {text!r}")
+    return value
+
+
+def _write_json_atomic(path: str, data: dict[str, Any]) -> None:
+    """Write the figures to a temporary file next to `path`, then rename it over `path`."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from vist_rt.bench.stats import write_json
+    from vist_rt.errors import VistError
+
+    target = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise VistError(f"cannot write {path}: {exc.strerror or exc}") from None
+    os.close(fd)
+    try:
+        write_json(tmp, data)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise VistError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -83,23 +127,28 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("checkpoint", help="vist-rt checkpoint (.safetensors)")
     p.add_argument("data", help="dataset file (.h5)")
     p.add_argument("--movie", required=True, help="movie to evaluate on")
-    p.add_argument("--alpha", type=float, default=0.3, help="SD-KL KDE bandwidth factor (default 0.3)")
+    p.add_argument("--alpha", type=_alpha, default=0.3, help="SD-KL KDE bandwidth factor, in (0, 10] (default 0.3)")
     p.add_argument("--ln-train-movie", help="fit the LN baseline on this movie (default: the checkpoint's)")
     p.add_argument("--vit-weights", metavar="PATH", help="DINOv2 weights, for checkpoints with DINOv2 features")
     p.add_argument("--cache", metavar="DIR", help="reuse per-movie features from this folder")
-    p.add_argument("--json", metavar="PATH", help="write every figure to PATH")
+    p.add_argument("--json", metavar="PATH", help="write every figure to PATH (at the end; replaces PATH)")
     p.add_argument("--plots", metavar="DIR", help="write PNG plots into DIR")
     p.set_defaults(func=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     """Evaluate and print the headline figures."""
-    from vist_rt.bench.stats import write_json
+    from vist_rt.data.paths import check_output_dir, check_output_file
     from vist_rt.model import load_checkpoint
     from vist_rt.train.evaluate import evaluate_checkpoint, write_plots
 
+    # every output is checked before the work, and nothing is written (or truncated) until the figures exist
     if args.json:
-        write_json(args.json, {"status": "running"})
+        check_output_file(args.json, overwrite=True, flag="--json")
+    if args.plots:
+        check_output_dir(args.plots, flag="--plots")
+    if args.cache:
+        check_output_dir(args.cache, flag="--cache")
     from rich.progress import Progress
 
     with Progress(transient=True) as bar:
@@ -124,7 +173,7 @@ def run_eval(args: argparse.Namespace) -> int:
         fps = load_checkpoint(args.checkpoint).fps
         result["plots"] = [str(p) for p in write_plots(result, arrays, args.plots, fps=fps)]
     if args.json:
-        write_json(args.json, result)
+        _write_json_atomic(args.json, result)
     return 0
 
 
@@ -148,8 +197,10 @@ def run_features(args: argparse.Namespace) -> int:
 
     from vist_rt.cli.options import extractor_from_args
     from vist_rt.data.dataset import open_dataset
-    from vist_rt.train.trainer import cached_features, feature_cache_path, movie_features
+    from vist_rt.data.paths import check_output_dir
+    from vist_rt.train.trainer import feature_cache_path, movie_features, read_cache_entry, store_cache_entry
 
+    check_output_dir(args.cache, flag="--cache")  # before any work
     runtime = {"backend": args.backend, "device": args.device, "precision": args.precision,
                "cache_dir": args.engines, "threads": args.threads}  # fmt: skip
     ext = extractor_from_args(args, **runtime) if args.extractor == "dinov2" else extractor_from_args(args)
@@ -158,15 +209,18 @@ def run_features(args: argparse.Namespace) -> int:
         for name in ds.movies:
             movie = ds.movie(name)
             path = feature_cache_path(Path(args.data), name, ext, Path(args.cache))
-            if path.is_file():
+            cached, why = read_cache_entry(path, movie.T, ext)
+            if cached is not None:
                 progress.console.print(f"{name}: cached ({path})")
                 continue
+            if why:
+                progress.console.print(f"{name}: {why}: recomputing it", soft_wrap=True)
             task = progress.add_task(name, total=movie.T)
 
             def advance(done: int, _total: int, task: Any = task) -> None:
                 progress.update(task, completed=done)
 
             feats = movie_features(movie.stimulus, ext, progress=advance)
-            cached_features(Path(args.data), name, movie.stimulus, ext, Path(args.cache), computed=feats)
+            store_cache_entry(path, feats)
             progress.console.print(f"{name}: {feats.shape[0]} frames -> {path}")
     return 0

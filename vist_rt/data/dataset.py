@@ -9,7 +9,8 @@ Layout (see docs/data.md)::
     /cells/ids                string  [C]
     file attrs: fps (Hz), units, source
 
-`write_dataset` writes atomically (a temporary file in the same folder, then `os.replace`).
+`write_dataset` writes atomically (a temporary file in the same folder, then `os.replace`) and replaces an
+existing file only when asked (`overwrite=True`).
 `open_dataset` checks every shape, dtype and attribute before anything is read, and raises one
 one-line `VistError` for the first problem it finds.
 """
@@ -28,6 +29,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from vist_rt.data.paths import check_output_file
 from vist_rt.errors import VistError
 
 
@@ -90,8 +92,9 @@ def write_dataset(
     *,
     extras: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     attrs: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a dataset file atomically; returns its path.
+    """Write a dataset file atomically; returns its path. An existing file is replaced only with `overwrite`.
 
     movies: name -> (stimulus uint8 `[T,H,W]`|`[T,H,W,3]`, rates float32 `[T,C]`, spikes uint16 `[R,T,C]` or None).
     rf: float32 `[C,H,W]`; cell_ids: C strings. extras: name -> {dataset: array} stored next to a movie's
@@ -118,8 +121,12 @@ def write_dataset(
             raise VistError(f"movie {name!r}: rates have {rates.shape[1]} cells but rf has {rf.shape[0]}")
         if not np.isfinite(rates).all():
             raise VistError(f"movie {name!r}: rates contain NaN or inf")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    check_output_file(path, overwrite=overwrite)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise VistError(f"cannot write {path}: {exc.strerror or exc}") from None
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:
@@ -143,6 +150,9 @@ def write_dataset(
                 for key, value in (extras or {}).get(name, {}).items():
                     g.create_dataset(key, data=np.asarray(value))
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise VistError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -18,6 +18,7 @@ Output: frames `[T,H,W]`; counts in bins [k/fps, (k+1)/fps) s as uint16 `[R,T,C]
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 from pathlib import Path
@@ -27,6 +28,7 @@ import cv2
 import numpy as np
 
 from vist_rt.data.dataset import write_dataset
+from vist_rt.data.paths import check_output_file
 from vist_rt.errors import VistError
 
 
@@ -41,8 +43,9 @@ def _loadmat(path: Path) -> dict[str, Any]:
         raise VistError("reading .mat files needs scipy: pip install 'vist-rt[train]'") from None
     try:
         return loadmat(str(path), squeeze_me=False)
-    except (OSError, ValueError, NotImplementedError) as exc:
-        raise VistError(f"{path}: cannot read as a MATLAB (v5) .mat file ({exc})") from None
+    except Exception as exc:  # scipy raises MatReadError, ValueError, TypeError, ... on a damaged or foreign file
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VistError(f"{path}: cannot read as a MATLAB (v5) .mat file ({msg})") from None
 
 
 def read_frames(stimuli_dir: Path, frame_shape: tuple[int, int], n_frames: int | None = None) -> np.ndarray:
@@ -74,7 +77,7 @@ def _find_spike_file(neural_dir: Path, movie: str) -> Path:
     exact = neural_dir / f"{movie}.mat"
     if exact.is_file():
         return exact
-    found = sorted(p for p in neural_dir.glob(f"{movie}*.mat") if "receptive" not in p.name.lower())
+    found = sorted(p for p in neural_dir.glob(f"{glob.escape(movie)}*.mat") if "receptive" not in p.name.lower())
     if not found:
         names = ", ".join(sorted(p.stem for p in neural_dir.glob("*.mat"))) or "none"
         raise VistError(f"{neural_dir}: no {movie}*.mat; .mat files: {names}")
@@ -92,7 +95,10 @@ def bin_spikes(spikes: Any, n_frames: int, fps: float, source: str = "Spikes") -
     flat: list[np.ndarray] = []
     for c in range(n_cells):  # setup loop over neurons x trials (~1000 entries)
         for r in range(n_trials):
-            t_ms = np.asarray(cells[c, r], dtype=np.float64).ravel()
+            try:
+                t_ms = np.asarray(cells[c, r], dtype=np.float64).ravel()
+            except (TypeError, ValueError):
+                raise VistError(f"{source}: spike times of neuron {c + 1}, trial {r + 1} are not numbers") from None
             k = np.floor(t_ms * fps / 1000.0)
             k = k[(k >= 0) & (k < n_frames)].astype(np.int64)
             flat.append((r * n_frames + k) * n_cells + c)
@@ -131,9 +137,14 @@ def rasterize_contours(
     h, w = frame_shape
     masks = np.zeros((len(items), h, w), np.uint8)
     for i, item in enumerate(items):  # setup loop over cells
-        pts = np.asarray(item, dtype=np.float64)
+        try:
+            pts = np.asarray(item, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise VistError(f"{source}: RF contour {i} is not numbers") from None
         if pts.ndim != 2 or 2 not in pts.shape:
             raise VistError(f"{source}: RF contour {i} must be 2xK points, got shape {list(pts.shape)}")
+        if not np.isfinite(pts).all() or np.abs(pts).max(initial=0) > 1e6:
+            raise VistError(f"{source}: RF contour {i} holds NaN, inf or absurd coordinates")
         xy = pts.T if pts.shape[0] == 2 else pts  # -> [K, 2] (x, y)
         if one_based:
             xy = xy - 1.0
@@ -151,17 +162,21 @@ def convert_onken(
     n_frames: int | None = None,
     rf_one_based: bool = True,
     cell_prefix: str = "",
+    overwrite: bool = False,
 ) -> Path:
     """Convert one recording/movie of the Onken et al. data to a dataset file; returns its path.
 
     Cell ids are `<cell_prefix>n001`, ... in the file's neuron order (the same neurons in two movies of one
-    recording get the same ids).
+    recording get the same ids). `out_path` is checked first: an existing file is replaced only with `overwrite`.
     """
     root = Path(dryad_dir)
     if not root.is_dir():
         raise VistError(f"not a folder: {root}")
     if not (np.isfinite(fps) and fps > 0):
         raise VistError(f"fps must be > 0, got {fps!r}")
+    if not movie or "/" in movie:
+        raise VistError(f"movie name must be non-empty without '/', got {movie!r}")
+    check_output_file(out_path, overwrite=overwrite)
     spike_file = _find_spike_file(root / "NeuralData", movie)
     mat = _loadmat(spike_file)
     if "Spikes" not in mat:
@@ -186,4 +201,5 @@ def convert_onken(
         "spikes/s",
         f"Onken et al. 2017 (doi 10.5061/dryad.4ch10): {spike_file.name}, RFs from {rf_file.name}",
         attrs={"trials": int(spikes.shape[0])},
+        overwrite=overwrite,
     )

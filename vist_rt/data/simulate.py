@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from vist_rt.data.dataset import write_dataset
+from vist_rt.data.paths import check_output_file
 from vist_rt.errors import VistError
 from vist_rt.runtime.movie import SyntheticMovie
 
 CALIBRATION_FRAMES = 240  # frames of the calibration movie that fix each cell's generator scale
+FPS_RANGE = (0.1, 1000.0)  # Hz: frame (= bin) rates the simulator accepts
 RF_MASK_SIGMAS = 1.5  # a cell's RF mask: pixels within this many centre sigmas of its centre
 
 
@@ -178,8 +180,9 @@ class Simulation:
         """Frame (= bin) rate, Hz."""
         return self.retina.fps
 
-    def write(self, path: str | os.PathLike[str]) -> Path:
-        """Write in the dataset format, with each movie's ground truth as `/movies/<name>/truth`."""
+    def write(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write in the dataset format, with each movie's ground truth as `/movies/<name>/truth` (an existing
+        file is replaced only with `overwrite`)."""
         r = self.retina
         params = {
             "seed": self.seed, "cells": r.n_cells, "movies": len(self.movies), "trials": self.n_trials,
@@ -196,6 +199,7 @@ class Simulation:
             f"vist_rt.data.simulate seed={self.seed}",
             extras={name: {"truth": m.truth} for name, m in self.movies.items()},
             attrs={"simulation": params},
+            overwrite=overwrite,
         )
 
 
@@ -216,8 +220,10 @@ def simulate(
     h, w = (int(v) for v in size)
     if h < 16 or w < 16:
         raise VistError(f"simulate: size must be at least 16x16, got {h}x{w}")
-    if not (np.isfinite(fps) and fps > 0):
-        raise VistError(f"simulate: fps must be > 0, got {fps!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise VistError(f"simulate: seed must be an integer >= 0, got {seed!r}")
+    if not (np.isfinite(fps) and FPS_RANGE[0] <= fps <= FPS_RANGE[1]):
+        raise VistError(f"simulate: fps must be between {FPS_RANGE[0]:g} and {FPS_RANGE[1]:g} Hz, got {fps!r}")
     retina = make_retina(n_cells, seed, (h, w), float(fps))
     movies: dict[str, SimMovie] = {}
     for m in range(n_movies):
@@ -240,10 +246,15 @@ def write_simulation(
     seed: int = 0,
     size: tuple[int, int] = (120, 160),
     fps: float = 30.0,
+    *,
+    overwrite: bool = False,
 ) -> Simulation:
-    """`simulate(...)` and write the result to `path` (the dataset format plus `/movies/<name>/truth`)."""
+    """`simulate(...)` and write the result to `path` (the dataset format plus `/movies/<name>/truth`).
+
+    `path` is checked first (a folder, an unwritable place, or an existing file without `overwrite`: VistError)."""
+    check_output_file(path, overwrite=overwrite)
     sim = simulate(n_cells, n_movies, n_frames, n_trials, seed, size, fps)
-    sim.write(path)
+    sim.write(path, overwrite=overwrite)
     return sim
 
 

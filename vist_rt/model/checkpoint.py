@@ -143,6 +143,8 @@ def save_checkpoint(
 def _read_file(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     from safetensors import SafetensorError, safe_open
 
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file (.safetensors)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

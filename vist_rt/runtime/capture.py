@@ -10,7 +10,8 @@ the writer got there meanwhile, the copy is thrown away and it tries again. The 
 reader. Consumers always get a copy (into `out=` when given, so the hot path can avoid allocating).
 
 drop=True (live): the capture side never blocks; a slot that no one consumed is overwritten and counted in
-`overwritten`. `latest(after=index)` returns the newest frame if it is not the one the caller has.
+`overwritten`. `latest(after=seq)` returns the newest frame if it is not the one the caller has (frames are
+told apart by `seq`, never by the source's `index`, which a rig may repeat).
 drop=False (replay): the capture side waits for a free slot, so nothing is lost; `next_in_order()` gives
 every frame in capture order.
 """
@@ -50,7 +51,6 @@ class CaptureThread:
         self._slot_taken = [False] * self.ring
         self._written = 0  # frames published (newest seq = _written - 1)
         self._consumed = 0  # next seq for next_in_order()
-        self._newest_index = -1  # index of the newest frame
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -191,7 +191,6 @@ class CaptureThread:
         self._slot_seq[k] = seq
         with self._cond:
             self._written = seq + 1
-            self._newest_index = frame.index
             self.captured += 1
             self._cond.notify_all()
 
@@ -215,21 +214,21 @@ class CaptureThread:
     def latest(self, after: int | None = None, *, timeout: float = 0.0, out: np.ndarray | None = None) -> Frame | None:
         """The newest frame, as a copy (into `out` when given), unless it is the one you already have.
 
-        `after`: the `index` of the last frame you got (None: no frame yet). Returns the newest frame if its
-        index differs from `after` (indices never repeat within a stream; a rig that restarts its count is
-        still seen), waiting up to `timeout` s for one; None if there is none (yet).
+        `after`: the `seq` of the last frame you got (None: no frame yet). Returns the newest frame if its
+        seq differs from `after`, waiting up to `timeout` s for one; None if there is none (yet), or at once
+        when the capture has ended. The source's `index` plays no part: a rig may repeat or restart it.
         """
         deadline = time.monotonic() + timeout
         while True:
             with self._cond:
-                while (self._written == 0 or self._newest_index == after) and not (
+                while (self._written == 0 or self._written - 1 == after) and not (
                     self._finished or self._stop.is_set()
                 ):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return None
                     self._cond.wait(remaining)
-                if self._written == 0 or self._newest_index == after:
+                if self._written == 0 or self._written - 1 == after:
                     return None
                 seq = self._written - 1
             frame = self._copy(seq, out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,10 @@ from vist_rt.tomlfile import read_toml
 
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
 DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
+MIN_FPS, MAX_FPS = 0.01, 1000.0  # a source rate outside these is a typo, not a camera
+MAX_HWM = 2**31 - 1  # ZeroMQ's high-water marks are C ints
+# TOML keys are the flags' names; these flags store under another name
+TOML_ALIASES = {"meta_every": "meta_every_s", "status_every": "status_every_s"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +70,16 @@ class RunConfig:
         if self.max_frames is not None and self.max_frames < 1:
             raise VistError(f"max_frames must be >= 1, got {self.max_frames}")
         for name in ("meta_every_s", "status_every_s"):
-            if not getattr(self, name) > 0:
-                raise VistError(f"{name} must be > 0")
-        if self.hwm < 1:
-            raise VistError(f"hwm must be >= 1, got {self.hwm}")
+            if not 0 < getattr(self, name) < math.inf:
+                raise VistError(f"{name} must be a number of seconds > 0, got {getattr(self, name)}")
+        if self.fps is not None and not MIN_FPS <= self.fps <= MAX_FPS:
+            raise VistError(f"fps must be between {MIN_FPS:g} and {MAX_FPS:g}, got {self.fps}")
+        for name in ("threads", "width", "height"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise VistError(f"{name} must be >= 1, got {value}")
+        if not 1 <= self.hwm <= MAX_HWM:
+            raise VistError(f"hwm must be between 1 and {MAX_HWM}, got {self.hwm}")
 
     @property
     def mode(self) -> str:
@@ -79,7 +90,15 @@ class RunConfig:
     def from_toml(cls, path: str | Path, **overrides: Any) -> RunConfig:
         """Settings from `[run]` in a TOML file (or its top level), then `overrides` (flags given)."""
         table = read_toml(path, "run")
-        return cls.from_dict({**{k.replace("-", "_"): v for k, v in table.items()}, **overrides})
+        data: dict[str, Any] = {}
+        for key, value in table.items():
+            name = key.replace("-", "_")
+            if name == "no_dashboard":  # the flag's name; the setting is its opposite
+                if not isinstance(value, bool):
+                    raise VistError(f"run setting {key} must be true or false, got {value!r}")
+                name, value = "dashboard", not value
+            data[TOML_ALIASES.get(name, name)] = value
+        return cls.from_dict({**data, **overrides})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:

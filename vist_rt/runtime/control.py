@@ -14,7 +14,7 @@ import zmq
 
 from vist_rt.errors import VistError
 from vist_rt.runtime.publish import server_socket
-from vist_rt.runtime.wire import dumps, encode_rates
+from vist_rt.runtime.wire import dumps, encode_rates, parse_json
 
 DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
 COMMANDS = ("status", "meta", "reset", "pause", "resume", "predict")
@@ -112,6 +112,10 @@ class ControlServer:
         except VistError as exc:
             self.errors += 1
             reply, payload = {"ok": False, "error": one_line(str(exc))}, None
+        except Exception as exc:  # whatever happens, the REP socket must send exactly one reply
+            log.exception("control request failed")
+            self.errors += 1
+            reply, payload = {"ok": False, "error": f"internal error: {type(exc).__name__}: {one_line(str(exc))}"}, None
         self._reply(reply, payload)
         self.handled += 1
         return True
@@ -121,8 +125,8 @@ class ControlServer:
         if len(frames) not in (1, 2):
             raise VistError(f"a request has 1 part (2 for predict), got {len(frames)}")
         try:
-            request = json.loads(frames[0].decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            request = parse_json(frames[0])
+        except ValueError as exc:
             raise VistError(f"request is not UTF-8 JSON: {one_line(str(exc))}") from None
         if not isinstance(request, dict):
             raise VistError(f"request must be a JSON object, got {type(request).__name__}")

@@ -65,6 +65,9 @@ class Engine:
         log: Callable[[str], None] = print,
     ) -> Engine:
         """Load a checkpoint and rebuild the extractor it was trained with, on the chosen backend."""
+        from vist_rt.features.backends import require_device
+
+        require_device(device)  # whatever the extractor: the temporal model runs there too
         if threads:
             torch.set_num_threads(threads)  # the temporal stage (and a torch feature backend) run with these
         ckpt = load_checkpoint(checkpoint)

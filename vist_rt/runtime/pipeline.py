@@ -54,7 +54,9 @@ class Runtime:
         self.control: Any = None
         self.recorder: Any = None
         self.lsl: Any = None
-        self._latest: tuple[int, int, float, np.ndarray, float, float, float] | None = None  # newest features
+        # newest features: (seq, index, t_ns, got, tokens, pre, vit, capture wait); seq is the capture's
+        self._latest: tuple[int, int, int, float, np.ndarray, float, float, float] | None = None
+        self._processed = -1  # seq of the newest frame through the feature stage (its features or its error)
         self._latest_lock = threading.Lock()
         self._last_meta = 0.0
         self._last_status = 0.0
@@ -255,7 +257,7 @@ class Runtime:
         return header, rates
 
     def _housekeeping(self) -> None:
-        """Queued requests, periodic meta messages and the headless status line."""
+        """Queued requests, periodic meta messages, the recording's timed flush and the headless status line."""
         while not self._requests.empty():
             cmd = self._requests.get_nowait()
             if cmd == "toggle-pause":
@@ -265,6 +267,8 @@ class Runtime:
         now = time.perf_counter()
         if now - self._last_meta >= self.cfg.meta_every_s:
             self._publish_meta()
+        if self.recorder is not None:
+            self.recorder.flush_due()  # rows never wait on disk longer than its interval (e.g. while paused)
         if self.status_lines and now - self._last_status >= self.cfg.status_every_s:
             self._last_status = now
             self.log(status_line(self.status()))
@@ -287,6 +291,9 @@ class Runtime:
         self.torch_threads = torch.get_num_threads()
         try:
             return self._run()
+        except BaseException:  # anything from the recorder's creation on (LSL outlet, source, first tick, ...)
+            self._drop_empty_recording = True
+            raise
         finally:
             sys.setswitchinterval(switch)
             torch.set_num_threads(threads)
@@ -329,9 +336,6 @@ class Runtime:
                     self._run_live()
             except KeyboardInterrupt:
                 self.stop()
-            except BaseException:
-                self._drop_empty_recording = True
-                raise
             finally:
                 if self.capture is not None:
                     self.capture.stop()
@@ -352,10 +356,12 @@ class Runtime:
             raise VistError(f"--replay needs a file source (video:PATH, images:DIR){hint}, not {cfg.source}")
         if not cfg.replay and not source.live:
             raise VistError(f"{cfg.source} is a file: play it with --replay (add --realtime to pace it)")
-        self.source_desc = source.describe()
-        self.meta = self._meta()
         self.capture = CaptureThread(source, drop=drop)
         self.capture.start()
+        # described once open: a bound port (zmq:...:0), a video's size and rate are known only now
+        self.source_desc = source.describe()
+        self.meta = self._meta()
+        self._publish_meta()  # the meta sent at the start named the source before it was open
         return source
 
     def _check_capture(self) -> bool:
@@ -379,17 +385,19 @@ class Runtime:
                 return
 
     def _next_frame(self, stall_s: float = 10.0) -> Any:
-        """The next replay frame; None at the end; VistError if the source fails or stalls for `stall_s`."""
-        waited = 0.0
+        """The next replay frame; None at the end; VistError if the source fails or stalls for `stall_s`.
+
+        Control requests are answered while it waits (a slow source must not make the run deaf)."""
+        deadline = time.perf_counter() + stall_s
         while not self.stopping:
-            frame = self.capture.next_in_order(timeout=0.2)
+            frame = self.capture.next_in_order(timeout=0.05)
             if frame is not None:
                 return frame
             if not self._check_capture():
                 frame = self.capture.next_in_order(timeout=0.0)  # the last frames written before it ended
                 return frame
-            waited += 0.2
-            if waited >= stall_s:
+            self.control.poll(0)
+            if time.perf_counter() >= deadline:
                 raise VistError(f"the source gave no frame for {stall_s:.0f} s ({self.capture.state})")
         return None
 
@@ -432,12 +440,17 @@ class Runtime:
             got = time.perf_counter()
             compute = 0.0
             pre = vit = wait = None
-            if current.index != used:
+            if current.seq != used:  # the capture's seq: a source's index may repeat
                 wait = max(0.0, (got - self._got(current)) * 1e3)  # read ahead into the ring, then waited
-                tokens, pre, vit = self.engine.features(current.image)
+                try:
+                    tokens, pre, vit = self.engine.features(current.image)
+                except VistError:
+                    raise
+                except Exception as exc:  # a failing backend (out of memory, ...): one line, as in live mode
+                    raise VistError(f"the feature stage failed: {_one_line(exc)}") from exc
                 compute = pre + vit
                 self.stats.features += 1
-                used = current.index
+                used = current.seq
             assert tokens is not None
             self._step_and_publish(k, current.index, current.t_ns, got, tokens, pre, vit, stale=False, capture=wait)
             self._housekeeping()
@@ -461,25 +474,27 @@ class Runtime:
                 stack.enter_context(torch.cuda.stream(stream))
             last = -1
             while not self.stopping:
-                frame = self.capture.latest(after=last, timeout=0.1)
+                frame = self.capture.latest(after=last, timeout=0.1)  # `last`: a seq (a rig may repeat indices)
                 if frame is None:
+                    if self.capture.ended:
+                        self._stop.wait(0.1)  # nothing more will come: wait for the run to stop, without spinning
                     continue
                 start = time.perf_counter()
                 try:
                     tokens, pre, vit = self.engine.features(frame.image)
                 except VistError as exc:  # a bad frame: counted, the run goes on
                     self.stats.error(f"frame {frame.index}: {exc}")
-                    last = frame.index
+                    last = self._processed = frame.seq
                     continue
                 except Exception as exc:  # a failing backend (out of memory, ...): the run stops, saying why
-                    self._failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    self._failure = _one_line(exc)
                     self.stats.error(f"feature stage failed: {self._failure}")
                     return
                 got = self._got(frame)
                 with self._latest_lock:
-                    self._latest = (frame.index, frame.t_ns, got, tokens, pre, vit, (start - got) * 1e3)
+                    self._latest = (frame.seq, frame.index, frame.t_ns, got, tokens, pre, vit, (start - got) * 1e3)
                 self.stats.features += 1
-                last = frame.index
+                last = self._processed = frame.seq  # after `_latest`: see _source_done
 
     def _run_live(self) -> None:
         """Missed ticks are not computed: the model steps once per served tick (status counts the missed ones)."""
@@ -488,8 +503,14 @@ class Runtime:
         worker.start()
         try:
             while self._latest is None and not self.stopping:  # the clock starts with the first features
-                if not self._check_capture():
+                if not self._check_capture() and self._source_done(-1):
                     raise VistError(f"the source {self.source_desc} ended before its first frame was processed")
+                self._poll_control(0.05)
+                self._housekeeping()
+            while self.paused and not self.stopping:  # --paused: the clock starts at the resume (tick 0)
+                if not self._check_capture() and self._source_done(-1):
+                    self.log(f"the source ended ({self.source_desc}); stopping")
+                    return
                 self._poll_control(0.05)
                 self._housekeeping()
             clock = ModelClock(self.fps)
@@ -500,7 +521,7 @@ class Runtime:
                 tick = clock.wait(self._poll_control)
                 woke = time.perf_counter()
                 self.stats.missed = clock.missed
-                if not self._check_capture() and self._consumed_all(used):
+                if not self._check_capture() and self._source_done(used):
                     self.log(f"the source ended ({self.source_desc}); stopping")
                     return
                 self._housekeeping()
@@ -510,25 +531,35 @@ class Runtime:
                 with self._latest_lock:
                     latest = self._latest
                 assert latest is not None
-                index, t_ns, got, tokens, pre, vit, wait = latest
-                fresh = index != used
+                seq, index, t_ns, got, tokens, pre, vit, wait = latest
+                fresh = seq != used
                 self._step_and_publish(
                     tick, index, t_ns, got, tokens, *((pre, vit) if fresh else (None, None)), stale=not fresh,
                     capture=wait if fresh else None,
                 )  # fmt: skip
                 busy = (time.perf_counter() - woke) * 1e3
                 self.stats.add_latencies({"overhead": busy - self._temporal_ms})
-                used = index
+                used = seq
                 if self.cfg.max_frames is not None and self.stats.ticks >= self.cfg.max_frames:
                     return
         finally:
             self.stop()
             worker.join(timeout=5.0)
 
-    def _consumed_all(self, used: int) -> bool:
-        """After the source ended: True once the newest features are those of its last frame, already used."""
+    def _source_done(self, used: int) -> bool:
+        """After the source ended: True once its newest frame has been through the feature stage (features or
+        an error) and the newest features were stepped (`used`: their seq), or there are none, or the run is
+        paused (a paused run steps nothing, so it would never finish)."""
+        if self._processed != self.capture.newest_seq:  # read before `_latest`, which is set first
+            return False
         latest = self._latest
-        return latest is not None and latest[0] == used and self.capture.latest(after=used) is None
+        return self.paused or latest is None or latest[0] == used
+
+
+def _one_line(exc: BaseException) -> str:
+    """`Type: first line of the message`."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def check_new_file(path: str) -> None:

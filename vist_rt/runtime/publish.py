@@ -218,7 +218,7 @@ def make_curve_keys(directory: str | os.PathLike[str], *, overwrite: bool = Fals
     d = Path(directory)
     public, secret = d / "server.key", d / "server.key_secret"
     if not overwrite and (public.exists() or secret.exists()):
-        raise VistError(f"{d} already holds server keys; pass overwrite=True to replace them")
+        raise VistError(f"{d} already holds server keys; replace them with overwrite=True (CLI: vist-rt keys --force)")
     try:
         d.mkdir(parents=True, exist_ok=True)
         pub_file, sec_file = zmq.auth.create_certificates(str(d), "server")

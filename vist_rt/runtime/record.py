@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
+import shutil
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -21,12 +24,27 @@ INT_COLUMNS = ("seq", "tick", "frame", "t_frame_ns", "t_pub_ns")
 STR = h5py.string_dtype("utf-8")
 
 
+class RecordingError(VistError):
+    """Writing to the recording failed (disk full, I/O error); the file holds every row up to the last flush."""
+
+
+class CellCountError(VistError):
+    """A rates message with another cell count than the recording's (the publisher restarted with another model)."""
+
+
+_INT64 = np.iinfo(np.int64)
+
+
 class Recorder:
-    """Append `Message`s to an HDF5 file; rows are buffered and written every `flush_every` messages and on close.
+    """Append `Message`s to an HDF5 file; rows are buffered and written every `flush_every` messages, at least
+    every `flush_interval_s` seconds while messages arrive (and on `flush_due`), and on close.
 
     Datasets: rates [N, C] float32; seq, tick, frame, t_frame_ns, t_pub_ns [N] int64; stale [N] bool;
     headers [N] (each rates header as JSON); meta [M] (each meta header as JSON); gaps [K, 2] int64
     (after_seq, missing). After a crash the file holds everything up to the last flush.
+    A flush is all or nothing: if a write fails (or is interrupted) every dataset is cut back to the last
+    complete flush, so the columns always have the same length. A flush is refused (RecordingError) when
+    fewer than `min_free_bytes` would be left on the disk, before HDF5 can fail half-way.
     """
 
     def __init__(
@@ -35,32 +53,33 @@ class Recorder:
         *,
         cells: int | None = None,
         flush_every: int = 100,
+        flush_interval_s: float = 1.0,
+        min_free_bytes: int = 64 << 20,
         source: str | None = None,
         overwrite: bool = False,
     ) -> None:
         if flush_every < 1:
             raise VistError(f"flush_every must be >= 1, got {flush_every}")
+        if not flush_interval_s > 0:
+            raise VistError(f"flush_interval_s must be > 0, got {flush_interval_s}")
         if cells is not None and cells < 1:
             raise VistError(f"cells must be >= 1, got {cells}")
         self.path = Path(path)
         self.flush_every = flush_every
+        self.flush_interval_s = float(flush_interval_s)
+        self.min_free_bytes = int(min_free_bytes)
         self.cells = cells
         self.tracker = SeqTracker()
         self.rates_count = 0
         self.meta_count = 0
-        self._pending = 0
-        self._rows: list[np.ndarray] = []
-        self._cols: dict[str, list[int]] = {k: [] for k in INT_COLUMNS}
-        self._stale: list[bool] = []
-        self._headers: list[str] = []
+        self.failed: str | None = None  # why writing stopped, once it has
+        # one tuple per rates message (rates, int columns, stale, header JSON): one append per message,
+        # so an interrupted add never leaves the columns misaligned
+        self._rows: list[tuple[np.ndarray, tuple[int, ...], bool, str]] = []
         self._meta: list[str] = []
         self._gaps: list[tuple[int, int]] = []
-        if self.path.is_dir():
-            raise VistError(f"cannot write {self.path}: it is a directory")
-        if not self.path.parent.is_dir():
-            raise VistError(f"cannot write {self.path}: no directory {self.path.parent}")
-        if self.path.exists() and not overwrite:
-            raise VistError(f"{self.path} exists; choose another name or allow overwriting")
+        self._last_flush = time.monotonic()
+        check_writable(self.path, overwrite=overwrite)
         try:
             self._file = h5py.File(self.path, "w")
         except OSError as exc:
@@ -94,28 +113,39 @@ class Recorder:
     def gaps(self) -> list[tuple[int, int]]:
         return list(self.tracker.gaps)
 
+    @property
+    def pending(self) -> int:
+        """Messages and gaps buffered, not yet on disk."""
+        return len(self._rows) + len(self._meta) + len(self._gaps)
+
     def add(self, message: Message) -> None:
         """Append one message as received or as sent (the header with its seq: `Publisher.last_rates_header`).
 
-        VistError (and nothing written) for a header that lacks wire fields or a rates message of another n.
+        VistError (and nothing buffered) for a header that lacks wire fields or holds integers beyond int64;
+        CellCountError for a rates message of another n; RecordingError once writing has failed.
         """
         if self.closed:
             raise VistError(f"recording {self.path} is closed")
+        if self.failed is not None:
+            raise RecordingError(self.failed)
         if message.topic == "rates":
             rates = message.rates
             if rates is None or rates.ndim != 1:
                 raise VistError("a rates message without a 1-D rates array")
-            check_rates_header(message.header)  # a header as sent (with seq, t_pub_ns, ...), else WireError
-            if self.cells is not None and rates.shape[0] != self.cells:
-                raise VistError(f"message seq {message.seq} has {rates.shape[0]} cells, the recording has {self.cells}")
-            if self.cells is None:
-                self._create_rates(int(rates.shape[0]))
             header = message.header
-            self._rows.append(np.array(rates, dtype=np.float32))
-            for key in INT_COLUMNS:
-                self._cols[key].append(int(header[key]))
-            self._stale.append(bool(header["stale"]))
-            self._headers.append(dumps(header).decode("utf-8"))
+            check_rates_header(header)  # a header as sent (with seq, t_pub_ns, ...), else WireError
+            if self.cells is not None and rates.shape[0] != self.cells:
+                raise CellCountError(
+                    f"message seq {message.seq} has {rates.shape[0]} cells, the recording has {self.cells}"
+                )
+            ints = tuple(int(header[key]) for key in INT_COLUMNS)
+            for key, value in zip(INT_COLUMNS, ints):
+                if not _INT64.min <= value <= _INT64.max:
+                    raise VistError(f"message seq {message.seq}: {key} {value} does not fit a 64-bit integer")
+            row = (np.array(rates, dtype=np.float32), ints, bool(header["stale"]), dumps(header).decode("utf-8"))
+            if self.cells is None:
+                self._write(lambda: self._create_rates(int(rates.shape[0])))
+            self._rows.append(row)
             self.rates_count += 1
         elif message.topic == "meta":
             check_meta_header(message.header)
@@ -126,56 +156,95 @@ class Recorder:
         gap = self.tracker.update(message.seq)
         if gap is not None:
             self._gaps.append(gap)
-        self._pending += 1
-        if self._pending >= self.flush_every:
+        if len(self._rows) + len(self._meta) >= self.flush_every:
             self.flush()
+        else:
+            self.flush_due()
 
     def add_gap(self, after_seq: int, missing: int) -> None:
         """Record a loss detected elsewhere (e.g. by a Subscriber on one topic)."""
         self._gaps.append((int(after_seq), int(missing)))
 
-    @staticmethod
-    def _append(ds: h5py.Dataset, values: Any) -> None:
-        if len(values) == 0:
-            return
-        n = ds.shape[0]
-        ds.resize(n + len(values), axis=0)
-        ds[n:] = values
+    def flush_due(self) -> None:
+        """Flush if something has waited `flush_interval_s` or longer (call it while idle, too)."""
+        if self.pending and time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+
+    def _write(self, action: Any) -> None:
+        """Run a file operation; an OSError marks the recording failed (RecordingError, one line)."""
+        try:
+            action()
+        except OSError as exc:
+            self.failed = f"writing {self.path} failed: {str(exc).splitlines()[0]}"
+            raise RecordingError(self.failed) from None
+
+    def _columns(self) -> dict[str, np.ndarray]:
+        """The buffered rows as one array per dataset (no file access)."""
+        cols: dict[str, np.ndarray] = {}
+        if self._rows:
+            cols["rates"] = np.stack([r[0] for r in self._rows])
+            ints = np.array([r[1] for r in self._rows], dtype=np.int64)
+            for j, key in enumerate(INT_COLUMNS):
+                cols[key] = ints[:, j]
+            cols["stale"] = np.array([r[2] for r in self._rows], dtype=bool)
+            cols["headers"] = np.array([r[3] for r in self._rows], dtype=object)
+        if self._meta:
+            cols["meta"] = np.array(self._meta, dtype=object)
+        if self._gaps:
+            cols["gaps"] = np.array(self._gaps, dtype=np.int64).reshape(-1, 2)
+        return cols
 
     def flush(self) -> None:
-        """Write the buffered rows and flush the file to disk."""
-        if self.closed:
+        """Write the buffered rows and flush the file to disk: all of them, or none (see the class doc)."""
+        if self.closed or self.failed is not None:
             return
+        cols = self._columns()
+        need = sum(a.nbytes if a.dtype != object else sum(len(s) + 16 for s in a) for a in cols.values())
+        free = shutil.disk_usage(self.path.parent).free if cols else 0
+        if cols and free - need < self.min_free_bytes:
+            self.failed = (
+                f"the disk holding {self.path} is almost full ({free / 2**20:.0f} MiB free, "
+                f"{self.min_free_bytes / 2**20:.0f} MiB kept free): recording stopped; "
+                f"the file holds the {self._file['seq'].shape[0]} rates rows written before"
+            )
+            raise RecordingError(self.failed)
         f = self._file
-        if self._rows:
-            self._append(f["rates"], np.stack(self._rows))
-            for key in INT_COLUMNS:
-                self._append(f[key], np.asarray(self._cols[key], dtype=np.int64))
-            self._append(f["stale"], np.asarray(self._stale, dtype=bool))
-            self._append(f["headers"], np.asarray(self._headers, dtype=object))
-        self._append(f["meta"], np.asarray(self._meta, dtype=object))
-        self._append(f["gaps"], np.asarray(self._gaps, dtype=np.int64).reshape(-1, 2))
+        before = {name: f[name].shape[0] for name in cols}
+        try:
+            for name, values in cols.items():
+                ds = f[name]
+                n = before[name]
+                ds.resize(n + len(values), axis=0)
+                ds[n:] = values
+            f.attrs["lost"] = self.tracker.lost
+            f.flush()
+        except BaseException as exc:  # interrupted or failed half-way: back to the last complete flush
+            for name, n in before.items():
+                with contextlib.suppress(Exception):
+                    f[name].resize(n, axis=0)
+            if isinstance(exc, OSError):
+                self.failed = f"writing {self.path} failed: {str(exc).splitlines()[0]}"
+                raise RecordingError(self.failed) from None
+            raise
         self._rows.clear()
-        for col in self._cols.values():
-            col.clear()
-        self._stale.clear()
-        self._headers.clear()
         self._meta.clear()
         self._gaps.clear()
-        f.attrs["lost"] = self.tracker.lost
-        self._pending = 0
-        f.flush()
+        self._last_flush = time.monotonic()
 
     def close(self) -> None:
-        """Flush and close (a recording without any rates gets an empty rates [0, 0]). Idempotent."""
+        """Flush and close (a recording without any rates gets an empty rates [0, 0]). Idempotent.
+
+        After a failed write nothing more is written; the file is closed as it was at the last flush.
+        """
         if self.closed:
             return
         try:
             self.flush()
-            if "rates" not in self._file:
-                self._file.create_dataset("rates", (0, 0), dtype=np.float32)
+            if "rates" not in self._file and self.failed is None:
+                self._write(lambda: self._file.create_dataset("rates", (0, 0), dtype=np.float32))
         finally:
-            self._file.close()
+            with contextlib.suppress(OSError) if self.failed is not None else contextlib.nullcontext():
+                self._file.close()
 
     def __enter__(self) -> Recorder:
         return self
@@ -186,9 +255,25 @@ class Recorder:
         self.close()
 
 
+def check_writable(path: Path, *, overwrite: bool = False) -> None:
+    """VistError (one line) unless a recording can be created at `path`; creates nothing."""
+    if path.is_dir():
+        raise VistError(f"cannot write {path}: it is a directory")
+    if not path.parent.is_dir():
+        raise VistError(f"cannot write {path}: no directory {path.parent}")
+    if path.exists() and not overwrite:
+        raise VistError(f"{path} exists; choose another name or allow overwriting")
+    if not os.access(path.parent, os.W_OK):
+        raise VistError(f"cannot write {path}: directory {path.parent} is not writable")
+
+
 def read_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Everything in a recording: numpy arrays (rates, seq, tick, frame, t_frame_ns, t_pub_ns, stale, gaps),
-    `headers` and `meta` as lists of dicts, `attrs` as a dict."""
+    `headers` and `meta` as lists of dicts, `attrs` as a dict.
+
+    Per-message columns of unequal length (a file written by another tool, or damaged) are cut to the
+    shortest, and `cut_rows` says how many rows the longest lost; VistError (one line) for an unreadable file.
+    """
     p = Path(path)
     try:
         f = h5py.File(p, "r")
@@ -199,8 +284,22 @@ def read_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise VistError(f"{p} is not a vist-rt recording")
         if int(f.attrs.get("version", -1)) != FORMAT_VERSION:
             raise VistError(f"{p}: recording version {f.attrs.get('version')} is not supported")
-        out: dict[str, Any] = {k: f[k][()] for k in ("rates", *INT_COLUMNS, "stale", "gaps") if k in f}
-        out["headers"] = [json.loads(s) for s in f["headers"].asstr()[()]]
-        out["meta"] = [json.loads(s) for s in f["meta"].asstr()[()]]
-        out["attrs"] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+        try:
+            out: dict[str, Any] = {k: f[k][()] for k in ("rates", *INT_COLUMNS, "stale", "gaps") if k in f}
+            headers = list(f["headers"].asstr()[()])
+            out["headers"] = headers
+            out["meta"] = [json.loads(s) for s in f["meta"].asstr()[()]]
+            out["attrs"] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+        except (OSError, KeyError, ValueError) as exc:
+            raise VistError(f"cannot read {p}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    per_row = [k for k in ("rates", *INT_COLUMNS, "stale") if k in out]
+    lengths = [len(out[k]) for k in per_row] + [len(headers)]
+    rows = min(lengths)
+    out["cut_rows"] = max(lengths) - rows
+    for k in per_row:
+        out[k] = out[k][:rows]
+    try:
+        out["headers"] = [json.loads(s) for s in headers[:rows]]
+    except ValueError as exc:
+        raise VistError(f"cannot read {p}: a header is not JSON ({str(exc).splitlines()[0]})") from None
     return out

@@ -578,13 +578,13 @@ class ZmqFrameSource(Source):
         sock = ctx.socket(zmq.PULL)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, self._hwm)
-        endpoint = re.sub(r":0$", ":*", self.endpoint) if self.endpoint.startswith("tcp://") else self.endpoint
-        try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as exc:
+        from vist_rt.runtime.publish import bind_socket
+
+        try:  # the loopback check was made in __init__; this resolves port 0 and sets IPv6 for [::1]
+            self.endpoint = bind_socket(sock, self.endpoint, allow_remote=True, what="zmq frame source")
+        except VistError:
             sock.close(0)
-            raise VistError(f"zmq: cannot bind {self.endpoint}: {exc}") from None
-        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.endpoint
+            raise
         self._sock = sock
         self.shape = self._want_shape
         self._count = self.received = 0

@@ -167,12 +167,22 @@ def decode(frames: Sequence[Any]) -> Message:
     return Message("rates", header, np.frombuffer(payload, dtype=RATES_DTYPE))
 
 
+def parse_json(raw: bytes | memoryview) -> Any:
+    """UTF-8 JSON text -> value; ValueError (one line) for anything else, including JSON that Python
+    refuses to build (nesting deeper than the recursion limit, integers of more than 4300 digits)."""
+    try:
+        return json.loads(bytes(raw).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"{type(exc).__name__}: {text}"[:200]) from None
+
+
 def loads_header(raw: bytes | memoryview) -> dict[str, Any]:
     """A UTF-8 JSON object, else WireError."""
     try:
-        header = json.loads(bytes(raw).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"header is not UTF-8 JSON: {str(exc).splitlines()[0]}") from None
+        header = parse_json(raw)
+    except ValueError as exc:
+        raise WireError(f"header is not UTF-8 JSON: {exc}") from None
     if not isinstance(header, dict):
         raise WireError(f"header must be a JSON object, got {type(header).__name__}")
     return header

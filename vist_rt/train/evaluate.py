@@ -3,6 +3,7 @@ against the offline forward; CC, SD-KL, noise-ceiling-normalised CC; an LN basel
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from vist_rt.data.dataset import open_dataset
+from vist_rt.data.paths import check_output_dir
 from vist_rt.data.simulate import noise_ceiling
 from vist_rt.errors import VistError
 from vist_rt.features import from_spec
@@ -19,6 +21,7 @@ from vist_rt.train.ln import LNModel
 from vist_rt.train.metrics import sdkl_scale, summary
 from vist_rt.train.trainer import cached_features
 
+ALPHA_MAX = 10.0  # the largest SD-KL KDE bandwidth factor accepted (the published one is 0.3)
 STREAM_TOLERANCE = 1e-4  # max |streaming - offline|, relative to the offline output's scale
 
 
@@ -58,6 +61,10 @@ def evaluate_checkpoint(
     def report(stage: str) -> Callable[[int, int], None] | None:
         return None if progress is None else (lambda done, total: progress(stage, done, total))
 
+    if not (math.isfinite(alpha) and 0 < alpha <= ALPHA_MAX):
+        raise VistError(f"SD-KL alpha must be a number in (0, {ALPHA_MAX:g}], got {alpha!r}")
+    if cache_dir is not None:
+        check_output_dir(cache_dir, flag="--cache")  # before any work
     ckpt = load_checkpoint(checkpoint)
     with open_dataset(dataset) as ds:
         if ds.n_cells != ckpt.config.cells:
@@ -122,6 +129,15 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def _savefig(plt: Any, fig: Any, path: Path) -> None:
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        raise VistError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
+
+
 def write_plots(
     result: dict[str, Any], arrays: dict[str, np.ndarray], folder: str | Path, fps: float = 30.0
 ) -> list[Path]:
@@ -131,8 +147,11 @@ def write_plots(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = check_output_dir(folder, flag="--plots")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VistError(f"cannot write --plots {folder}: {exc.strerror or exc}") from None
     cc = np.asarray(result["vist"]["cc"], dtype=float)
     order = np.argsort(cc)
     picks = {"best": order[-1], "median": order[len(order) // 2], "worst": order[0]}
@@ -149,8 +168,7 @@ def write_plots(
     axes[-1].set_xlabel("time (s)")
     fig.tight_layout()
     traces = folder / "traces.png"
-    fig.savefig(traces, dpi=100)
-    plt.close(fig)
+    _savefig(plt, fig, traces)
     fig, ax = plt.subplots(figsize=(8, 3))
     ax.bar(np.arange(len(cc)), cc, color="C1", label="Vi-ST")
     if "ln" in result:
@@ -160,6 +178,5 @@ def write_plots(
     ax.legend(fontsize=8)
     fig.tight_layout()
     bars = folder / "cc_per_cell.png"
-    fig.savefig(bars, dpi=100)
-    plt.close(fig)
+    _savefig(plt, fig, bars)
     return [traces, bars]

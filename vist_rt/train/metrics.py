@@ -99,8 +99,8 @@ def sdkl_from_durations(d_pred: np.ndarray, d_target: np.ndarray, alpha: float =
 def sdkl_per_cell(pred: np.ndarray, target: np.ndarray, alpha: float = 0.3, beta: float = 1.0) -> np.ndarray:
     """SD-KL per cell, ``[C]``, from pred/target ``[T, C]`` (supplement Algorithm 1; alpha 0.3, released code 0.5)."""
     p, t = _check_traces(pred, target)
-    if alpha <= 0:
-        raise VistError(f"SD-KL alpha must be > 0, got {alpha}")
+    if not (np.isfinite(alpha) and alpha > 0):
+        raise VistError(f"SD-KL alpha must be a finite number > 0, got {alpha}")
     out = np.empty(p.shape[1])
     for c in range(p.shape[1]):
         out[c] = sdkl_from_durations(peak_durations(p[:, c], beta), peak_durations(t[:, c], beta), alpha)

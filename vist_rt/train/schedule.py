@@ -38,6 +38,13 @@ class Recipe:
             raise VistError(f"{', '.join(ints)} must be >= 1")
         if not 0 <= self.warmup_epochs <= self.epochs or not 0 <= self.swa_start <= self.epochs:
             raise VistError("warm-up and SWA start must lie within the epochs")
+        if self.swa_anneal_epochs < 0:
+            raise VistError(f"swa_anneal_epochs must be >= 0, got {self.swa_anneal_epochs}")
+        for key in ("lr", "lr_start", "lr_end", "swa_lr", "weight_decay"):  # AdamW's and the schedule's rates
+            value = getattr(self, key)
+            low_ok = value > 0 if key == "lr" else value >= 0
+            if not (math.isfinite(value) and low_ok):
+                raise VistError(f"{key} must be a finite number {'> 0' if key == 'lr' else '>= 0'}, got {value!r}")
 
     @property
     def steps(self) -> int:

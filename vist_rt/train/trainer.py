@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from vist_rt.data.dataset import open_dataset
+from vist_rt.data.paths import check_output_dir, check_output_file
 from vist_rt.data.rf import rf_to_grid
 from vist_rt.errors import VistError
 from vist_rt.features import Extractor, PatchesExtractor
@@ -61,6 +62,44 @@ def feature_cache_path(dataset_path: Path, movie: str, extractor: Extractor, cac
     return Path(cache_dir) / f"features-{movie}-{h.hexdigest()[:16]}.npy"
 
 
+def read_cache_entry(path: Path, n_frames: int, extractor: Extractor) -> tuple[np.ndarray | None, str]:
+    """(features, "") for a readable entry of the expected float32 `[T, N, D]` shape; (None, why) otherwise
+    (why = "" when there is no entry at all). A damaged or wrong-shaped entry is a miss, not an error."""
+    if not path.exists():
+        return None, ""
+    want = (int(n_frames), int(extractor.tokens), int(extractor.dim))
+    try:
+        mm = np.load(path, mmap_mode="r", allow_pickle=False)  # the header first: no huge read of a bad file
+        if not isinstance(mm, np.ndarray):
+            return None, f"cache entry {path} is not a single array"
+        if mm.dtype != np.float32 or tuple(mm.shape) != want:
+            return None, f"cache entry {path} is {mm.dtype} {list(mm.shape)}, expected float32 {list(want)}"
+        feats = np.array(mm)
+        del mm
+    except (OSError, ValueError, EOFError, TypeError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, f"cache entry {path} is unreadable ({msg})"
+    return feats, ""
+
+
+def store_cache_entry(path: Path, feats: np.ndarray) -> None:
+    """Write one cache entry atomically (a temporary file, then a rename: ranks of a DDP run may race)."""
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(tmp, feats)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise VistError(f"cannot write the feature cache entry {path}: {exc.strerror or exc}") from None
+
+
+def _warn(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr)
+
+
 def cached_features(
     dataset_path: Path,
     movie: str,
@@ -70,18 +109,21 @@ def cached_features(
     *,
     computed: np.ndarray | None = None,
     progress: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] = _warn,
 ) -> np.ndarray:
-    """Features of one movie, reused from `cache_dir` when current (else computed, or `computed`, and stored)."""
+    """Features of one movie, reused from `cache_dir` when current (else computed, or `computed`, and stored).
+
+    An unreadable or wrong-shaped entry is said in one line (`log`) and recomputed."""
     if cache_dir is None:
         return computed if computed is not None else movie_features(stimulus, extractor, progress=progress)
     path = feature_cache_path(dataset_path, movie, extractor, cache_dir)
-    if path.is_file():
-        return np.load(path)
+    feats, why = read_cache_entry(path, int(stimulus.shape[0]), extractor)
+    if feats is not None:
+        return feats
+    if why:
+        log(f"{movie}: {why}: recomputing it")
     feats = computed if computed is not None else movie_features(stimulus, extractor, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # ranks of a DDP run may race
-    np.save(tmp, feats)
-    tmp.replace(path)
+    store_cache_entry(path, feats)
     return feats
 
 
@@ -194,6 +236,7 @@ def train(
     cache_dir: str | Path | None = None,
     device: str = "cpu",
     resume: bool = False,
+    force: bool = False,
     command: str | None = None,
     log: Callable[[str], None] = print,
     on_step: Callable[[int, int, float], None] | None = None,
@@ -203,7 +246,8 @@ def train(
     `<out>` (best held-out CC) and `<out stem>.last.safetensors`, and the resumable state after every epoch.
 
     `recipe` overrides the preset's. `on_step(step, total_steps, loss)` after every optimiser step,
-    `on_epoch(entry)` after every epoch (rank 0). Under
+    `on_epoch(entry)` after every epoch (rank 0). Existing outputs of an earlier run (`<out>`, the last
+    checkpoint, the state) are refused up front unless `resume` (which continues from them) or `force`. Under
     torchrun (WORLD_SIZE > 1) it is DistributedDataParallel: the recipe's batch is split over the ranks and
     rank 0 evaluates and writes. Every epoch's windows and dropout come from (seed, rank, epoch), so a resumed
     run equals an uninterrupted one.
@@ -221,6 +265,20 @@ def train(
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir() or not os.access(folder, os.W_OK):  # before any work, not after the first epoch
         raise VistError(f"cannot write {out}: folder {folder} does not exist or is not writable")
+    spath = state_path(out)
+    for p in (out, last_path, spath):
+        if p.is_dir():
+            raise VistError(f"--out {out}: {p} is a folder; give a checkpoint file such as model.safetensors")
+    check_output_file(out, overwrite=True, flag="--out")  # the folder can really be written
+    if not resume and not force:
+        earlier = [str(p) for p in (out, last_path, spath) if p.exists()]
+        if earlier:
+            raise VistError(
+                f"{', '.join(earlier)} already exist{'s' if len(earlier) == 1 else ''} (an earlier run): "
+                "give --resume to continue it, --force to replace it, or another --out"
+            )
+    if cache_dir is not None:
+        check_output_dir(cache_dir, flag="--cache")
     with open_dataset(dataset_path) as ds:
         train_m = ds.movie(train_movie)
         test_m = ds.movie(test_movie) if test_movie else train_m
@@ -254,8 +312,8 @@ def train(
             if recipe.batch % dist_info.world:
                 raise VistError(f"batch {recipe.batch} does not split over {dist_info.world} processes")
             log(f"features: {extractor.describe()}")
-            f_train = cached_features(Path(dataset_path), train_movie, train_m.stimulus, extractor, cache_dir)
-            f_test = (cached_features(Path(dataset_path), test_movie, test_m.stimulus, extractor, cache_dir)
+            f_train = cached_features(Path(dataset_path), train_movie, train_m.stimulus, extractor, cache_dir, log=log)
+            f_test = (cached_features(Path(dataset_path), test_movie, test_m.stimulus, extractor, cache_dir, log=log)
                       if test_movie else f_train)  # fmt: skip
             meta = {"preset": preset, "recipe": dataclasses.asdict(recipe), "dataset": str(dataset_path),
                     "train_movie": train_movie, "test_movie": test_movie, "seed": seed,
@@ -328,16 +386,25 @@ def _fit(
         try:
             state = torch.load(spath, map_location=dev, weights_only=True)
         except Exception as exc:  # torch.load raises many kinds on a truncated or foreign file: one message
-            raise VistError(f"--resume: cannot read {spath}: {exc}") from None
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise VistError(f"--resume: cannot read {spath}: {msg}") from None
+        if not isinstance(state, dict):
+            raise VistError(f"--resume: {spath} holds a {type(state).__name__}, not a saved training state")
         if state.get("identity") != run.identity():
             raise VistError(f"--resume: {spath} was written by a different run (data, movies, recipe, seed or model)")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        if state["swa"] is not None:
-            swa = copy.deepcopy(model)
-            swa.load_state_dict(state["swa"])
-        swa_n, first_epoch, best_cc = int(state["swa_n"]), int(state["epoch"]), float(state["best_cc"])
-        history = list(state["history"])
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            if state["swa"] is not None:
+                swa = copy.deepcopy(model)
+                swa.load_state_dict(state["swa"])
+            swa_n, first_epoch, best_cc = int(state["swa_n"]), int(state["epoch"]), float(state["best_cc"])
+            history = list(state["history"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise VistError(f"--resume: {spath} is damaged ({type(exc).__name__}: {msg})") from None
+        if not 0 <= first_epoch <= recipe.epochs:
+            raise VistError(f"--resume: {spath} says {first_epoch} epochs are done, of {recipe.epochs}")
         log(f"resumed from {spath}: {first_epoch} of {recipe.epochs} epochs done")
     net: torch.nn.Module = model
     if run.dist.world > 1:

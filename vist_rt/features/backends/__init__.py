@@ -59,6 +59,12 @@ RUNS = {
 }
 
 
+def require_device(device: str) -> None:
+    """VistError (one line) when `device` is 'cuda' and no CUDA device is visible."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise VistError("device 'cuda' asked for, but no CUDA device is visible (torch.cuda.is_available() is False)")
+
+
 def choose(name: str, device: str, precision: str = "fp32") -> str:
     """Resolve `auto` to the best backend available here that runs `precision` on `device` (GPU: TensorRT,
     then PyTorch; CPU: ONNX Runtime, then PyTorch); check an explicit name. Never falls back silently."""
@@ -66,8 +72,7 @@ def choose(name: str, device: str, precision: str = "fp32") -> str:
         raise VistError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     if device not in DEVICES:
         raise VistError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise VistError("device 'cuda' asked for, but no CUDA device is visible (torch.cuda.is_available() is False)")
+    require_device(device)
     if precision not in PRECISIONS:
         raise VistError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     reasons = available()
