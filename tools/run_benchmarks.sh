@@ -11,6 +11,7 @@ cache="$(mktemp -d)"
 trap 'rm -rf "$cache"' EXIT
 "$VIST" bench temporal --json "$out/temporal.json"
 "$VIST" bench temporal --backend onnxruntime --json "$out/temporal-onnxruntime.json"
+"$VIST" bench temporal --backend native --json "$out/temporal-native.json"
 "$VIST" bench temporal --config docs/bench/overhead.toml --json "$out/temporal-overhead.json"
 "$VIST" bench features --engines "$cache" --json "$out/features.json"
 "$VIST" bench pipeline --json "$out/pipeline.json"

@@ -3,3 +3,4 @@
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEVICES = ("cpu", "cuda")
+TEMPORAL = ("torch", "native")  # the streaming temporal model on the CPU: PyTorch, or PyTorch + compiled C kernels

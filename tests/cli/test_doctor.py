@@ -16,13 +16,21 @@ def test_reports_every_check_as_json(tmp_path: Path, capsys) -> None:
     assert main(["doctor", "--cameras", "1", "--json", str(tmp_path / "d.json")]) == 0
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "d.json").read_text())
-    names = ("vist-rt", "torch", "cuda", "backend torch", "backend onnxruntime", "backend tensorrt", "timm", "onnx",
-             "pylsl", "scipy", "matplotlib", "demo model", "cameras", "port pub", "port control")  # fmt: skip
+    names = ("vist-rt", "torch", "cuda", "backend torch", "backend onnxruntime", "backend tensorrt", "temporal native",
+             "timm", "onnx", "pylsl", "scipy", "matplotlib", "demo model", "cameras", "port pub",
+             "port control")  # fmt: skip
     for name in names:
         assert name in report and report[name]["status"] in ("ok", "missing", "info"), name
         assert report[name]["detail"]
     assert report["backend torch"]["status"] == "ok" and "cpu: fp32" in report["backend torch"]["detail"]
     assert "vist-rt[tensorrt]" in out or report["backend tensorrt"]["status"] == "ok"  # hint printed, not eaten
+
+
+def test_native_without_a_compiler_says_what_to_do(monkeypatch) -> None:
+    monkeypatch.setenv("CC", "no-such-compiler")
+    (name, r), *_ = doctor.check_native()
+    assert name == "temporal native" and r["status"] == "missing"
+    assert "needs a C compiler" in r["detail"] and "torch backend" in r["detail"]
 
 
 def test_missing_extra_says_how_to_install(monkeypatch) -> None:

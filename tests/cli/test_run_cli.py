@@ -18,6 +18,7 @@ FLAGS = {
     "--backend": ("onnxruntime", "backend", "onnxruntime"),
     "--device": ("cuda", "device", "cuda"),
     "--precision": ("fp16", "precision", "fp16"),
+    "--temporal": ("native", "temporal", "native"),
     "--pub": ("ipc:///tmp/x", "pub", "ipc:///tmp/x"),
     "--control": ("tcp://127.0.0.1:6000", "control", "tcp://127.0.0.1:6000"),
     "--max-frames": ("12", "max_frames", 12),
@@ -79,6 +80,7 @@ def test_toml_then_flags(tmp_path: Path):
     [
         (["--replay", "--lockstep"], "exclude each other"),
         (["--realtime"], "--realtime paces a --replay"),
+        (["--temporal", "native", "--device", "cuda"], "--temporal native runs on the CPU"),
         (["--config", "missing.toml"], "cannot read config"),
         (["--checkpoint", "nope.safetensors", "--no-dashboard"], "not found"),
         (["--no-dashboard"], "the demo model is missing"),

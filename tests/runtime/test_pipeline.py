@@ -319,3 +319,23 @@ def test_curve_keys_encrypt_the_stream(tmp_path: Path, run_checkpoint: Path) -> 
     finally:
         rt.stop()
         worker.join(timeout=30)
+
+
+def test_replay_on_the_native_temporal_model_equals_torch(tmp_path: Path, run_checkpoint: Path, monkeypatch) -> None:
+    """`--temporal native` publishes what the torch temporal model does, and says which one ran."""
+    from vist_rt.runtime.record import read_recording
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # where the kernels get compiled
+    video = write_video(tmp_path / "n.avi", smooth_frames(30, seed=7), fps=30.0)
+    recs, metas = {}, {}
+    for temporal in ("torch", "native"):
+        cfg = _live(run_checkpoint, source=f"video:{video}", replay=True, record=str(tmp_path / f"{temporal}.h5"),
+                    temporal=temporal)  # fmt: skip
+        rt = Runtime.from_config(cfg, log=lambda _: None)
+        metas[temporal] = rt.meta["temporal"]
+        rt.run()
+        recs[temporal] = read_recording(tmp_path / f"{temporal}.h5")["rates"]
+    assert metas == {"torch": "torch", "native": "native"}
+    assert recs["native"].shape == recs["torch"].shape == (30, 5)
+    np.testing.assert_allclose(recs["native"], recs["torch"], rtol=0, atol=1e-5)
+    assert list((tmp_path / "cache" / "vist-rt" / "native").glob("vist_native-*.so"))

@@ -1,7 +1,8 @@
 """`vist-rt bench temporal`: streaming step vs recomputing a window, and the step's compute floor.
 
-The step runs on one of BACKENDS: "torch" (`StreamingViST`) or "onnxruntime" (`OnnxStreamingViST`,
-the exported step graph on ONNX Runtime's CPU provider, with as many threads as torch uses).
+The step runs on one of BACKENDS: "torch" (`StreamingViST`), "onnxruntime" (`OnnxStreamingViST`,
+the exported step graph on ONNX Runtime's CPU provider) or "native" (`NativeStreamingViST`, PyTorch
+matmuls + compiled C kernels), each with as many threads as torch uses.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import torch
 
 from vist_rt.bench.stats import machine_info, matmul_gflops, summarize, time_calls
 from vist_rt.model.config import ViSTConfig
+from vist_rt.model.native import NativeStreamingViST
 from vist_rt.model.step_graph import OnnxStreamingViST
 from vist_rt.model.streaming import StreamingViST
 from vist_rt.model.vist import ViST, step_macs
 
 TARGET_RATIO = 200.0
 TARGET_FLOOR_FACTOR = 2.0
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "native")
 
 
 def run_temporal_bench(
@@ -43,9 +45,11 @@ def run_temporal_bench(
         torch.manual_seed(seed)
         model = ViST(cfg).eval()
     rf = torch.rand(batch, cfg.cells, cfg.grid, cfg.grid, generator=gen)
-    stream: StreamingViST | OnnxStreamingViST
+    stream: StreamingViST | OnnxStreamingViST | NativeStreamingViST
     if backend == "onnxruntime":
         stream = OnnxStreamingViST.from_model(model, rf, threads=torch.get_num_threads())
+    elif backend == "native":
+        stream = NativeStreamingViST.from_model(model, rf)
     else:
         stream = StreamingViST.from_model(model, rf)
     pool = torch.randn(8, batch, cfg.tokens, cfg.feature_dim, generator=gen)

@@ -26,9 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch", type=_positive, default=1, help="independent streams stepped together (default 1)")
     p.add_argument(
         "--backend",
-        choices=("torch", "onnxruntime"),
+        choices=("torch", "onnxruntime", "native"),
         default="torch",
-        help="what runs the streaming step: PyTorch, or the exported step graph on ONNX Runtime (default torch)",
+        help="what runs the streaming step: PyTorch, the exported step graph on ONNX Runtime, or PyTorch matmuls "
+        "+ compiled C kernels (default torch)",
     )
     p.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")

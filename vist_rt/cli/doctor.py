@@ -141,6 +141,25 @@ def check_demo() -> list[tuple[str, dict[str, Any]]]:
     return [("demo model", {"status": OK, "detail": detail})]
 
 
+def check_native() -> list[tuple[str, dict[str, Any]]]:
+    """`--temporal native`: a C compiler to build its kernels, and whether they are built already."""
+    from vist_rt.errors import VistError
+    from vist_rt.model import native
+
+    try:
+        cc = native.find_compiler()
+        built = (native.default_cache_dir() / f"vist_native-{native.kernel_key(cc)}.so").is_file()
+    except VistError as exc:
+        return [("temporal native", {"status": NO, "detail": str(exc)})]
+    state = "built" if built else "compiled on first use"
+    return [
+        (
+            "temporal native",
+            {"status": OK, "detail": f"C compiler {cc}; kernels {state} ({native.default_cache_dir()})"},
+        )
+    ]
+
+
 def collect(cameras: int = 4) -> list[tuple[str, dict[str, Any]]]:
     """Every check, in display order."""
     rows: list[tuple[str, dict[str, Any]]] = [
@@ -153,6 +172,7 @@ def collect(cameras: int = 4) -> list[tuple[str, dict[str, Any]]]:
     checks: list[tuple[str, Callable[[], list[tuple[str, dict[str, Any]]]]]] = [
         ("torch", check_torch),
         ("backends", check_backends),
+        ("temporal native", check_native),
         *((m, lambda m=m, e=e, why=why: [(m, _module(m, m, e, why))]) for m, e, why in modules),
         ("demo model", check_demo),
         ("cameras", lambda: check_cameras(cameras)),

@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any
 
-from vist_rt.choices import BACKENDS, DEVICES, PRECISIONS
+from vist_rt.choices import BACKENDS, DEVICES, PRECISIONS, TEMPORAL
 from vist_rt.cli.options import int_at_least
 
 S = argparse.SUPPRESS  # flags not given do not override the TOML file or the defaults
@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--backend", choices=BACKENDS, help="feature backend (default auto: best available, shown)")
     p.add_argument("--device", choices=DEVICES, help="default cpu")
     p.add_argument("--precision", choices=PRECISIONS, help="default fp32")
+    p.add_argument("--temporal", choices=TEMPORAL, help="CPU temporal model: torch (default) or native (C kernels)")
     p.add_argument("--pub", metavar="ENDPOINT", help="PUB endpoint (default tcp://127.0.0.1:5556)")
     p.add_argument("--control", metavar="ENDPOINT", help="control REP endpoint (default tcp://127.0.0.1:5557)")
     p.add_argument("--replay", action="store_true", help="every frame of a file source, in order, at the model rate")
@@ -127,7 +128,7 @@ def describe(runtime: Any) -> str:
     return (
         f"model: {model_line(runtime.meta)}; features: {runtime.engine.extractor.describe()}; "
         f"backend {rt.get('backend')} on {rt.get('device', 'cpu')} ({rt.get('precision', 'fp32')}); "
-        f"source: {runtime.source_desc}"
+        f"temporal model: {runtime.meta.get('temporal')}; source: {runtime.source_desc}"
     )
 
 

@@ -165,6 +165,17 @@ class StreamingCMSTBlock(_RingModule):
         return out.addmm_(pooled, self.wt_res).view(b, o, o, c)
 
 
+@torch.no_grad()
+def adaln_terms(
+    rf: torch.Tensor, w_mod: torch.Tensor, b_mod: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """AdaLN-Zero (shift, 1 + scale, gate), each [B, g, g, C], from rf [B, C, g, g] and conv_c as w_mod [3C, C]."""
+    c = rf.shape[1]
+    cond = F.silu(rf.sum(dim=1)).unsqueeze(-1).expand(-1, -1, -1, c)  # [B, g, g, C]
+    shift, scale, gate = F.linear(cond, w_mod, b_mod).split(c, dim=-1)
+    return shift, 1 + scale, gate
+
+
 @dataclasses.dataclass(frozen=True)
 class StreamState:
     """A copy of a stream's state: step count and every layer's ring."""
@@ -223,13 +234,8 @@ class StreamingViST(nn.Module):
         rf = check_rf(rf, self.config).to(self.shift)
         if rf.shape[0] not in (1, self.batch):
             raise VistError(f"rf holds {rf.shape[0]} streams, this stream has {self.batch}")
-        with torch.no_grad():
-            c = self.config.cells
-            cond = F.silu(rf.sum(dim=1)).unsqueeze(-1).expand(-1, -1, -1, c)  # [B, g, g, C]
-            shift, scale, gate = F.linear(cond, self.w_mod, self.b_mod).split(c, dim=-1)
-            self.shift.copy_(shift.expand_as(self.shift))
-            self.one_plus_scale.copy_((1 + scale).expand_as(self.one_plus_scale))
-            self.gate.copy_(gate.expand_as(self.gate))
+        for dst, term in zip((self.shift, self.one_plus_scale, self.gate), adaln_terms(rf, self.w_mod, self.b_mod)):
+            dst.copy_(term.expand_as(dst))
 
     @property
     def receptive_field(self) -> int:

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from vist_rt.choices import BACKENDS, DEVICES, PRECISIONS
+from vist_rt.choices import BACKENDS, DEVICES, PRECISIONS, TEMPORAL
 from vist_rt.errors import VistError
 from vist_rt.tomlfile import read_toml
 
@@ -30,6 +30,7 @@ class RunConfig:
     backend: str = "auto"  # of the feature stage
     device: str = "cpu"
     precision: str = "fp32"
+    temporal: str = "torch"  # the streaming temporal model on the CPU: torch, or native (compiled C kernels)
     pub: str = DEFAULT_PUB
     control: str = DEFAULT_CONTROL
     replay: bool = False  # every frame of a file source, in order, resampled to the model rate
@@ -65,6 +66,10 @@ class RunConfig:
             raise VistError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.device not in DEVICES:
             raise VistError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.temporal not in TEMPORAL:
+            raise VistError(f"temporal must be one of {', '.join(TEMPORAL)}, got {self.temporal!r}")
+        if self.temporal == "native" and self.device != "cpu":
+            raise VistError("--temporal native runs on the CPU; with --device cuda the temporal model runs on the GPU")
         if self.precision not in PRECISIONS:
             raise VistError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.max_frames is not None and self.max_frames < 1:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vist_rt.choices import TEMPORAL
 from vist_rt.errors import VistError
 from vist_rt.features import Extractor, from_spec
 from vist_rt.model.checkpoint import Checkpoint, load_checkpoint
@@ -30,7 +31,10 @@ def rf_centres(rf: torch.Tensor) -> list[list[float] | None]:
 class Engine:
     """One frame in, one tick's rates out: `features(image)` then `step(tokens)` (the temporal model's state)."""
 
-    def __init__(self, ckpt: Checkpoint, extractor: Extractor, *, device: str = "cpu") -> None:
+    def __init__(
+        self, ckpt: Checkpoint, extractor: Extractor, *, device: str = "cpu", temporal: str = "torch",
+        kernel_cache: str | Path | None = None,
+    ) -> None:  # fmt: skip
         cfg = ckpt.config
         spec = extractor.spec
         if spec.get("grid") != cfg.grid or spec.get("dim") != cfg.feature_dim:
@@ -38,13 +42,21 @@ class Engine:
                 f"the checkpoint's model reads a {cfg.grid}x{cfg.grid} grid of {cfg.feature_dim}-dim tokens, "
                 f"but its extractor gives {spec.get('grid')}x{spec.get('grid')} of {spec.get('dim')}"
             )
-        self.ckpt, self.extractor, self.device = ckpt, extractor, device
+        if temporal not in TEMPORAL:
+            raise VistError(f"temporal must be one of {', '.join(TEMPORAL)}, got {temporal!r}")
+        if temporal == "native" and device != "cpu":
+            raise VistError("the native temporal model runs on the CPU; with --device cuda the GPU runs it")
+        self.ckpt, self.extractor, self.device, self.temporal = ckpt, extractor, device, temporal
         model = ckpt.model.to(device)
         rf = ckpt.rf.to(device)
         if device == "cuda":
             from vist_rt.model.device_stream import DeviceStreamingViST
 
             self.stream: Any = DeviceStreamingViST.from_model(model, rf)
+        elif temporal == "native":
+            from vist_rt.model.native import NativeStreamingViST
+
+            self.stream = NativeStreamingViST.from_model(model, rf, cache_dir=kernel_cache)
         else:
             from vist_rt.model.streaming import StreamingViST
 
@@ -62,6 +74,7 @@ class Engine:
         precision: str = "fp32",
         engines: str = "engines",
         threads: int | None = None,
+        temporal: str = "torch",
         log: Callable[[str], None] = print,
     ) -> Engine:
         """Load a checkpoint and rebuild the extractor it was trained with, on the chosen backend."""
@@ -77,7 +90,12 @@ class Engine:
                            threads=threads, log=log)  # fmt: skip
         elif backend not in ("auto", "torch") or precision != "fp32":
             raise VistError(f"the checkpoint's {ckpt.extractor.get('kind')} extractor has no backend or precision")
-        return cls(ckpt, from_spec(ckpt.extractor, weights=vit_weights, **runtime), device=device)
+        extractor = from_spec(ckpt.extractor, weights=vit_weights, **runtime)
+        try:
+            return cls(ckpt, extractor, device=device, temporal=temporal)
+        except BaseException:
+            extractor.close()
+            raise
 
     def _identity(self) -> dict[str, Any]:
         path = self.ckpt.path
@@ -100,6 +118,7 @@ class Engine:
             "extractor": {"spec": ext.spec, "described": ext.describe(), "runtime": ext.runtime},
             "dinov2": bool(ext.spec.get("dinov2", False)),
             "device": self.device,
+            "temporal": "cuda" if self.device == "cuda" else self.temporal,
         }
 
     def features(self, image: np.ndarray) -> tuple[np.ndarray, float, float]:

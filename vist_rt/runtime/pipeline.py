@@ -84,6 +84,7 @@ class Runtime:
             precision=cfg.precision,
             engines=cfg.engines,
             threads=cfg.threads,
+            temporal=cfg.temporal,
             log=log,
         )
         return cls(cfg, engine, log=log)

@@ -1,0 +1,344 @@
+"""`NativeStreamingViST`: the streaming step on CPU with its non-matmul work in compiled C kernels.
+
+Same weights, same outputs as `StreamingViST` (to float32 rounding), faster on CPU: the depthwise
+convolutions, ring writes, im2col, pooling and activations of a step run as a handful of C calls
+(`native_kernels.c`, compiled with the machine's C compiler on first use and cached), the matmuls
+stay in PyTorch (oneDNN/MKL), and every buffer is allocated once. Channels are padded to a
+multiple of 16 inside this class; the pad channels hold zeros.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vist_rt.errors import VistError
+from vist_rt.model.config import ViSTConfig
+from vist_rt.model.inputs import check_features, check_rf
+from vist_rt.model.streaming import StreamingViST, StreamState, adaln_terms
+from vist_rt.model.vist import ViST
+
+SOURCE = Path(__file__).with_name("native_kernels.c")
+FLAGS = ("-O3", "-march=native", "-std=c11", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC")
+ABI = 2
+_LANES = 16
+_loaded: dict[Path, ctypes.CDLL] = {}
+_lock = threading.Lock()
+_P = ctypes.c_void_p
+_I = ctypes.c_int
+_SIGNATURES = {
+    "vist_c3tcn": [_P, _I, _P, _P, _P, _P, _I, _I, _I, _I],
+    "vist_cmst_pre": [_P, _I, _P, _P, _P, _P, _I, _P, _I, _I, _I, _I],
+    "vist_cmst_post": [_P, _I, _P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I],
+}
+
+
+def default_cache_dir() -> Path:
+    """Where compiled kernels are kept: $XDG_CACHE_HOME/vist-rt/native (or ~/.cache/...)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vist-rt" / "native"
+
+
+def _cpu_signature() -> str:
+    """The CPU the kernels are compiled for (-march=native): model and feature flags where readable."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    keep = [ln for ln in lines if ln.split(":")[0].strip() in ("model name", "flags", "Features", "CPU part")]
+    return "\n".join([platform.machine(), platform.processor(), *sorted(set(keep))])
+
+
+def kernel_key(compiler: str) -> str:
+    """Cache key of the compiled kernels: source, compiler (path and version), flags, CPU."""
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise VistError(f"cannot run the C compiler {compiler!r}: {e}") from None
+    h = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), compiler.encode(), version.encode(), " ".join(FLAGS).encode(),
+                 _cpu_signature().encode()):  # fmt: skip
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:20]
+
+
+def find_compiler(compiler: str | None = None) -> str:
+    """The C compiler to use: `compiler`, else $CC, else `cc`; VistError with an install hint if absent."""
+    name = compiler or os.environ.get("CC") or "cc"
+    path = shutil.which(name)
+    if path is None:
+        raise VistError(
+            f"the native temporal backend compiles a small C kernel on first use and needs a C compiler, "
+            f"but {name!r} was not found: install one (e.g. `apt install gcc`) or use the torch backend"
+        )
+    return path
+
+
+def load_kernels(cache_dir: str | Path | None = None, compiler: str | None = None) -> ctypes.CDLL:
+    """Compile (once per source/compiler/CPU) and load the step kernels."""
+    cc = find_compiler(compiler)
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    lib_path = folder / f"vist_native-{kernel_key(cc)}.so"
+    with _lock:
+        if lib_path in _loaded:
+            return _loaded[lib_path]
+        if not lib_path.is_file():
+            _compile(cc, lib_path)
+        try:
+            lib = ctypes.CDLL(str(lib_path))
+            abi = lib.vist_native_abi()
+        except (OSError, AttributeError) as e:
+            raise VistError(f"cannot load the compiled kernels {lib_path}: {e}; delete the file to rebuild it") from e
+        if abi != ABI:
+            raise VistError(f"{lib_path} has kernel ABI {abi}, this vist-rt needs {ABI}; delete the file to rebuild it")
+        for name, args in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = args, None
+        _loaded[lib_path] = lib
+        return lib
+
+
+def _compile(cc: str, lib_path: Path) -> None:
+    try:
+        lib_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=lib_path.parent, prefix=".build-", suffix=".so")
+        os.close(fd)
+    except OSError as e:
+        raise VistError(f"cannot write compiled kernels to {lib_path.parent}: {e.strerror or e}") from None
+    try:
+        done = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            raise VistError(f"compiling the native kernels with {cc} failed: {lines[-1] if lines else done.returncode}")
+        os.replace(tmp, lib_path)
+    except subprocess.TimeoutExpired:
+        raise VistError(f"compiling the native kernels with {cc} took over 300 s; gave up") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _pad(n: int) -> int:
+    return -(-n // _LANES) * _LANES
+
+
+def _padded(t: torch.Tensor, dims: dict[int, int]) -> torch.Tensor:
+    """t zero-padded at the end of each dim in `dims` (dim -> new size), contiguous float32."""
+    out = torch.zeros([dims.get(i, s) for i, s in enumerate(t.shape)], dtype=torch.float32)
+    out[tuple(slice(0, s) for s in t.shape)] = t
+    return out
+
+
+class _Block(NamedTuple):
+    """One CMST block's step: kernel arguments per ring slot, matmul operands, where its output goes."""
+
+    length: int  # L: ring slots (the longest window)
+    pre: list[tuple[object, ...]]  # vist_cmst_pre arguments, per slot t % L
+    post: list[tuple[object, ...]]  # vist_cmst_post arguments, per slot t % L
+    dense: tuple[torch.Tensor, ...] | None  # (patches, W_patch, b_patch, mixed) when there are w = 1 branches
+    cat: torch.Tensor  # [n, 2C]: branch sum | pooled input
+    w_cat: torch.Tensor  # [2C, C]: [W_map; W_res]
+    bias: torch.Tensor
+    outs: list[torch.Tensor]  # the output's home, per t % len(outs): the next block's ring slot
+
+
+def _blocked(w: torch.Tensor) -> torch.Tensor:
+    """A depthwise kernel [..taps.., C] as the kernels read it: [C/16, taps, 16], one 16-channel block after another."""
+    taps = w.numel() // w.shape[-1]
+    return w.reshape(taps, -1, _LANES).permute(1, 0, 2).contiguous()
+
+
+class NativeStreamingViST:
+    """Vi-ST that steps one frame at a time for B streams on CPU (float32), equal to the offline forward.
+
+    The interface of `StreamingViST`: `step`, `reset`, `set_rf`, `get_state`/`set_state`.
+    """
+
+    def __init__(
+        self, model: ViST, rf: torch.Tensor, batch: int | None = None, *, cache_dir: str | Path | None = None,
+        compiler: str | None = None, threads: int | None = None,
+    ) -> None:  # fmt: skip
+        if next(model.parameters()).device.type != "cpu":
+            raise VistError("the native temporal backend runs on the CPU; move the model there or use --device cuda")
+        self._lib = load_kernels(cache_dir, compiler)
+        self.library = Path(self._lib._name)  # the compiled kernels in use
+        ref = StreamingViST(model, rf, batch)  # folded, transposed weights to re-lay out
+        cfg: ViSTConfig = ref.config
+        self.config, self.batch, self.t = cfg, ref.batch, 0
+        self.threads = nt = int(threads or torch.get_num_threads())  # the kernels' OpenMP threads
+        b, g, ch, c = self.batch, cfg.grid, cfg.video_dim, cfg.cells
+        self._chp, self._cp = chp, cp = _pad(ch), _pad(c)
+        n = b * g * g
+        z = torch.zeros
+        self._w_mod, self._b_mod = ref.w_mod.float(), ref.b_mod.float()
+        self._wt_in = _padded(ref.wt_in, {1: chp})
+        self._b_in = _padded(ref.b_in, {0: chp})
+        self._x = z(n, chp)  # the last C3TCN layer's output
+        self._h = z(n, chp)
+        self._rings: list[torch.Tensor] = []
+        self._keep: list[object] = []  # arrays whose addresses the argument tuples hold
+        # C3TCN layer: ring [d, 3, B, g, g, Ch]; frame t goes to phase t % d, slot (t // d) % 3, written by the
+        # matmul that makes it. Per layer: (pointwise weight, per-(t % 3d) kernel arguments and frame-t slot)
+        self._layers: list[tuple[torch.Tensor, list[tuple[object, ...]], list[torch.Tensor]]] = []
+        b_prev = None
+        for layer in ref.layers:
+            d = layer.dilation
+            ring = z(d, 3, b, g, g, chp)
+            w = _blocked(_padded(layer.w_dw[2, :, 0].permute(1, 2, 3, 0), {3: chp}))  # taps: oldest frame first
+            b_dw = _padded(layer.b_dw, {0: chp})
+            b_pw = _padded(layer.b_pw, {0: chp})  # added by the next layer's kernel (or folded into conv_out)
+            self._keep += [w, b_dw, b_pw]
+            args = [(ring[k % d].data_ptr(), (k // d) % 3, b_prev, w.data_ptr(), b_dw.data_ptr(), self._h.data_ptr(),
+                     b, g, chp, nt) for k in range(3 * d)]  # fmt: skip
+            slots = [ring[k % d, (k // d) % 3].view(n, chp) for k in range(3 * d)]
+            b_prev = b_pw.data_ptr()
+            self._rings.append(ring)
+            self._layers.append((_padded(layer.wt_pw, {0: chp, 1: chp}), args, slots))
+        self._wt_out = _padded(ref.wt_out, {0: chp, 1: cp})
+        b_out = ref.b_out + (ref.layers[-1].b_pw @ ref.wt_out if len(ref.layers) else 0)
+        self._b_out = _padded(b_out, {0: cp})
+        self._y = z(n, cp)
+        self._ada_h = z(n, cp)
+        self._ada_m = z(n, cp)
+        self._wt_ada = _padded(ref.wt_ada, {0: cp, 1: cp})
+        self._b_ada = _padded(ref.b_ada, {0: cp})
+        self._shift, self._one_plus_scale, self._gate = (z(n, cp) for _ in range(3))
+        # CMST block: ring [L, B, H, H, C], frame t in slot t % L, written by the previous block's matmul (the
+        # first block's by its own kernel, from the AdaLN terms)
+        self._blocks: list[_Block] = []
+        side = g
+        rings = []
+        for block in ref.blocks:
+            rings.append(z(block.length, b, side, side, cp))
+            side -= 2
+        self._last = z(b * side * side, cp)  # the last block's output, the readout's input
+        side = g
+        for k, (block, ring) in enumerate(zip(ref.blocks, rings)):
+            o, length = side - 2, block.length
+            m = b * o * o
+            cat = z(m, 2 * cp)
+            w_cat = torch.cat([_padded(block.wt_map, {0: cp, 1: cp}), _padded(block.wt_res, {0: cp, 1: cp})])
+            b_blk = _padded(block.b_out, {0: cp})
+            dense = block.dense
+            patches = mixed = z(_LANES)  # (unused without a dense branch)
+            dense_ops = None
+            if dense:
+                w_patch = _padded(block.w_patch.view(9, c, dense, c), {1: cp, 3: cp}).view(9 * cp, dense * cp)
+                b_patch = _padded(block.b_patch.view(dense, c), {1: cp}).view(-1)
+                patches, mixed = z(m, 9 * cp), z(m, dense * cp)
+                dense_ops = (patches, w_patch, b_patch, mixed)
+            kernels = [_blocked(_padded(wk[:, 0].permute(1, 2, 3, 0), {3: cp})).view(-1) for wk, _ in block.kernels]
+            w_dw = torch.cat(kernels) if kernels else z(_LANES)
+            b_dw = torch.stack([_padded(bk, {0: cp}) for _, bk in block.kernels]) if kernels else z(_LANES)
+            win = np.array(block.depthwise or [0], dtype=np.int32)
+            self._keep += [w_dw, b_dw, win, patches, mixed]
+            ada = (self._y.data_ptr(), self._gate.data_ptr(), self._ada_m.data_ptr()) if k == 0 else (None,) * 3
+            pre = [(ring.data_ptr(), s, *ada, patches.data_ptr(), int(bool(dense)), cat.data_ptr(), b, side, cp, nt)
+                   for s in range(length)]  # fmt: skip
+            branches = (len(block.depthwise), win.ctypes.data, w_dw.data_ptr(), b_dw.data_ptr())
+            post = [(mixed.data_ptr(), dense, ring.data_ptr(), s, length, *branches, cat.data_ptr(), b, side, cp, nt)
+                    for s in range(length)]  # fmt: skip
+            # frame t of the next block goes to its slot t % L'
+            outs = [slot.view(m, cp) for slot in rings[k + 1]] if k + 1 < len(rings) else [self._last]
+            self._rings.append(ring)
+            self._blocks.append(_Block(length, pre, post, dense_ops, cat, w_cat, b_blk, outs))
+            side = o
+        r = cfg.readout_grid
+        self._wt_read = _padded(ref.wt_read.view(r * r, c, c), {1: cp}).view(r * r * cp, c)
+        self._b_read = ref.b_read.float()
+        self._last_rows = self._last.view(b, r * r * cp)
+        self.set_rf(rf)
+
+    @classmethod
+    def from_model(
+        cls, model: ViST, rf: torch.Tensor, batch: int | None = None, *, cache_dir: str | Path | None = None
+    ) -> NativeStreamingViST:
+        """Snapshot `model`'s weights (eval semantics) for streams conditioned on rf: [B, C, g, g] or [C, g, g]."""
+        return cls(model, rf, batch, cache_dir=cache_dir)
+
+    @property
+    def receptive_field(self) -> int:
+        """Frames that influence one output."""
+        return self.config.receptive_field
+
+    def set_rf(self, rf: torch.Tensor) -> None:
+        """Recompute the AdaLN shift/scale/gate for a new RF set ([B or 1, C, g, g]); the ring state is kept."""
+        rf = check_rf(rf, self.config).float()
+        if rf.shape[0] not in (1, self.batch):
+            raise VistError(f"rf holds {rf.shape[0]} streams, this stream has {self.batch}")
+        c, g = self.config.cells, self.config.grid
+        terms = adaln_terms(rf, self._w_mod, self._b_mod)
+        for dst, term in zip((self._shift, self._one_plus_scale, self._gate), terms):
+            dst.view(self.batch, g, g, -1)[..., :c].copy_(term.expand(self.batch, g, g, c))
+
+    def reset(self) -> None:
+        """Return every stream to the zero state (as if no frame had been seen)."""
+        for ring in self._rings:
+            ring.zero_()
+        self.t = 0
+
+    def get_state(self) -> StreamState:
+        """A copy of the current state (this class's own ring layout)."""
+        return StreamState(self.t, tuple(r.clone() for r in self._rings))
+
+    def set_state(self, state: StreamState) -> None:
+        """Restore a state taken with get_state() of a stream of the same shape."""
+        if len(state.rings) != len(self._rings) or any(
+            r.shape != m.shape or r.dtype != m.dtype for r, m in zip(state.rings, self._rings)
+        ):
+            raise VistError("state does not belong to a native stream of this shape")
+        if not isinstance(state.t, int) or state.t < 0:
+            raise VistError(f"state step count must be an integer >= 0, got {state.t!r}")
+        for ring, src in zip(self._rings, state.rings):
+            ring.copy_(src)
+        self.t = state.t
+
+    @torch.inference_mode()
+    def step(self, features_t: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """features_t: [B, grid*grid, D] for the newest frame -> rates [B, C] for that frame.
+
+        Invalid input (wrong shape, NaN/inf) raises VistError and leaves the state untouched.
+        """
+        if isinstance(features_t, np.ndarray):
+            features_t = torch.from_numpy(features_t)
+        check_features(features_t, self.config, streaming=True, batch=self.batch)
+        feats = features_t.reshape(-1, self.config.feature_dim)
+        if feats.dtype != torch.float32 or feats.device.type != "cpu":
+            feats = feats.to("cpu", torch.float32)
+        t, lib, x = self.t, self._lib, self._x
+        layers = self._layers
+        cur = layers[0][2][t % len(layers[0][2])] if layers else self._x
+        torch.addmm(self._b_in, feats, self._wt_in, out=cur)
+        c3tcn = lib.vist_c3tcn
+        for i, (wt_pw, args, _) in enumerate(layers):
+            c3tcn(*args[t % len(args)])
+            nxt = layers[i + 1][2][t % len(layers[i + 1][2])] if i + 1 < len(layers) else self._x
+            torch.addmm(cur, self._h, wt_pw, out=nxt)  # x + h W; the bias goes in with the next kernel
+            cur = nxt
+        y = torch.addmm(self._b_out, x, self._wt_out, out=self._y)
+        h = F.silu(torch.addcmul(self._shift, y, self._one_plus_scale, out=self._ada_h), inplace=True)
+        torch.addmm(self._b_ada, h, self._wt_ada, out=self._ada_m)  # the first CMST kernel adds y + gate * this
+        pre_fn, post_fn = lib.vist_cmst_pre, lib.vist_cmst_post
+        for length, pre, post, dense, cat, w_cat, b_blk, outs in self._blocks:
+            s = t % length
+            pre_fn(*pre[s])
+            if dense is not None:
+                patches, w_patch, b_patch, mixed = dense
+                torch.addmm(b_patch, patches, w_patch, out=mixed)
+            post_fn(*post[s])
+            torch.addmm(b_blk, cat, w_cat, out=outs[t % len(outs)])
+        self.t = t + 1
+        return torch.addmm(self._b_read, self._last_rows, self._wt_read)
+
+    forward = step
