@@ -32,14 +32,14 @@ from vist_rt.model.vist import ViST
 
 SOURCE = Path(__file__).with_name("native_kernels.c")
 FLAGS = ("-O3", "-march=native", "-std=c11", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC")
-ABI = 2
+ABI = 3
 _LANES = 16
 _loaded: dict[Path, ctypes.CDLL] = {}
 _lock = threading.Lock()
 _P = ctypes.c_void_p
 _I = ctypes.c_int
 _SIGNATURES = {
-    "vist_c3tcn": [_P, _I, _P, _P, _P, _P, _I, _I, _I, _I],
+    "vist_c3tcn": [_P, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I],
     "vist_cmst_pre": [_P, _I, _P, _P, _P, _P, _I, _P, _I, _I, _I, _I],
     "vist_cmst_post": [_P, _I, _P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I],
 }
@@ -188,20 +188,20 @@ class NativeStreamingViST:
         self._h = z(n, chp)
         self._rings: list[torch.Tensor] = []
         self._keep: list[object] = []  # arrays whose addresses the argument tuples hold
-        # C3TCN layer: ring [d, 3, B, g, g, Ch]; frame t goes to phase t % d, slot (t // d) % 3, written by the
-        # matmul that makes it. Per layer: (pointwise weight, per-(t % 3d) kernel arguments and frame-t slot)
+        # C3TCN layer: ring [2d+1, B, g, g, Ch], frame t in slot t % (2d+1), written by the matmul that makes it.
+        # Per layer: (pointwise weight, per-(t % (2d+1)) kernel arguments and frame-t slot)
         self._layers: list[tuple[torch.Tensor, list[tuple[object, ...]], list[torch.Tensor]]] = []
         b_prev = None
         for layer in ref.layers:
             d = layer.dilation
-            ring = z(d, 3, b, g, g, chp)
+            ring = z(2 * d + 1, b, g, g, chp)
             w = _blocked(_padded(layer.w_dw[2, :, 0].permute(1, 2, 3, 0), {3: chp}))  # taps: oldest frame first
             b_dw = _padded(layer.b_dw, {0: chp})
             b_pw = _padded(layer.b_pw, {0: chp})  # added by the next layer's kernel (or folded into conv_out)
             self._keep += [w, b_dw, b_pw]
-            args = [(ring[k % d].data_ptr(), (k // d) % 3, b_prev, w.data_ptr(), b_dw.data_ptr(), self._h.data_ptr(),
-                     b, g, chp, nt) for k in range(3 * d)]  # fmt: skip
-            slots = [ring[k % d, (k // d) % 3].view(n, chp) for k in range(3 * d)]
+            args = [(ring.data_ptr(), k, d, b_prev, w.data_ptr(), b_dw.data_ptr(), self._h.data_ptr(), b, g, chp, nt)
+                    for k in range(2 * d + 1)]  # fmt: skip
+            slots = [slot.view(n, chp) for slot in ring]
             b_prev = b_pw.data_ptr()
             self._rings.append(ring)
             self._layers.append((_padded(layer.wt_pw, {0: chp, 1: chp}), args, slots))

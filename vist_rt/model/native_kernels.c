@@ -27,13 +27,13 @@ static inline v16 leaky(v16 a) {
     return (v16)(((vi16)a & m) | ((vi16)(a * 0.1f) & ~m));
 }
 
-int vist_native_abi(void) { return 2; }
+int vist_native_abi(void) { return 3; }
 
-/* Where the frames of a temporal window lie: frame f (oldest first) is ring slot (start + f) % L,
- * slots fstride floats apart; rows rs apart, positions C apart. */
+/* Where the frames of a temporal window lie: frame f (oldest first) is ring slot
+ * (start + f * step) % L, slots fstride floats apart; rows rs apart, positions C apart. */
 typedef struct {
     long fstride, rs;
-    int start, L, nf, C;
+    int start, step, L, nf, C;
 } frames_t;
 
 /* Depthwise 3x3 (space) x nf (time) for XB outputs in a row, one 16-channel block.
@@ -46,7 +46,7 @@ typedef struct {
         v16 acc[XB], zero = {0};                                                                          \
         long C = fr->C, rs = fr->rs;                                                                      \
         for (int j = 0; j < XB; j++) acc[j] = bias;                                                       \
-        for (int f = 0, slot = fr->start; f < fr->nf; f++, slot = slot + 1 == fr->L ? 0 : slot + 1) {     \
+        for (int f = 0, slot = fr->start; f < fr->nf; f++, slot = (slot + fr->step) % fr->L) {             \
             const float *base = ring + slot * fr->fstride + at;                                          \
             for (int ky = ky0; ky < ky1; ky++) {                                                          \
                 const float *row = base + ky * rs;                                                        \
@@ -104,16 +104,18 @@ static void dw_row(const float *ring, const frames_t *fr, long at, const float *
 }
 
 /* One C3TCN layer's depthwise half for frame t (dilation d).
- * phase: the three slots [3][B][G][G][C] of phase t % d, holding frames t-2d, t-d, t; frame t is
- * in slot `newest` (then t-2d in newest + 1, t-d in newest + 2, mod 3). When b_prev is not NULL it
- * is first added to frame t (the previous layer's pointwise bias, which its matmul left out).
+ * ring: [2d+1][B][G][G][C], frame t in slot t % (2d+1): the slot written at t held frame t-2d-1,
+ * read one step before (still in cache); frames t-2d, t-d, t are slots newest+1, newest+d+1,
+ * newest (mod 2d+1). When b_prev is not NULL it is first added to frame t (the previous layer's
+ * pointwise bias, which its matmul left out).
  * w: [C/16][3][3][3][16] the depthwise kernel, BatchNorm folded, oldest frame first; b_dw: [C];
  * h: [B, G, G, C] out, ReLU(depthwise + b_dw), zero padding of 1 in space. */
-void vist_c3tcn(float *phase, int newest, const float *b_prev, const float *w, const float *b_dw, float *h, int B,
-                int G, int C, int nt) {
+void vist_c3tcn(float *ring, int newest, int d, const float *b_prev, const float *w, const float *b_dw, float *h,
+                int B, int G, int C, int nt) {
     long rs = (long)G * C, fs = G * rs, ss = B * fs;
-    frames_t fr = {ss, rs, (newest + 1) % 3, 3, 3, C};
-    float *slot = phase + newest * ss;
+    int L = 2 * d + 1;
+    frames_t fr = {ss, rs, (newest + 1) % L, d, L, 3, C};
+    float *slot = ring + newest * ss;
 #pragma omp parallel num_threads(nt)
     {
         if (b_prev) { /* every row first: the rows a thread reads are not all its own */
@@ -128,12 +130,12 @@ void vist_c3tcn(float *phase, int newest, const float *b_prev, const float *w, c
             int b = r / G, y = r % G;
             /* window rows y-1..y+1, columns -1..: an offset, only read inside the frame */
             long at = b * fs + (long)(y - 1) * rs - C;
-            if (y + 2 < G)
-                for (int i = 1; i < 3; i++) { /* the two older frames: the next row's new input row */
-                    const float *nx = phase + ((newest + i) % 3) * ss + b * fs + (long)(y + 2) * rs;
+            if (y + 2 < G) /* the older frames' row the next output row adds: fetch it now */
+                for (int i = 0; i < 2; i++) {
+                    const float *nx = ring + ((fr.start + i * d) % L) * ss + b * fs + (long)(y + 2) * rs;
                     for (long k = 0; k < rs; k += 16) __builtin_prefetch(nx + k, 0, 3);
                 }
-            dw_row(phase, &fr, at, w, b_dw, G, y == 0, y == G - 1 ? 2 : 3, 1, h + (long)r * rs, C, 0);
+            dw_row(ring, &fr, at, w, b_dw, G, y == 0, y == G - 1 ? 2 : 3, 1, h + (long)r * rs, C, 0);
         }
     }
 }
@@ -205,7 +207,7 @@ void vist_cmst_post(const float *mixed, int dense, const float *ring, int s, int
         const float *w = w_dw;
         for (int j = 0; j < nb; j++) {
             int nf = win[j];
-            frames_t fr = {B * fs, (long)H * C, ((s - nf + 1) % L + L) % L, L, nf, C};
+            frames_t fr = {B * fs, (long)H * C, ((s - nf + 1) % L + L) % L, 1, L, nf, C};
             dw_row(ring, &fr, b * fs + y * H * C, w, b_dw + (long)j * C, (int)o, 0, 3, 0, cat + r * o * 2 * C,
                    2L * C, 1);
             w += (long)nf * 9 * C;
