@@ -184,3 +184,18 @@ def test_set_rf_numpy_float64_and_flat_memory(make_model, tiny, cache: Path) -> 
         for _ in range(3000):
             stream.step(x)
         assert _rss_bytes() - before < 8 * 2**20  # no per-step growth
+
+
+def test_features_that_overflow_the_projection_are_refused(make_model, tiny, cache: Path) -> None:
+    model = make_model(seed=9)
+    with torch.no_grad():
+        model.stage1.conv_1x1.weight.fill_(10.0)
+    stream = NativeStreamingViST.from_model(model, torch.rand(tiny.cells, tiny.grid, tiny.grid), cache_dir=cache)
+    stream.step(torch.randn(1, tiny.tokens, tiny.feature_dim))
+    before = stream.get_state()
+    huge = torch.zeros(1, tiny.tokens, tiny.feature_dim)
+    huge[0, 7, 2] = 3e38  # finite, but x 10 is not
+    with pytest.raises(VistError, match="overflow float32 in the input projection"):
+        stream.step(huge)
+    after = stream.get_state()
+    assert after.t == before.t and all(torch.equal(a, b) for a, b in zip(after.rings, before.rings))

@@ -32,14 +32,14 @@ from vist_rt.model.vist import ViST
 
 SOURCE = Path(__file__).with_name("native_kernels.c")
 FLAGS = ("-O3", "-march=native", "-std=c11", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC")
-ABI = 3
+ABI = 4
 _LANES = 16
 _loaded: dict[Path, ctypes.CDLL] = {}
 _lock = threading.Lock()
 _P = ctypes.c_void_p
 _I = ctypes.c_int
 _SIGNATURES = {
-    "vist_c3tcn": [_P, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I],
+    "vist_c3tcn": [_P, _I, _I, _P, _P, _P, _P, _P, _I, _I, _I, _I],
     "vist_cmst_pre": [_P, _I, _P, _P, _P, _P, _I, _P, _I, _I, _I, _I],
     "vist_cmst_post": [_P, _I, _P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I],
 }
@@ -184,6 +184,7 @@ class NativeStreamingViST:
         self._w_mod, self._b_mod = ref.w_mod.float(), ref.b_mod.float()
         self._wt_in = _padded(ref.wt_in, {1: chp})
         self._b_in = _padded(ref.b_in, {0: chp})
+        self._x0 = z(n, chp)  # the input projection, checked finite before it enters the state
         self._x = z(n, chp)  # the last C3TCN layer's output
         self._h = z(n, chp)
         self._rings: list[torch.Tensor] = []
@@ -191,7 +192,7 @@ class NativeStreamingViST:
         # C3TCN layer: ring [2d+1, B, g, g, Ch], frame t in slot t % (2d+1), written by the matmul that makes it.
         # Per layer: (pointwise weight, per-(t % (2d+1)) kernel arguments and frame-t slot)
         self._layers: list[tuple[torch.Tensor, list[tuple[object, ...]], list[torch.Tensor]]] = []
-        b_prev = None
+        src, b_prev = self._x0.data_ptr(), None  # the first layer copies its frame from the input projection
         for layer in ref.layers:
             d = layer.dilation
             ring = z(2 * d + 1, b, g, g, chp)
@@ -199,10 +200,10 @@ class NativeStreamingViST:
             b_dw = _padded(layer.b_dw, {0: chp})
             b_pw = _padded(layer.b_pw, {0: chp})  # added by the next layer's kernel (or folded into conv_out)
             self._keep += [w, b_dw, b_pw]
-            args = [(ring.data_ptr(), k, d, b_prev, w.data_ptr(), b_dw.data_ptr(), self._h.data_ptr(), b, g, chp, nt)
-                    for k in range(2 * d + 1)]  # fmt: skip
+            args = [(ring.data_ptr(), k, d, src, b_prev, w.data_ptr(), b_dw.data_ptr(), self._h.data_ptr(), b, g, chp,
+                     nt) for k in range(2 * d + 1)]  # fmt: skip
             slots = [slot.view(n, chp) for slot in ring]
-            b_prev = b_pw.data_ptr()
+            src, b_prev = None, b_pw.data_ptr()
             self._rings.append(ring)
             self._layers.append((_padded(layer.wt_pw, {0: chp, 1: chp}), args, slots))
         self._wt_out = _padded(ref.wt_out, {0: chp, 1: cp})
@@ -312,14 +313,19 @@ class NativeStreamingViST:
         """
         if isinstance(features_t, np.ndarray):
             features_t = torch.from_numpy(features_t)
-        check_features(features_t, self.config, streaming=True, batch=self.batch)
+        check_features(features_t, self.config, streaming=True, batch=self.batch, finite=False)
         feats = features_t.reshape(-1, self.config.feature_dim)
         if feats.dtype != torch.float32 or feats.device.type != "cpu":
             feats = feats.to("cpu", torch.float32)
         t, lib, x = self.t, self._lib, self._x
         layers = self._layers
-        cur = layers[0][2][t % len(layers[0][2])] if layers else self._x
-        torch.addmm(self._b_in, feats, self._wt_in, out=cur)
+        x0 = torch.addmm(self._b_in, feats, self._wt_in, out=self._x0 if layers else x)
+        # a NaN/inf feature makes its token's whole projection non-finite: one check on 4x less data, before
+        # anything reaches the state (the first kernel copies x0 into the ring)
+        if not bool(torch.isfinite(x0.sum())):
+            check_features(features_t, self.config, streaming=True, batch=self.batch)  # names the bad values
+            raise VistError("features overflow float32 in the input projection; refusing to use them")
+        cur = layers[0][2][t % len(layers[0][2])] if layers else x
         c3tcn = lib.vist_c3tcn
         for i, (wt_pw, args, _) in enumerate(layers):
             c3tcn(*args[t % len(args)])

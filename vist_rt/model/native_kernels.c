@@ -27,7 +27,7 @@ static inline v16 leaky(v16 a) {
     return (v16)(((vi16)a & m) | ((vi16)(a * 0.1f) & ~m));
 }
 
-int vist_native_abi(void) { return 3; }
+int vist_native_abi(void) { return 4; }
 
 /* Where the frames of a temporal window lie: frame f (oldest first) is ring slot
  * (start + f * step) % L, slots fstride floats apart; rows rs apart, positions C apart. */
@@ -70,6 +70,73 @@ DW_BLOCK(4)
 DW_BLOCK(2)
 DW_BLOCK(1)
 
+/* Two depthwise branches of one CMST block at once, for XB outputs in a row, one channel block:
+ * the short window's frames are the newest of the long one's, so each frame is read once.
+ * fr: the long window; ns: the short window's length; wl, ws: [nf][3][3][16] kernels. */
+#define DW_BLOCK2(XB)                                                                                     \
+    static inline void dw_block2_##XB(const float *ring, const frames_t *fr, int ns, long at, const float *wl, \
+                                      const float *ws, v16 bl, v16 bs, v16 *restrict outl,                 \
+                                      v16 *restrict outs) {                                                \
+        v16 al[XB], as[XB];                                                                               \
+        long C = fr->C, rs = fr->rs;                                                                      \
+        int skip = fr->nf - ns;                                                                           \
+        for (int j = 0; j < XB; j++) al[j] = bl, as[j] = bs;                                              \
+        for (int f = 0, slot = fr->start; f < fr->nf; f++, slot = (slot + fr->step) % fr->L) {             \
+            const float *base = ring + slot * fr->fstride + at;                                          \
+            for (int ky = 0; ky < 3; ky++) {                                                              \
+                const float *row = base + ky * rs;                                                        \
+                v16 in[XB + 2];                                                                           \
+                for (int j = 0; j < XB + 2; j++) in[j] = LD(row + j * C);                                  \
+                const float *w1 = wl + (long)((f * 3 + ky) * 3) * 16;                                      \
+                v16 a0 = LD(w1), a1 = LD(w1 + 16), a2 = LD(w1 + 32);                                      \
+                for (int j = 0; j < XB; j++) {                                                            \
+                    al[j] += a0 * in[j];                                                                  \
+                    al[j] += a1 * in[j + 1];                                                              \
+                    al[j] += a2 * in[j + 2];                                                              \
+                }                                                                                         \
+                if (f >= skip) {                                                                          \
+                    const float *w2 = ws + (long)(((f - skip) * 3 + ky) * 3) * 16;                         \
+                    v16 b0 = LD(w2), b1 = LD(w2 + 16), b2 = LD(w2 + 32);                                  \
+                    for (int j = 0; j < XB; j++) {                                                        \
+                        as[j] += b0 * in[j];                                                              \
+                        as[j] += b1 * in[j + 1];                                                          \
+                        as[j] += b2 * in[j + 2];                                                          \
+                    }                                                                                     \
+                }                                                                                         \
+            }                                                                                             \
+        }                                                                                                 \
+        for (int j = 0; j < XB; j++) outl[j] = al[j], outs[j] = as[j];                                    \
+    }
+DW_BLOCK2(4)
+DW_BLOCK2(2)
+DW_BLOCK2(1)
+
+/* A row of two branches (see dw_block2) of a CMST block, added to out as LeakyReLU(0.1) each.
+ * wl, ws: [C/16][nf][3][3][16]; bl, bs: [C]. */
+static void dw_row2(const float *ring, const frames_t *fr, int ns, long at, const float *wl, const float *ws,
+                    const float *bl, const float *bs, int o, float *out, long os) {
+    v16 al[4], as[4];
+    long C = fr->C;
+    for (int x = 0; x < o;) {
+        int left = o - x, xb = left >= 4 ? 4 : left >= 2 ? 2 : 1;
+        for (int c = 0; c < C; c += 16) {
+            long a = at + (long)x * C + c;
+            const float *wlc = wl + (c / 16) * (long)fr->nf * 144, *wsc = ws + (c / 16) * (long)ns * 144;
+            v16 b1 = LD(bl + c), b2 = LD(bs + c);
+            switch (xb) {
+            case 4: dw_block2_4(ring, fr, ns, a, wlc, wsc, b1, b2, al, as); break;
+            case 2: dw_block2_2(ring, fr, ns, a, wlc, wsc, b1, b2, al, as); break;
+            default: dw_block2_1(ring, fr, ns, a, wlc, wsc, b1, b2, al, as); break;
+            }
+            for (int j = 0; j < xb; j++) {
+                float *p = out + (long)(x + j) * os + c;
+                ST(p, LD(p) + leaky(al[j]) + leaky(as[j]));
+            }
+        }
+        x += xb;
+    }
+}
+
 /* One output row of a depthwise conv: `o` outputs, positions os apart, every channel block. The
  * channel blocks of a few positions are done together: a position's channels are one contiguous
  * run (channels-last rows of C floats put one block of every position in the same few L1 sets).
@@ -106,23 +173,26 @@ static void dw_row(const float *ring, const frames_t *fr, long at, const float *
 /* One C3TCN layer's depthwise half for frame t (dilation d).
  * ring: [2d+1][B][G][G][C], frame t in slot t % (2d+1): the slot written at t held frame t-2d-1,
  * read one step before (still in cache); frames t-2d, t-d, t are slots newest+1, newest+d+1,
- * newest (mod 2d+1). When b_prev is not NULL it is first added to frame t (the previous layer's
- * pointwise bias, which its matmul left out).
+ * newest (mod 2d+1). When src is not NULL, frame t is first copied there from src ([B, G, G, C]);
+ * when b_prev is not NULL it is added to frame t (the previous layer's pointwise bias, which its
+ * matmul left out).
  * w: [C/16][3][3][3][16] the depthwise kernel, BatchNorm folded, oldest frame first; b_dw: [C];
  * h: [B, G, G, C] out, ReLU(depthwise + b_dw), zero padding of 1 in space. */
-void vist_c3tcn(float *ring, int newest, int d, const float *b_prev, const float *w, const float *b_dw, float *h,
-                int B, int G, int C, int nt) {
+void vist_c3tcn(float *ring, int newest, int d, const float *src, const float *b_prev, const float *w,
+                const float *b_dw, float *h, int B, int G, int C, int nt) {
     long rs = (long)G * C, fs = G * rs, ss = B * fs;
     int L = 2 * d + 1;
     frames_t fr = {ss, rs, (newest + 1) % L, d, L, 3, C};
     float *slot = ring + newest * ss;
 #pragma omp parallel num_threads(nt)
     {
-        if (b_prev) { /* every row first: the rows a thread reads are not all its own */
+        if (src || b_prev) { /* every row first: the rows a thread reads are not all its own */
 #pragma omp for schedule(static)
             for (int r = 0; r < B * G; r++) {
                 float *xr = slot + (long)r * rs;
-                for (long p = 0; p < rs; p += 16) ST(xr + p, LD(xr + p) + LD(b_prev + p % C));
+                const float *sr = src ? src + (long)r * rs : xr;
+                v16 zero = {0};
+                for (long p = 0; p < rs; p += 16) ST(xr + p, LD(sr + p) + (b_prev ? LD(b_prev + p % C) : zero));
             }
         }
 #pragma omp for schedule(static)
@@ -203,6 +273,14 @@ void vist_cmst_post(const float *mixed, int dense, const float *ring, int s, int
                 const float *nx = ring + (((s - f) % L + L) % L) * B * fs + b * fs + (y + 3) * H * C;
                 for (long k = 0; k < H * C; k += 16) __builtin_prefetch(nx + k, 0, 3);
             }
+        }
+        if (nb == 2) { /* two windows, one pass over the frames of the longer */
+            int lg = win[1] > win[0], nl = win[lg], ns = win[1 - lg];
+            const float *w0 = w_dw, *w1 = w_dw + (long)win[0] * 9 * C;
+            frames_t fr = {B * fs, (long)H * C, ((s - nl + 1) % L + L) % L, 1, L, nl, C};
+            dw_row2(ring, &fr, ns, b * fs + y * H * C, lg ? w1 : w0, lg ? w0 : w1, b_dw + (long)lg * C,
+                    b_dw + (long)(1 - lg) * C, (int)o, cat + r * o * 2 * C, 2L * C);
+            continue;
         }
         const float *w = w_dw;
         for (int j = 0; j < nb; j++) {
