@@ -32,7 +32,7 @@ from vist_rt.model.vist import ViST
 
 SOURCE = Path(__file__).with_name("native_kernels.c")
 FLAGS = ("-O3", "-march=native", "-std=c11", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC")
-ABI = 4
+ABI = 5
 _LANES = 16
 _loaded: dict[Path, ctypes.CDLL] = {}
 _lock = threading.Lock()
@@ -40,7 +40,7 @@ _P = ctypes.c_void_p
 _I = ctypes.c_int
 _SIGNATURES = {
     "vist_c3tcn": [_P, _I, _I, _P, _P, _P, _P, _P, _I, _I, _I, _I],
-    "vist_cmst_pre": [_P, _I, _P, _P, _P, _P, _I, _P, _I, _I, _I, _I],
+    "vist_cmst_pre": [_P, _I, _P, _P, _P, _P, _I, ctypes.c_long, _I, _P, _I, _I, _I, _I],
     "vist_cmst_post": [_P, _I, _P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I],
 }
 
@@ -235,18 +235,19 @@ class NativeStreamingViST:
             patches = mixed = z(_LANES)  # (unused without a dense branch)
             dense_ops = None
             if dense:
-                w_patch = _padded(block.w_patch.view(9, c, dense, c), {1: cp, 3: cp}).view(9 * cp, dense * cp)
+                # im2col of the real channels only (K = 9C, not 9 x padded C); rows 16 floats longer for the spill
+                w_patch = _padded(block.w_patch.view(9 * c, dense, c), {2: cp}).view(9 * c, dense * cp)
                 b_patch = _padded(block.b_patch.view(dense, c), {1: cp}).view(-1)
-                patches, mixed = z(m, 9 * cp), z(m, dense * cp)
-                dense_ops = (patches, w_patch, b_patch, mixed)
+                patches, mixed = z(m, 9 * c + _LANES), z(m, dense * cp)
+                dense_ops = (patches[:, : 9 * c], w_patch, b_patch, mixed)
             kernels = [_blocked(_padded(wk[:, 0].permute(1, 2, 3, 0), {3: cp})).view(-1) for wk, _ in block.kernels]
             w_dw = torch.cat(kernels) if kernels else z(_LANES)
             b_dw = torch.stack([_padded(bk, {0: cp}) for _, bk in block.kernels]) if kernels else z(_LANES)
             win = np.array(block.depthwise or [0], dtype=np.int32)
             self._keep += [w_dw, b_dw, win, patches, mixed]
             ada = (self._y.data_ptr(), self._gate.data_ptr(), self._ada_m.data_ptr()) if k == 0 else (None,) * 3
-            pre = [(ring.data_ptr(), s, *ada, patches.data_ptr(), int(bool(dense)), cat.data_ptr(), b, side, cp, nt)
-                   for s in range(length)]  # fmt: skip
+            im2col = (patches.data_ptr(), int(bool(dense)), patches.shape[-1], c)
+            pre = [(ring.data_ptr(), s, *ada, *im2col, cat.data_ptr(), b, side, cp, nt) for s in range(length)]
             branches = (len(block.depthwise), win.ctypes.data, w_dw.data_ptr(), b_dw.data_ptr())
             post = [(mixed.data_ptr(), dense, ring.data_ptr(), s, length, *branches, cat.data_ptr(), b, side, cp, nt)
                     for s in range(length)]  # fmt: skip

@@ -27,7 +27,7 @@ static inline v16 leaky(v16 a) {
     return (v16)(((vi16)a & m) | ((vi16)(a * 0.1f) & ~m));
 }
 
-int vist_native_abi(void) { return 4; }
+int vist_native_abi(void) { return 5; }
 
 /* Where the frames of a temporal window lie: frame f (oldest first) is ring slot
  * (start + f * step) % L, slots fstride floats apart; rows rs apart, positions C apart. */
@@ -213,10 +213,11 @@ void vist_c3tcn(float *ring, int newest, int d, const float *src, const float *b
 /* A CMST block, before its matmuls, for frame t in ring slot s.
  * ring: [L][B][H][H][C]. When y is not NULL, frame t is first made there as y + gate * m (the
  * AdaLN-Zero output, each [B*H*H, C]); else the previous block's matmul has written it.
- * patches: [B*o*o, 9C] (im2col, rows (ky, kx, c)), written when do_patches; cat: [B*o*o, 2C],
+ * patches: [B*o*o, ps] (im2col, rows (ky, kx, c) for the cr real channels: 9 cr <= ps - 16),
+ * written when do_patches; cat: [B*o*o, 2C],
  * columns C..2C get AvgPool3x3(frame). o = H - 2. */
 void vist_cmst_pre(float *ring, int s, const float *y, const float *gate, const float *m, float *patches,
-                   int do_patches, float *cat, int B, int H, int C, int nt) {
+                   int do_patches, long ps, int cr, float *cat, int B, int H, int C, int nt) {
     long fs = (long)H * H * C, o = H - 2;
     float *x = ring + s * B * fs;
 #pragma omp parallel num_threads(nt)
@@ -233,15 +234,16 @@ void vist_cmst_pre(float *ring, int s, const float *y, const float *gate, const 
             const float *xb = x + b * fs;
             for (long xx = 0; xx < o; xx++) {
                 long n = r * o + xx;
-                float *pr = patches + n * 9 * C;
+                /* taps in order, cr channels each: a tap's last block spills pad zeros into the next
+                 * tap's first channels, which the next tap then overwrites (and the last into the row's
+                 * spare 16) */
+                float *pr = patches + n * ps;
+                for (int k = 0; do_patches && k < 9; k++)
+                    for (int c = 0; c < C; c += 16)
+                        ST(pr + k * cr + c, LD(xb + ((yy + k / 3) * H + xx + k % 3) * C + c));
                 for (int c = 0; c < C; c += 16) {
                     v16 sum = {0};
-                    for (int ky = 0; ky < 3; ky++)
-                        for (int kx = 0; kx < 3; kx++) {
-                            v16 v = LD(xb + ((yy + ky) * H + xx + kx) * C + c);
-                            sum += v;
-                            if (do_patches) ST(pr + (ky * 3 + kx) * C + c, v);
-                        }
+                    for (int k = 0; k < 9; k++) sum += LD(xb + ((yy + k / 3) * H + xx + k % 3) * C + c);
                     ST(cat + n * 2 * C + C + c, sum * (1.0f / 9.0f));
                 }
             }
