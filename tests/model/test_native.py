@@ -147,6 +147,8 @@ def test_bench_runs_on_native(cache: Path, monkeypatch) -> None:
     a = run_temporal_bench(cfg, backend="native", **kw)
     b = run_temporal_bench(cfg, **kw)
     assert a["backend"] == "native" and a["step_ms"]["n"] == 3
+    assert a["native"]["library"].startswith("vist_native-") and "-march=native" in a["native"]["flags"]
+    assert b["native"] is None
     assert a["last_rates_sum"] == pytest.approx(b["last_rates_sum"], rel=1e-4, abs=1e-5)
 
 

@@ -92,6 +92,7 @@ def run_temporal_bench(
         "matmul_size": matmul_size,
         "floor_ms": floor_ms,
         "step_over_floor": step["p50"] / floor_ms,
+        "native": stream.describe() if isinstance(stream, NativeStreamingViST) else None,
         "targets": {"ratio_min": TARGET_RATIO, "step_over_floor_max": TARGET_FLOOR_FACTOR},
         "met": {
             "ratio": ratio >= TARGET_RATIO,

@@ -171,7 +171,8 @@ class NativeStreamingViST:
     ) -> None:  # fmt: skip
         if next(model.parameters()).device.type != "cpu":
             raise VistError("the native temporal backend runs on the CPU; move the model there or use --device cuda")
-        self._lib = load_kernels(cache_dir, compiler)
+        self.compiler = find_compiler(compiler)
+        self._lib = load_kernels(cache_dir, self.compiler)
         self.library = Path(self._lib._name)  # the compiled kernels in use
         ref = StreamingViST(model, rf, batch)  # folded, transposed weights to re-lay out
         cfg: ViSTConfig = ref.config
@@ -268,6 +269,10 @@ class NativeStreamingViST:
     ) -> NativeStreamingViST:
         """Snapshot `model`'s weights (eval semantics) for streams conditioned on rf: [B, C, g, g] or [C, g, g]."""
         return cls(model, rf, batch, cache_dir=cache_dir)
+
+    def describe(self) -> dict[str, object]:
+        """What runs: the compiled kernels (file, compiler, flags) and their threads."""
+        return {"library": self.library.name, "compiler": self.compiler, "flags": list(FLAGS), "threads": self.threads}
 
     @property
     def receptive_field(self) -> int:
