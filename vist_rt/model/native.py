@@ -1,7 +1,7 @@
 """`NativeStreamingViST`: the streaming step on CPU with its non-matmul work in compiled C kernels.
 
 Same weights, same outputs as `StreamingViST` (to float32 rounding), faster on CPU: the depthwise
-convolutions, ring writes, im2col, pooling and activations of a step run as a handful of C calls
+convolutions, im2col, pooling, biases and activations of a step run as a handful of C calls
 (`native_kernels.c`, compiled with the machine's C compiler on first use and cached), the matmuls
 stay in PyTorch (oneDNN/MKL), and every buffer is allocated once. Channels are padded to a
 multiple of 16 inside this class; the pad channels hold zeros.
