@@ -11,12 +11,14 @@ from vist_rt.cli import main
 
 
 @pytest.mark.slow
-def test_bench_pipeline_reports_its_figures(tmp_path: Path, run_checkpoint: Path, capsys) -> None:
+def test_bench_pipeline_reports_its_figures(tmp_path: Path, run_checkpoint: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the native kernels are compiled there
     out = tmp_path / "p.json"
     args = ["bench", "pipeline", "--checkpoint", str(run_checkpoint), "--ticks", "30", "--warmup", "5",
-            "--baseline", "20", "--json", str(out)]  # fmt: skip
+            "--baseline", "20", "--temporal", "native", "--json", str(out)]  # fmt: skip
     assert main(args) == 0
     r = json.loads(out.read_text())
+    assert r["temporal"] == "native"
     assert r["ticks"] == 30 and r["warmup"] == 5 and r["checkpoint"] == str(run_checkpoint)
     assert 25 <= r["received"] <= 30  # the subscriber got (nearly) every timed tick
     assert r["delivery_ms"]["n"] == r["received"] and r["overhead_ms"]["n"] == 30

@@ -201,3 +201,31 @@ def test_features_that_overflow_the_projection_are_refused(make_model, tiny, cac
         stream.step(huge)
     after = stream.get_state()
     assert after.t == before.t and all(torch.equal(a, b) for a, b in zip(after.rings, before.rings))
+
+
+def test_kernel_threads_follow_torch_at_each_step(make_model, tiny, cache: Path, monkeypatch) -> None:
+    """A run sets torch's threads after building the model: the kernels must use the setting of the moment."""
+    stream = NativeStreamingViST.from_model(make_model(), torch.rand(tiny.cells, tiny.grid, tiny.grid), cache_dir=cache)
+    seen: list[int] = []
+
+    class Spy:
+        def __init__(self, lib) -> None:
+            self.lib = lib
+
+        def __getattr__(self, name: str):
+            fn = getattr(self.lib, name)
+            return lambda *args: (seen.append(args[-1]), fn(*args))[1]
+
+    monkeypatch.setattr(stream, "_lib", Spy(stream._lib))
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            seen.clear()
+            stream.step(torch.zeros(1, tiny.tokens, tiny.feature_dim))
+            assert seen and set(seen) == {n}
+            assert stream.describe()["threads"] == n
+    finally:
+        torch.set_num_threads(before)
+    fixed = NativeStreamingViST(make_model(), torch.rand(tiny.cells, tiny.grid, tiny.grid), cache_dir=cache, threads=1)
+    assert fixed.describe()["threads"] == 1

@@ -90,6 +90,7 @@ def run_pipeline_bench(
     warmup: int = 60,
     source: str = "synthetic",
     baseline: int = 300,
+    temporal: str = "torch",
 ) -> dict[str, Any]:
     """A live run of warmup + ticks model ticks with a subscriber attached, then `baseline` bare ZeroMQ
     messages at the same rate (the machine's delivery floor, same run); every figure as a dict."""
@@ -100,7 +101,8 @@ def run_pipeline_bench(
     ckpt = checkpoint or str(demo_checkpoint())
     pub = f"tcp://127.0.0.1:{free_port()}"
     cfg = RunConfig(source=source, checkpoint=ckpt, pub=pub, control=f"tcp://127.0.0.1:{free_port()}",
-                    max_frames=warmup + ticks, dashboard=False, status_every_s=1e9, meta_every_s=1.0)  # fmt: skip
+                    max_frames=warmup + ticks, dashboard=False, status_every_s=1e9, meta_every_s=1.0,
+                    temporal=temporal)  # fmt: skip
     runtime = Runtime.from_config(cfg, log=lambda _: None)
     mp = multiprocessing.get_context("spawn")
     results, stop, ready = mp.Queue(), mp.Event(), mp.Event()
@@ -129,6 +131,7 @@ def run_pipeline_bench(
         "checkpoint": "demo model (vist_rt/demo)" if checkpoint is None else checkpoint,
         "extractor": summary["extractor"],
         "source": source,
+        "temporal": runtime.meta["temporal"],
         "ticks": ticks,
         "warmup": warmup,
         "received": len(kept),

@@ -7,6 +7,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
+from vist_rt.choices import TEMPORAL
 from vist_rt.cli.options import add_backend_args, add_extractor_args, int_at_least
 from vist_rt.errors import VistError
 
@@ -58,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=300,
         help="bare ZeroMQ messages after the run, the machine's delivery floor (default 300; 0: none)",
     )
+    pl.add_argument("--temporal", choices=TEMPORAL, default="torch", help="CPU temporal model (default torch)")
     pl.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     pl.set_defaults(func=run_pipeline)
 
@@ -311,5 +313,5 @@ def run_pipeline(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, {"bench": "pipeline", "status": "running"})
     result = run_pipeline_bench(args.checkpoint, ticks=args.ticks, warmup=args.warmup, source=args.source,
-                                baseline=args.baseline)  # fmt: skip
+                                baseline=args.baseline, temporal=args.temporal)  # fmt: skip
     return _finish(args, result, _pipeline_table)

@@ -177,7 +177,7 @@ class NativeStreamingViST:
         ref = StreamingViST(model, rf, batch)  # folded, transposed weights to re-lay out
         cfg: ViSTConfig = ref.config
         self.config, self.batch, self.t = cfg, ref.batch, 0
-        self.threads = nt = int(threads or torch.get_num_threads())  # the kernels' OpenMP threads
+        self.threads = threads  # the kernels' OpenMP threads; None: torch's intra-op threads at each step
         b, g, ch, c = self.batch, cfg.grid, cfg.video_dim, cfg.cells
         self._chp, self._cp = chp, cp = _pad(ch), _pad(c)
         n = b * g * g
@@ -201,8 +201,8 @@ class NativeStreamingViST:
             b_dw = _padded(layer.b_dw, {0: chp})
             b_pw = _padded(layer.b_pw, {0: chp})  # added by the next layer's kernel (or folded into conv_out)
             self._keep += [w, b_dw, b_pw]
-            args = [(ring.data_ptr(), k, d, src, b_prev, w.data_ptr(), b_dw.data_ptr(), self._h.data_ptr(), b, g, chp,
-                     nt) for k in range(2 * d + 1)]  # fmt: skip
+            args = [(ring.data_ptr(), k, d, src, b_prev, w.data_ptr(), b_dw.data_ptr(), self._h.data_ptr(), b, g, chp)
+                    for k in range(2 * d + 1)]  # fmt: skip
             slots = [slot.view(n, chp) for slot in ring]
             src, b_prev = None, b_pw.data_ptr()
             self._rings.append(ring)
@@ -248,9 +248,9 @@ class NativeStreamingViST:
             self._keep += [w_dw, b_dw, win, patches, mixed]
             ada = (self._y.data_ptr(), self._gate.data_ptr(), self._ada_m.data_ptr()) if k == 0 else (None,) * 3
             im2col = (patches.data_ptr(), int(bool(dense)), patches.shape[-1], c)
-            pre = [(ring.data_ptr(), s, *ada, *im2col, cat.data_ptr(), b, side, cp, nt) for s in range(length)]
+            pre = [(ring.data_ptr(), s, *ada, *im2col, cat.data_ptr(), b, side, cp) for s in range(length)]
             branches = (len(block.depthwise), win.ctypes.data, w_dw.data_ptr(), b_dw.data_ptr())
-            post = [(mixed.data_ptr(), dense, ring.data_ptr(), s, length, *branches, cat.data_ptr(), b, side, cp, nt)
+            post = [(mixed.data_ptr(), dense, ring.data_ptr(), s, length, *branches, cat.data_ptr(), b, side, cp)
                     for s in range(length)]  # fmt: skip
             # frame t of the next block goes to its slot t % L'
             outs = [slot.view(m, cp) for slot in rings[k + 1]] if k + 1 < len(rings) else [self._last]
@@ -272,7 +272,8 @@ class NativeStreamingViST:
 
     def describe(self) -> dict[str, object]:
         """What runs: the compiled kernels (file, compiler, flags) and their threads."""
-        return {"library": self.library.name, "compiler": self.compiler, "flags": list(FLAGS), "threads": self.threads}
+        threads = self.threads or torch.get_num_threads()
+        return {"library": self.library.name, "compiler": self.compiler, "flags": list(FLAGS), "threads": threads}
 
     @property
     def receptive_field(self) -> int:
@@ -324,6 +325,7 @@ class NativeStreamingViST:
         if feats.dtype != torch.float32 or feats.device.type != "cpu":
             feats = feats.to("cpu", torch.float32)
         t, lib, x = self.t, self._lib, self._x
+        nt = self.threads or torch.get_num_threads()  # the kernels' threads (the last argument of each)
         layers = self._layers
         x0 = torch.addmm(self._b_in, feats, self._wt_in, out=self._x0 if layers else x)
         # a NaN/inf feature makes its token's whole projection non-finite: one check on 4x less data, before
@@ -334,7 +336,7 @@ class NativeStreamingViST:
         cur = layers[0][2][t % len(layers[0][2])] if layers else x
         c3tcn = lib.vist_c3tcn
         for i, (wt_pw, args, _) in enumerate(layers):
-            c3tcn(*args[t % len(args)])
+            c3tcn(*args[t % len(args)], nt)
             nxt = layers[i + 1][2][t % len(layers[i + 1][2])] if i + 1 < len(layers) else self._x
             torch.addmm(cur, self._h, wt_pw, out=nxt)  # x + h W; the bias goes in with the next kernel
             cur = nxt
@@ -344,11 +346,11 @@ class NativeStreamingViST:
         pre_fn, post_fn = lib.vist_cmst_pre, lib.vist_cmst_post
         for length, pre, post, dense, cat, w_cat, b_blk, outs in self._blocks:
             s = t % length
-            pre_fn(*pre[s])
+            pre_fn(*pre[s], nt)
             if dense is not None:
                 patches, w_patch, b_patch, mixed = dense
                 torch.addmm(b_patch, patches, w_patch, out=mixed)
-            post_fn(*post[s])
+            post_fn(*post[s], nt)
             torch.addmm(b_blk, cat, w_cat, out=outs[t % len(outs)])
         self.t = t + 1
         return torch.addmm(self._b_read, self._last_rows, self._wt_read)
