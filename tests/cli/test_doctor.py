@@ -30,7 +30,7 @@ def test_native_without_a_compiler_says_what_to_do(monkeypatch) -> None:
     monkeypatch.setenv("CC", "no-such-compiler")
     (name, r), *_ = doctor.check_native()
     assert name == "temporal native" and r["status"] == "missing"
-    assert "needs a C compiler" in r["detail"] and "torch backend" in r["detail"]
+    assert "needs a C compiler" in r["detail"] and "--temporal torch" in r["detail"]
 
 
 def test_missing_extra_says_how_to_install(monkeypatch) -> None:

@@ -110,7 +110,7 @@ def test_kernels_compile_once_and_are_cached_by_source(tmp_path: Path, monkeypat
 
 
 def test_compiler_problems_are_one_line(tmp_path: Path, monkeypatch) -> None:
-    with pytest.raises(VistError, match=r"needs a C compiler.*'no-such-cc'.*torch backend"):
+    with pytest.raises(VistError, match=r"needs a C compiler.*'no-such-cc'.*--temporal torch"):
         native_mod.load_kernels(tmp_path, compiler="no-such-cc")
     monkeypatch.setenv("CC", "no-such-cc-either")
     with pytest.raises(VistError, match="'no-such-cc-either' was not found"):

@@ -80,8 +80,8 @@ def find_compiler(compiler: str | None = None) -> str:
     path = shutil.which(name)
     if path is None:
         raise VistError(
-            f"the native temporal backend compiles a small C kernel on first use and needs a C compiler, "
-            f"but {name!r} was not found: install one (e.g. `apt install gcc`) or use the torch backend"
+            f"the native temporal model compiles a small C kernel on first use and needs a C compiler, but {name!r} "
+            "was not found: install one (e.g. `apt install gcc`) or use the torch temporal model (--temporal torch)"
         )
     return path
 
