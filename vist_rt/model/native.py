@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from vist_rt.errors import VistError
 from vist_rt.model.config import ViSTConfig
 from vist_rt.model.inputs import check_features, check_rf
-from vist_rt.model.streaming import StreamingViST, StreamState, adaln_terms
+from vist_rt.model.streaming import StreamingViST, StreamState, adaln_terms, restore_rings
 from vist_rt.model.vist import ViST
 
 SOURCE = Path(__file__).with_name("native_kernels.c")
@@ -301,16 +301,8 @@ class NativeStreamingViST:
         return StreamState(self.t, tuple(r.clone() for r in self._rings))
 
     def set_state(self, state: StreamState) -> None:
-        """Restore a state taken with get_state() of a stream of the same shape."""
-        if len(state.rings) != len(self._rings) or any(
-            r.shape != m.shape or r.dtype != m.dtype for r, m in zip(state.rings, self._rings)
-        ):
-            raise VistError("state does not belong to a native stream of this shape")
-        if not isinstance(state.t, int) or state.t < 0:
-            raise VistError(f"state step count must be an integer >= 0, got {state.t!r}")
-        for ring, src in zip(self._rings, state.rings):
-            ring.copy_(src)
-        self.t = state.t
+        """Restore a state taken with get_state() of a native stream of the same shape."""
+        self.t = restore_rings(state, self._rings)
 
     @torch.inference_mode()
     def step(self, features_t: torch.Tensor | np.ndarray) -> torch.Tensor:

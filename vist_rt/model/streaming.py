@@ -184,6 +184,19 @@ class StreamState:
     rings: tuple[torch.Tensor, ...]
 
 
+def restore_rings(state: StreamState, rings: list[torch.Tensor]) -> int:
+    """Copy state's rings into `rings` (checked: same count, shapes and dtypes); return its step count."""
+    if len(state.rings) != len(rings) or any(
+        r.shape != m.shape or r.dtype != m.dtype for r, m in zip(state.rings, rings)
+    ):
+        raise VistError("state does not belong to a stream of this kind, shape and dtype")
+    if not isinstance(state.t, int) or state.t < 0:
+        raise VistError(f"state step count must be an integer >= 0, got {state.t!r}")
+    for ring, src in zip(rings, state.rings):
+        ring.copy_(src)
+    return state.t
+
+
 class StreamingViST(nn.Module):
     """Vi-ST that steps one frame at a time for B independent streams, equal to the offline forward."""
 
@@ -254,16 +267,7 @@ class StreamingViST(nn.Module):
 
     def set_state(self, state: StreamState) -> None:
         """Restore a state taken with get_state()."""
-        mods = (*self.layers, *self.blocks)
-        if len(state.rings) != len(mods) or any(
-            r.shape != m.ring.shape or r.dtype != m.ring.dtype for r, m in zip(state.rings, mods)
-        ):
-            raise VistError("state does not belong to a stream of this shape and dtype")
-        if not isinstance(state.t, int) or state.t < 0:
-            raise VistError(f"state step count must be an integer >= 0, got {state.t!r}")
-        for ring, m in zip(state.rings, mods):
-            m.ring.copy_(ring)
-        self.t = state.t
+        self.t = restore_rings(state, [m.ring for m in (*self.layers, *self.blocks)])
 
     @torch.inference_mode()
     def step(self, features_t: torch.Tensor | np.ndarray) -> torch.Tensor:
