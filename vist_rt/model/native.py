@@ -32,16 +32,16 @@ from vist_rt.model.vist import ViST
 
 SOURCE = Path(__file__).with_name("native_kernels.c")
 FLAGS = ("-O3", "-march=native", "-std=c11", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC")
-ABI = 5
+ABI = 6
 _LANES = 16
 _loaded: dict[Path, ctypes.CDLL] = {}
 _lock = threading.Lock()
 _P = ctypes.c_void_p
 _I = ctypes.c_int
 _SIGNATURES = {
-    "vist_c3tcn": [_P, _I, _I, _P, _P, _P, _P, _P, _I, _I, _I, _I],
-    "vist_cmst_pre": [_P, _I, _P, _P, _P, _P, _I, ctypes.c_long, _I, _P, _I, _I, _I, _I],
-    "vist_cmst_post": [_P, _I, _P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I],
+    "vist_c3tcn": [_P, _I, _I, _P, _P, _P, _P, _P, _I, _I, _I, _P, _I],
+    "vist_cmst_pre": [_P, _I, _P, _P, _P, _P, _P, _I, ctypes.c_long, _I, _P, _I, _I, _I, _I],
+    "vist_cmst_post": [_P, _I, _P, _P, _I, _I, _I, _P, _P, _P, _P, _I, _I, _I, _I],
 }
 
 
@@ -149,7 +149,7 @@ class _Block(NamedTuple):
     dense: tuple[torch.Tensor, ...] | None  # (patches, W_patch, b_patch, mixed) when there are w = 1 branches
     cat: torch.Tensor  # [n, 2C]: branch sum | pooled input
     w_cat: torch.Tensor  # [2C, C]: [W_map; W_res]
-    bias: torch.Tensor
+    bias: torch.Tensor | None  # the output's bias, when no later kernel adds it (the last block)
     outs: list[torch.Tensor]  # the output's home, per t % len(outs): the next block's ring slot
 
 
@@ -190,10 +190,13 @@ class NativeStreamingViST:
         self._h = z(n, chp)
         self._rings: list[torch.Tensor] = []
         self._keep: list[object] = []  # arrays whose addresses the argument tuples hold
-        # C3TCN layer: ring [2d+1, B, g, g, Ch], frame t in slot t % (2d+1), written by the matmul that makes it.
-        # Per layer: (pointwise weight, per-(t % (2d+1)) kernel arguments and frame-t slot)
-        self._layers: list[tuple[torch.Tensor, list[tuple[object, ...]], list[torch.Tensor]]] = []
-        src, b_prev = self._x0.data_ptr(), None  # the first layer copies its frame from the input projection
+        # C3TCN layer: ring [2d+1, B, g, g, Ch], frame t in slot t % (2d+1), written by the matmul that makes it
+        # (h W, without bias and residual: the layer's kernel adds them in its first pass over the frame).
+        # Per layer: (pointwise weight, per-(t % (2d+1)) kernel arguments, frame-t slot and its address)
+        self._layers: list[tuple[torch.Tensor, list[tuple[object, ...]], list[torch.Tensor], list[int]]] = []
+        if not ref.layers:
+            raise VistError("the native temporal model needs at least one C3TCN layer")
+        src, b_prev = self._x0.data_ptr(), self._b_in.data_ptr()  # layer 0: its frame is the input projection
         for layer in ref.layers:
             d = layer.dilation
             ring = z(2 * d + 1, b, g, g, chp)
@@ -206,7 +209,7 @@ class NativeStreamingViST:
             slots = [slot.view(n, chp) for slot in ring]
             src, b_prev = None, b_pw.data_ptr()
             self._rings.append(ring)
-            self._layers.append((_padded(layer.wt_pw, {0: chp, 1: chp}), args, slots))
+            self._layers.append((_padded(layer.wt_pw, {0: chp, 1: chp}), args, slots, [s.data_ptr() for s in slots]))
         self._wt_out = _padded(ref.wt_out, {0: chp, 1: cp})
         b_out = ref.b_out + (ref.layers[-1].b_pw @ ref.wt_out if len(ref.layers) else 0)
         self._b_out = _padded(b_out, {0: cp})
@@ -225,7 +228,7 @@ class NativeStreamingViST:
             rings.append(z(block.length, b, side, side, cp))
             side -= 2
         self._last = z(b * side * side, cp)  # the last block's output, the readout's input
-        side = g
+        side, prev_bias = g, None
         for k, (block, ring) in enumerate(zip(ref.blocks, rings)):
             o, length = side - 2, block.length
             m = b * o * o
@@ -246,17 +249,22 @@ class NativeStreamingViST:
             b_dw = torch.stack([_padded(bk, {0: cp}) for _, bk in block.kernels]) if kernels else z(_LANES)
             win = np.array(block.depthwise or [0], dtype=np.int32)
             self._keep += [w_dw, b_dw, win, patches, mixed]
+            # the frame's missing bias: the AdaLN conv_x's (block 0, from y, gate, m) or the previous block's
             ada = (self._y.data_ptr(), self._gate.data_ptr(), self._ada_m.data_ptr()) if k == 0 else (None,) * 3
+            frame_bias = self._b_ada.data_ptr() if k == 0 else prev_bias
             im2col = (patches.data_ptr(), int(bool(dense)), patches.shape[-1], c)
-            pre = [(ring.data_ptr(), s, *ada, *im2col, cat.data_ptr(), b, side, cp) for s in range(length)]
+            pre = [(ring.data_ptr(), s, *ada, frame_bias, *im2col, cat.data_ptr(), b, side, cp) for s in range(length)]
             branches = (len(block.depthwise), win.ctypes.data, w_dw.data_ptr(), b_dw.data_ptr())
-            post = [(mixed.data_ptr(), dense, ring.data_ptr(), s, length, *branches, cat.data_ptr(), b, side, cp)
-                    for s in range(length)]  # fmt: skip
+            b_mixed = dense_ops[2].data_ptr() if dense_ops else None
+            post = [(mixed.data_ptr(), dense, b_mixed, ring.data_ptr(), s, length, *branches, cat.data_ptr(), b, side,
+                     cp) for s in range(length)]  # fmt: skip
             # frame t of the next block goes to its slot t % L'
             outs = [slot.view(m, cp) for slot in rings[k + 1]] if k + 1 < len(rings) else [self._last]
             self._rings.append(ring)
-            self._blocks.append(_Block(length, pre, post, dense_ops, cat, w_cat, b_blk, outs))
-            side = o
+            last = k + 1 == len(rings)  # the last block's matmul adds its bias; the others' next kernel does
+            self._blocks.append(_Block(length, pre, post, dense_ops, cat, w_cat, b_blk if last else None, outs))
+            self._keep.append(b_blk)
+            prev_bias, side = b_blk.data_ptr(), o
         r = cfg.readout_grid
         self._wt_read = _padded(ref.wt_read.view(r * r, c, c), {1: cp}).view(r * r * cp, c)
         self._b_read = ref.b_read.float()
@@ -319,31 +327,39 @@ class NativeStreamingViST:
         t, lib, x = self.t, self._lib, self._x
         nt = self.threads or torch.get_num_threads()  # the kernels' threads (the last argument of each)
         layers = self._layers
-        x0 = torch.addmm(self._b_in, feats, self._wt_in, out=self._x0 if layers else x)
+        x0 = torch.mm(feats, self._wt_in, out=self._x0)  # b_in: added as it enters the ring
         # a NaN/inf feature makes its token's whole projection non-finite: one check on 4x less data, before
         # anything reaches the state (the first kernel copies x0 into the ring)
         if not bool(torch.isfinite(x0.sum())):
             check_features(features_t, self.config, streaming=True, batch=self.batch)  # names the bad values
             raise VistError("features overflow float32 in the input projection; refusing to use them")
-        cur = layers[0][2][t % len(layers[0][2])] if layers else x
-        c3tcn = lib.vist_c3tcn
-        for i, (wt_pw, args, _) in enumerate(layers):
-            c3tcn(*args[t % len(args)], nt)
-            nxt = layers[i + 1][2][t % len(layers[i + 1][2])] if i + 1 < len(layers) else self._x
-            torch.addmm(cur, self._h, wt_pw, out=nxt)  # x + h W; the bias goes in with the next kernel
-            cur = nxt
+        c3tcn, res = lib.vist_c3tcn, None
+        last = len(layers) - 1
+        for i, (wt_pw, args, slots, ptrs) in enumerate(layers):
+            k = t % len(args)
+            c3tcn(*args[k], res, nt)  # completes frame t (+ bias, + residual), then the depthwise half
+            if i < last:
+                nxt = layers[i + 1][2]
+                torch.mm(self._h, wt_pw, out=nxt[t % len(nxt)])  # the next kernel adds bias and residual
+                res = ptrs[k]
+            else:
+                torch.addmm(slots[k], self._h, wt_pw, out=x)  # its bias is folded into conv_out's
         y = torch.addmm(self._b_out, x, self._wt_out, out=self._y)
         h = F.silu(torch.addcmul(self._shift, y, self._one_plus_scale, out=self._ada_h), inplace=True)
-        torch.addmm(self._b_ada, h, self._wt_ada, out=self._ada_m)  # the first CMST kernel adds y + gate * this
+        torch.mm(h, self._wt_ada, out=self._ada_m)  # the first CMST kernel makes y + gate * (this + b_ada)
         pre_fn, post_fn = lib.vist_cmst_pre, lib.vist_cmst_post
-        for length, pre, post, dense, cat, w_cat, b_blk, outs in self._blocks:
+        for length, pre, post, dense, cat, w_cat, bias, outs in self._blocks:
             s = t % length
             pre_fn(*pre[s], nt)
             if dense is not None:
-                patches, w_patch, b_patch, mixed = dense
-                torch.addmm(b_patch, patches, w_patch, out=mixed)
+                patches, w_patch, _, mixed = dense
+                torch.mm(patches, w_patch, out=mixed)  # its bias: added by post
             post_fn(*post[s], nt)
-            torch.addmm(b_blk, cat, w_cat, out=outs[t % len(outs)])
+            out = outs[t % len(outs)]
+            if bias is None:
+                torch.mm(cat, w_cat, out=out)  # its bias: added by the next block's pre
+            else:
+                torch.addmm(bias, cat, w_cat, out=out)
         self.t = t + 1
         return torch.addmm(self._b_read, self._last_rows, self._wt_read)
 

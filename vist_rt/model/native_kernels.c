@@ -27,7 +27,7 @@ static inline v16 leaky(v16 a) {
     return (v16)(((vi16)a & m) | ((vi16)(a * 0.1f) & ~m));
 }
 
-int vist_native_abi(void) { return 5; }
+int vist_native_abi(void) { return 6; }
 
 /* Where the frames of a temporal window lie: frame f (oldest first) is ring slot
  * (start + f * step) % L, slots fstride floats apart; rows rs apart, positions C apart. */
@@ -173,26 +173,30 @@ static void dw_row(const float *ring, const frames_t *fr, long at, const float *
 /* One C3TCN layer's depthwise half for frame t (dilation d).
  * ring: [2d+1][B][G][G][C], frame t in slot t % (2d+1): the slot written at t held frame t-2d-1,
  * read one step before (still in cache); frames t-2d, t-d, t are slots newest+1, newest+d+1,
- * newest (mod 2d+1). When src is not NULL, frame t is first copied there from src ([B, G, G, C]);
- * when b_prev is not NULL it is added to frame t (the previous layer's pointwise bias, which its
- * matmul left out).
+ * newest (mod 2d+1). Frame t is first completed there (the matmul that made it left out its bias
+ * and residual): copied from src ([B, G, G, C]) when not NULL, plus b_prev ([C]) and res (the
+ * previous layer's input frame, [B, G, G, C]) when not NULL.
  * w: [C/16][3][3][3][16] the depthwise kernel, BatchNorm folded, oldest frame first; b_dw: [C];
  * h: [B, G, G, C] out, ReLU(depthwise + b_dw), zero padding of 1 in space. */
 void vist_c3tcn(float *ring, int newest, int d, const float *src, const float *b_prev, const float *w,
-                const float *b_dw, float *h, int B, int G, int C, int nt) {
+                const float *b_dw, float *h, int B, int G, int C, const float *res, int nt) {
     long rs = (long)G * C, fs = G * rs, ss = B * fs;
     int L = 2 * d + 1;
     frames_t fr = {ss, rs, (newest + 1) % L, d, L, 3, C};
     float *slot = ring + newest * ss;
 #pragma omp parallel num_threads(nt)
     {
-        if (src || b_prev) { /* every row first: the rows a thread reads are not all its own */
+        if (src || b_prev || res) { /* every row first: the rows a thread reads are not all its own */
 #pragma omp for schedule(static)
             for (int r = 0; r < B * G; r++) {
                 float *xr = slot + (long)r * rs;
-                const float *sr = src ? src + (long)r * rs : xr;
-                v16 zero = {0};
-                for (long p = 0; p < rs; p += 16) ST(xr + p, LD(sr + p) + (b_prev ? LD(b_prev + p % C) : zero));
+                const float *sr = src ? src + (long)r * rs : xr, *rr = res ? res + (long)r * rs : NULL;
+                for (long p = 0; p < rs; p += 16) {
+                    v16 v = LD(sr + p);
+                    if (b_prev) v += LD(b_prev + p % C);
+                    if (rr) v += LD(rr + p);
+                    ST(xr + p, v);
+                }
             }
         }
 #pragma omp for schedule(static)
@@ -211,22 +215,27 @@ void vist_c3tcn(float *ring, int newest, int d, const float *src, const float *b
 }
 
 /* A CMST block, before its matmuls, for frame t in ring slot s.
- * ring: [L][B][H][H][C]. When y is not NULL, frame t is first made there as y + gate * m (the
- * AdaLN-Zero output, each [B*H*H, C]); else the previous block's matmul has written it.
+ * ring: [L][B][H][H][C]. When y is not NULL, frame t is first made there as y + gate * (m + bias)
+ * (the AdaLN-Zero output: y, gate, m [B*H*H, C], bias [C]); else the previous block's matmul has
+ * written it, without its bias, which is added here when not NULL.
  * patches: [B*o*o, ps] (im2col, rows (ky, kx, c) for the cr real channels: 9 cr <= ps - 16),
  * written when do_patches; cat: [B*o*o, 2C],
  * columns C..2C get AvgPool3x3(frame). o = H - 2. */
-void vist_cmst_pre(float *ring, int s, const float *y, const float *gate, const float *m, float *patches,
-                   int do_patches, long ps, int cr, float *cat, int B, int H, int C, int nt) {
+void vist_cmst_pre(float *ring, int s, const float *y, const float *gate, const float *m, const float *bias,
+                   float *patches, int do_patches, long ps, int cr, float *cat, int B, int H, int C, int nt) {
     long fs = (long)H * H * C, o = H - 2;
     float *x = ring + s * B * fs;
 #pragma omp parallel num_threads(nt)
     {
-        if (y) {
+        if (y) { /* frame t = y + gate * (m + bias) */
 #pragma omp for schedule(static)
             for (long r = 0; r < B * H; r++)
                 for (long p = r * H * C; p < (r + 1) * H * C; p += 16)
-                    ST(x + p, LD(y + p) + LD(gate + p) * LD(m + p));
+                    ST(x + p, LD(y + p) + LD(gate + p) * (LD(m + p) + LD(bias + p % C)));
+        } else if (bias) { /* the previous block's matmul left its bias out */
+#pragma omp for schedule(static)
+            for (long r = 0; r < B * H; r++)
+                for (long p = r * H * C; p < (r + 1) * H * C; p += 16) ST(x + p, LD(x + p) + LD(bias + p % C));
         }
 #pragma omp for schedule(static)
         for (long r = 0; r < B * o; r++) {
@@ -252,12 +261,13 @@ void vist_cmst_pre(float *ring, int s, const float *y, const float *gate, const 
 }
 
 /* A CMST block's branches for frame t (ring slot s), after the dense matmul.
- * mixed: [B*o*o, dense*C] the dense (w = 1) branches before their activation; ring: [L][B][H][H][C];
+ * mixed: [B*o*o, dense*C] the dense (w = 1) branches before their bias (b_mixed [dense*C]) and
+ * activation; ring: [L][B][H][H][C];
  * nb depthwise branches of windows win[j] <= L, kernels w_dw concatenated ([C/16][win[j]][3][3][16]
  * each, oldest frame first), biases b_dw ([nb][C]); cat: [B*o*o, 2C], columns 0..C get the sum of
  * every branch's LeakyReLU(0.1). */
-void vist_cmst_post(const float *mixed, int dense, const float *ring, int s, int L, int nb, const int *win,
-                    const float *w_dw, const float *b_dw, float *cat, int B, int H, int C, int nt) {
+void vist_cmst_post(const float *mixed, int dense, const float *b_mixed, const float *ring, int s, int L, int nb,
+                    const int *win, const float *w_dw, const float *b_dw, float *cat, int B, int H, int C, int nt) {
     long fs = (long)H * H * C, o = H - 2;
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (long r = 0; r < B * o; r++) {
@@ -265,7 +275,8 @@ void vist_cmst_post(const float *mixed, int dense, const float *ring, int s, int
         for (long n = r * o; n < (r + 1) * o; n++)
             for (int c = 0; c < C; c += 16) {
                 v16 acc = {0};
-                for (int k = 0; k < dense; k++) acc += leaky(LD(mixed + (n * dense + k) * C + c));
+                for (int k = 0; k < dense; k++)
+                    acc += leaky(LD(mixed + (n * dense + k) * C + c) + LD(b_mixed + k * C + c));
                 ST(cat + n * 2 * C + c, acc);
             }
         if (y + 3 < H) { /* the row the next output row adds, in every frame of the longest window */
