@@ -186,7 +186,6 @@ class NativeStreamingViST:
         self._wt_in = _padded(ref.wt_in, {1: chp})
         self._b_in = _padded(ref.b_in, {0: chp})
         self._x0 = z(n, chp)  # the input projection, checked finite before it enters the state
-        self._x = z(n, chp)  # the last C3TCN layer's output
         self._h = z(n, chp)
         self._rings: list[torch.Tensor] = []
         self._keep: list[object] = []  # arrays whose addresses the argument tuples hold
@@ -210,9 +209,12 @@ class NativeStreamingViST:
             src, b_prev = None, b_pw.data_ptr()
             self._rings.append(ring)
             self._layers.append((_padded(layer.wt_pw, {0: chp, 1: chp}), args, slots, [s.data_ptr() for s in slots]))
+        # conv_out of the last layer's output x + h W_pw + b_pw is x W_out + h (W_pw W_out) + (b_pw W_out + b_out):
+        # two [n, Ch] x [Ch, C] matmuls instead of [n, Ch] x [Ch, Ch] then [n, Ch] x [Ch, C], and no copy of x
+        last = ref.layers[-1]
         self._wt_out = _padded(ref.wt_out, {0: chp, 1: cp})
-        b_out = ref.b_out + (ref.layers[-1].b_pw @ ref.wt_out if len(ref.layers) else 0)
-        self._b_out = _padded(b_out, {0: cp})
+        self._wt_pw_out = _padded(last.wt_pw.double() @ ref.wt_out.double(), {0: chp, 1: cp})
+        self._b_out = _padded(ref.b_out + last.b_pw @ ref.wt_out, {0: cp})
         self._y = z(n, cp)
         self._ada_h = z(n, cp)
         self._ada_m = z(n, cp)
@@ -324,7 +326,7 @@ class NativeStreamingViST:
         feats = features_t.reshape(-1, self.config.feature_dim)
         if feats.dtype != torch.float32 or feats.device.type != "cpu":
             feats = feats.to("cpu", torch.float32)
-        t, lib, x = self.t, self._lib, self._x
+        t, lib = self.t, self._lib
         nt = self.threads or torch.get_num_threads()  # the kernels' threads (the last argument of each)
         layers = self._layers
         x0 = torch.mm(feats, self._wt_in, out=self._x0)  # b_in: added as it enters the ring
@@ -343,8 +345,8 @@ class NativeStreamingViST:
                 torch.mm(self._h, wt_pw, out=nxt[t % len(nxt)])  # the next kernel adds bias and residual
                 res = ptrs[k]
             else:
-                torch.addmm(slots[k], self._h, wt_pw, out=x)  # its bias is folded into conv_out's
-        y = torch.addmm(self._b_out, x, self._wt_out, out=self._y)
+                y = torch.addmm(self._b_out, slots[k], self._wt_out, out=self._y)  # conv_out, with the last
+                y.addmm_(self._h, self._wt_pw_out)  # layer's 1x1 conv folded in
         h = F.silu(torch.addcmul(self._shift, y, self._one_plus_scale, out=self._ada_h), inplace=True)
         torch.mm(h, self._wt_ada, out=self._ada_m)  # the first CMST kernel makes y + gate * (this + b_ada)
         pre_fn, post_fn = lib.vist_cmst_pre, lib.vist_cmst_post
