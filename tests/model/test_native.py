@@ -171,6 +171,8 @@ def test_set_rf_numpy_float64_and_flat_memory(make_model, tiny, cache: Path) -> 
     rf1, rf2 = torch.rand(2, 1, tiny.cells, tiny.grid, tiny.grid, generator=torch.Generator().manual_seed(4))
     feats = torch.randn(1, 30, tiny.tokens, tiny.feature_dim, generator=torch.Generator().manual_seed(5))
     stream = NativeStreamingViST.from_model(model, rf1, cache_dir=cache)
+    with pytest.raises(VistError, match="rf holds 3 streams, this stream has 1"):
+        stream.set_rf(torch.rand(3, tiny.cells, tiny.grid, tiny.grid))
     stream.set_rf(rf2)  # a new condition: equal to a stream built with it
     assert (stream_all(stream, feats) - offline(model, feats, rf2)).abs().max() <= TOL
     stream.reset()

@@ -39,8 +39,10 @@ def check_features(
         raise VistError(f"features contain {bad} NaN/inf value(s) (or overflow); refusing to use them")
 
 
-def check_rf(rf: torch.Tensor, cfg: ViSTConfig) -> torch.Tensor:
-    """Return rf as `[B, C, grid, grid]` (a `[C, grid, grid]` input gets B=1); raise VistError otherwise."""
+def check_rf(rf: torch.Tensor, cfg: ViSTConfig, *, streams: int | None = None) -> torch.Tensor:
+    """Return rf as `[B, C, grid, grid]` (a `[C, grid, grid]` input gets B=1); raise VistError otherwise.
+
+    streams: a stream's batch; rf must then hold 1 RF set (shared) or one per stream."""
     if not isinstance(rf, torch.Tensor):
         raise VistError(f"rf must be a torch.Tensor, got {type(rf).__name__}")
     g, c = cfg.grid, cfg.cells
@@ -56,4 +58,6 @@ def check_rf(rf: torch.Tensor, cfg: ViSTConfig) -> torch.Tensor:
         rf = rf.float()
     if not bool(torch.isfinite(rf).all()):
         raise VistError("rf contains NaN/inf values")
+    if streams is not None and rf.shape[0] not in (1, streams):
+        raise VistError(f"rf holds {rf.shape[0]} streams, this stream has {streams}")
     return rf

@@ -179,7 +179,7 @@ class NativeStreamingViST:
         self.config, self.batch, self.t = cfg, ref.batch, 0
         self.threads = threads  # the kernels' OpenMP threads; None: torch's intra-op threads at each step
         b, g, ch, c = self.batch, cfg.grid, cfg.video_dim, cfg.cells
-        self._chp, self._cp = chp, cp = _pad(ch), _pad(c)
+        chp, cp = _pad(ch), _pad(c)
         n = b * g * g
         z = torch.zeros
         self._w_mod, self._b_mod = ref.w_mod.float(), ref.b_mod.float()
@@ -263,8 +263,8 @@ class NativeStreamingViST:
             # frame t of the next block goes to its slot t % L'
             outs = [slot.view(m, cp) for slot in rings[k + 1]] if k + 1 < len(rings) else [self._last]
             self._rings.append(ring)
-            last = k + 1 == len(rings)  # the last block's matmul adds its bias; the others' next kernel does
-            self._blocks.append(_Block(length, pre, post, dense_ops, cat, w_cat, b_blk if last else None, outs))
+            is_last = k + 1 == len(rings)  # the last block's matmul adds its bias; the others' next kernel does
+            self._blocks.append(_Block(length, pre, post, dense_ops, cat, w_cat, b_blk if is_last else None, outs))
             self._keep.append(b_blk)
             prev_bias, side = b_blk.data_ptr(), o
         r = cfg.readout_grid
@@ -292,9 +292,7 @@ class NativeStreamingViST:
 
     def set_rf(self, rf: torch.Tensor) -> None:
         """Recompute the AdaLN shift/scale/gate for a new RF set ([B or 1, C, g, g]); the ring state is kept."""
-        rf = check_rf(rf, self.config).float()
-        if rf.shape[0] not in (1, self.batch):
-            raise VistError(f"rf holds {rf.shape[0]} streams, this stream has {self.batch}")
+        rf = check_rf(rf, self.config, streams=self.batch).float()
         c, g = self.config.cells, self.config.grid
         terms = adaln_terms(rf, self._w_mod, self._b_mod)
         for dst, term in zip((self._shift, self._one_plus_scale, self._gate), terms):

@@ -195,9 +195,7 @@ class StepGraph(nn.Module):
         The same arithmetic as `StreamingViST.set_rf`, laid out channels-first.
         """
         cfg = self.config
-        rf = check_rf(rf, cfg).to(self.w_mod)
-        if rf.shape[0] not in (1, self.batch):
-            raise VistError(f"rf holds {rf.shape[0]} streams, this stream has {self.batch}")
+        rf = check_rf(rf, cfg, streams=self.batch).to(self.w_mod)
         c = cfg.cells
         cond = F.silu(rf.sum(dim=1)).unsqueeze(-1).expand(-1, -1, -1, c)  # [B, g, g, C]
         shift, scale, gate = F.linear(cond, self.w_mod, self.b_mod).split(c, dim=-1)

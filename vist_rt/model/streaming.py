@@ -244,9 +244,7 @@ class StreamingViST(nn.Module):
 
     def set_rf(self, rf: torch.Tensor) -> None:
         """Recompute the AdaLN shift/scale/gate for a new RF set ([B or 1, C, g, g]); the ring state is kept."""
-        rf = check_rf(rf, self.config).to(self.shift)
-        if rf.shape[0] not in (1, self.batch):
-            raise VistError(f"rf holds {rf.shape[0]} streams, this stream has {self.batch}")
+        rf = check_rf(rf, self.config, streams=self.batch).to(self.shift)
         for dst, term in zip((self.shift, self.one_plus_scale, self.gate), adaln_terms(rf, self.w_mod, self.b_mod)):
             dst.copy_(term.expand_as(dst))
 
