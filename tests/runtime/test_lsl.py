@@ -42,5 +42,9 @@ def test_outlet_describes_cells_and_stamps_capture_time():
         for _ in range(20):  # the first samples may go out before the inlet is connected
             outlet.push(np.array([1.0, 2.0, 3.0], np.float32), age_s=0.25)
         sample, ts = inlet.pull_sample(timeout=5.0)
+        # the inlet goes first: liblsl once crashed (SIGSEGV in the outlet's destructor) tearing down an outlet
+        # with an inlet of the same process still connected
+        inlet.close_stream()
+        del inlet
         assert sample == [1.0, 2.0, 3.0]
         assert abs(ts - (now - 0.25)) < 0.2  # stamped at capture time, not at send time
