@@ -12,13 +12,21 @@ from vist_rt.cli import main
 
 @pytest.mark.slow
 def test_bench_pipeline_reports_its_figures(tmp_path: Path, run_checkpoint: Path, capsys, monkeypatch) -> None:
+    from vist_rt.runtime import lowlatency
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the native kernels are compiled there
+    dev = tmp_path / "cpu_dma_latency"  # stands in for the PM QoS device
+    dev.write_bytes(b"")
+    monkeypatch.setattr(lowlatency, "PM_QOS_DEVICE", str(dev))
     out = tmp_path / "p.json"
     args = ["bench", "pipeline", "--checkpoint", str(run_checkpoint), "--ticks", "30", "--warmup", "5",
-            "--baseline", "20", "--temporal", "native", "--json", str(out)]  # fmt: skip
+            "--baseline", "20", "--temporal", "native", "--low-latency", "--json", str(out)]  # fmt: skip
     assert main(args) == 0
     r = json.loads(out.read_text())
     assert r["temporal"] == "native"
+    assert r["low_latency"] is True and dev.read_bytes() == bytes(4)  # --low-latency: the request was made
+    assert r["housekeeping_ms"]["n"] == r["tick_work_ms"]["n"] == 30
+    assert r["tick_work_ms"]["max"] >= r["overhead_ms"]["max"]  # the sum of the two, tick by tick
     assert r["ticks"] == 30 and r["warmup"] == 5 and r["checkpoint"] == str(run_checkpoint)
     assert 25 <= r["received"] <= 30  # the subscriber got (nearly) every timed tick
     assert r["delivery_ms"]["n"] == r["received"] and r["overhead_ms"]["n"] == 30

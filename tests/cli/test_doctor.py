@@ -17,7 +17,7 @@ def test_reports_every_check_as_json(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "d.json").read_text())
     names = ("vist-rt", "torch", "cuda", "backend torch", "backend onnxruntime", "backend tensorrt", "temporal native",
-             "timm", "onnx", "pylsl", "scipy", "matplotlib", "demo model", "cameras", "port pub",
+             "low latency", "timm", "onnx", "pylsl", "scipy", "matplotlib", "demo model", "cameras", "port pub",
              "port control")  # fmt: skip
     for name in names:
         assert name in report and report[name]["status"] in ("ok", "missing", "info"), name
@@ -31,6 +31,18 @@ def test_native_without_a_compiler_says_what_to_do(monkeypatch) -> None:
     (name, r), *_ = doctor.check_native()
     assert name == "temporal native" and r["status"] == "missing"
     assert "needs a C compiler" in r["detail"] and "--temporal torch" in r["detail"]
+
+
+def test_low_latency_says_whether_the_request_can_be_made(tmp_path: Path, monkeypatch) -> None:
+    from vist_rt.runtime import lowlatency
+
+    monkeypatch.setattr(lowlatency, "PM_QOS_DEVICE", str(tmp_path / "absent"))
+    (name, r), *_ = doctor.check_low_latency()
+    assert name == "low latency" and r["status"] == "missing" and "does not exist" in r["detail"]
+    (tmp_path / "dev").write_bytes(b"")
+    monkeypatch.setattr(lowlatency, "PM_QOS_DEVICE", str(tmp_path / "dev"))
+    (name, r), *_ = doctor.check_low_latency()
+    assert r["status"] == "ok" and "can hold" in r["detail"] and (tmp_path / "dev").read_bytes() == bytes(4)
 
 
 def test_missing_extra_says_how_to_install(monkeypatch) -> None:

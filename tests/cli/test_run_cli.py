@@ -39,6 +39,7 @@ SWITCHES = {
     "--no-dashboard": ("dashboard", False),
     "--allow-remote": ("allow_remote", True),
     "--paused": ("paused", True),
+    "--low-latency": ("low_latency", True),
 }
 
 

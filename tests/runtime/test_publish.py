@@ -92,6 +92,28 @@ def test_seq_is_publisher_wide_and_assigned_by_the_publisher(ctx: zmq.Context) -
         assert pub.last_meta_header == {"model": "m", "seq": 2, "v": 1}
 
 
+def test_t_pub_ns_is_stamped_at_the_send_after_encoding(ctx: zmq.Context) -> None:
+    with Publisher(RANDOM, context=ctx) as pub, Subscriber(pub.endpoint, context=ctx) as sub:
+        handshake(pub, sub)
+        sent = []
+        for tick, given in enumerate((None, 5, 10**18)):  # a caller's t_pub_ns is replaced, never sent
+            header = make_header(tick=tick)
+            if given is None:
+                del header["t_pub_ns"]
+            else:
+                header["t_pub_ns"] = given
+            before = time.time_ns()
+            pub.publish_rates(header, np.arange(3, dtype=np.float32))
+            sent.append((before, time.time_ns(), dict(pub.last_rates_header or {})))
+        got = [m for m in drain(sub, until=pub.seq - 1) if m.topic == "rates"]
+    assert len(got) == 3
+    for (before, after, last), msg in zip(sent, got):
+        head = msg.header  # as parsed from the JSON text, in its order
+        assert before <= head["t_pub_ns"] <= after and head["t_pub_ns"] == last["t_pub_ns"]
+        assert next(iter(head)) == "v" and list(head)[-1] == "t_pub_ns"  # v first; the stamp last
+        assert head == {**last, "lat_ms": head["lat_ms"]} and head["n"] == 3
+
+
 def test_header_is_not_modified(ctx: zmq.Context) -> None:
     header = make_header()
     del header["seq"], header["t_pub_ns"]

@@ -3,6 +3,7 @@ ZeroMQ delivery latency to a subscriber on loopback (in its own process, as a ri
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import socket
 import time
@@ -83,6 +84,11 @@ def bare_zmq_delivery(messages: int = 300, hz: float = 30.0, size: int = 80) -> 
     return summarize(np.asarray(got) / 1e3) if got else None
 
 
+def _timed(values: np.ndarray, count: int, warmup: int) -> dict[str, float]:
+    """Summary of a run's latency window (ms, one sample per tick, `count` added) without the first `warmup`."""
+    return summarize(values[warmup : min(count, len(values))] / 1e3)
+
+
 def run_pipeline_bench(
     checkpoint: str | None = None,
     *,
@@ -91,19 +97,26 @@ def run_pipeline_bench(
     source: str = "synthetic",
     baseline: int = 300,
     temporal: str = "torch",
+    low_latency: bool = False,
 ) -> dict[str, Any]:
     """A live run of warmup + ticks model ticks with a subscriber attached, then `baseline` bare ZeroMQ
-    messages at the same rate (the machine's delivery floor, same run); every figure as a dict."""
+    messages at the same rate (the machine's delivery floor, same run); every figure as a dict.
+
+    `low_latency`: the run holds its PM QoS request (`vist-rt run --low-latency`), and so does the
+    floor's measurement, so that both are measured alike."""
     from vist_rt.demo import demo_checkpoint
     from vist_rt.runtime.config import RunConfig
+    from vist_rt.runtime.lowlatency import CpuLatencyRequest
     from vist_rt.runtime.pipeline import Runtime
+    from vist_rt.runtime.stats import RunStats
 
     ckpt = checkpoint or str(demo_checkpoint())
     pub = f"tcp://127.0.0.1:{free_port()}"
     cfg = RunConfig(source=source, checkpoint=ckpt, pub=pub, control=f"tcp://127.0.0.1:{free_port()}",
                     max_frames=warmup + ticks, dashboard=False, status_every_s=1e9, meta_every_s=1.0,
-                    temporal=temporal)  # fmt: skip
+                    temporal=temporal, low_latency=low_latency)  # fmt: skip
     runtime = Runtime.from_config(cfg, log=lambda _: None)
+    runtime.stats = RunStats(window=warmup + ticks + 64)  # every tick kept (the default window is a ring)
     mp = multiprocessing.get_context("spawn")
     results, stop, ready = mp.Queue(), mp.Event(), mp.Event()
     listener = mp.Process(target=_subscribe, args=(pub, results, stop, ready), daemon=True)
@@ -121,10 +134,13 @@ def run_pipeline_bench(
     for stage in ("preprocess", "vit", "temporal", "e2e"):
         values = [h["lat_ms"][stage] / 1e3 for h, _ in kept if not h["stale"] and h["lat_ms"].get(stage) is not None]
         stages[stage] = summarize(values) if values else None
-    window = runtime.stats.latency["overhead"]
-    overhead = summarize(window.values[warmup : min(window.count, len(window.values))] / 1e3)
+    windows = [runtime.stats.latency[k] for k in ("overhead", "housekeeping")]
+    overhead, housekeeping = (_timed(w.values, w.count, warmup) for w in windows)
+    total = windows[0].values + windows[1].values  # all of a tick's work outside model compute
+    tick_work = _timed(total, windows[0].count, warmup)
     deliver = summarize(np.asarray([d for _, d in kept]) / 1e3)
-    bare = bare_zmq_delivery(baseline, hz=summary["target_hz"])
+    with CpuLatencyRequest(0) if low_latency else contextlib.nullcontext():
+        bare = bare_zmq_delivery(baseline, hz=summary["target_hz"])
     return {
         "bench": "pipeline",
         "machine": machine_info(),
@@ -132,6 +148,7 @@ def run_pipeline_bench(
         "extractor": summary["extractor"],
         "source": source,
         "temporal": runtime.meta["temporal"],
+        "low_latency": summary["low_latency"],
         "ticks": ticks,
         "warmup": warmup,
         "received": len(kept),
@@ -142,6 +159,8 @@ def run_pipeline_bench(
         "dropped": summary["dropped"],
         "stages_ms": stages,
         "overhead_ms": overhead,
+        "housekeeping_ms": housekeeping,
+        "tick_work_ms": tick_work,
         "delivery_ms": deliver,
         "bare_zmq_delivery_ms": bare,
         "delivery_p99_vs_bare": deliver["p99"] / bare["p99"] if bare else None,

@@ -60,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="bare ZeroMQ messages after the run, the machine's delivery floor (default 300; 0: none)",
     )
     pl.add_argument("--temporal", choices=TEMPORAL, default="torch", help="CPU temporal model (default torch)")
+    pl.add_argument("--low-latency", action="store_true",
+                    help="as `vist-rt run --low-latency` (PM QoS; the floor is measured under it too)")  # fmt: skip
     pl.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     pl.set_defaults(func=run_pipeline)
 
@@ -285,7 +287,9 @@ def _pipeline_table(result: dict[str, Any]) -> None:
     for col in ("n", "min", "p50", "p90", "p99", "max", "jitter"):
         table.add_column(col, justify="right")
     rows = [(f"stage {k}", v) for k, v in result["stages_ms"].items() if v]
-    rows += [("pipeline overhead (all but model compute)", result["overhead_ms"])]
+    rows += [("pipeline overhead (wake to send, model compute excluded)", result["overhead_ms"])]
+    rows += [("housekeeping after the send (record, meta, ...)", result["housekeeping_ms"])]
+    rows += [("both: a tick's work outside model compute", result["tick_work_ms"])]
     rows += [("ZeroMQ delivery to a subscriber", result["delivery_ms"])]
     if result.get("bare_zmq_delivery_ms"):
         rows += [("bare ZeroMQ PUB->SUB, same rate (floor)", result["bare_zmq_delivery_ms"])]
@@ -302,6 +306,7 @@ def _pipeline_table(result: dict[str, Any]) -> None:
         f"{'met' if met['delivery'] else 'NOT met'}"
         + (f"; {result['delivery_p99_vs_bare']:.2f}x bare ZeroMQ's" if result.get("delivery_p99_vs_bare") else "")
         + f"); features: {result['extractor']}"
+        + ("; low latency (PM QoS held)" if result["low_latency"] else "")
     )
 
 
@@ -313,5 +318,6 @@ def run_pipeline(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, {"bench": "pipeline", "status": "running"})
     result = run_pipeline_bench(args.checkpoint, ticks=args.ticks, warmup=args.warmup, source=args.source,
-                                baseline=args.baseline, temporal=args.temporal)  # fmt: skip
+                                baseline=args.baseline, temporal=args.temporal,
+                                low_latency=args.low_latency)  # fmt: skip
     return _finish(args, result, _pipeline_table)

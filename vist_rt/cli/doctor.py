@@ -160,6 +160,22 @@ def check_native() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def check_low_latency() -> list[tuple[str, dict[str, Any]]]:
+    """`--low-latency`: whether this user can make the PM QoS request (tried for an instant)."""
+    from vist_rt.errors import VistError
+    from vist_rt.runtime import lowlatency
+
+    now = lowlatency.current_limit_us()
+    held = "none" if now in (None, lowlatency.NO_REQUEST_US) else f"{now} us"
+    try:
+        with lowlatency.CpuLatencyRequest(0):
+            pass
+    except VistError as exc:
+        return [("low latency", {"status": NO, "detail": str(exc)})]
+    detail = f"--low-latency can hold {lowlatency.PM_QOS_DEVICE} at 0 us (limit in force now: {held})"
+    return [("low latency", {"status": OK, "detail": detail})]
+
+
 def collect(cameras: int = 4) -> list[tuple[str, dict[str, Any]]]:
     """Every check, in display order."""
     rows: list[tuple[str, dict[str, Any]]] = [
@@ -173,6 +189,7 @@ def collect(cameras: int = 4) -> list[tuple[str, dict[str, Any]]]:
         ("torch", check_torch),
         ("backends", check_backends),
         ("temporal native", check_native),
+        ("low latency", check_low_latency),
         *((m, lambda m=m, e=e, why=why: [(m, _module(m, m, e, why))]) for m, e, why in modules),
         ("demo model", check_demo),
         ("cameras", lambda: check_cameras(cameras)),

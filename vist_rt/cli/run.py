@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--engines", metavar="DIR", help="cache of ONNX graphs and engines (engines/)")
     p.add_argument("--threads", type=int_at_least(1), help="CPU threads for torch / ONNX Runtime")
     p.add_argument("--hwm", type=int_at_least(1), help="ZeroMQ send high-water mark, messages (1000)")
+    p.add_argument("--low-latency", action="store_true",
+                   help="keep the CPUs out of deep idle states while running (Linux PM QoS; root or access "
+                   "to /dev/cpu_dma_latency): lower, steadier latency, more power")  # fmt: skip
     p.add_argument("--meta-every", dest="meta_every_s", type=_positive_float, metavar="S", help="meta period (5 s)")
     p.add_argument("--status-every", dest="status_every_s", type=_positive_float, metavar="S", help="status (5 s)")
     p.set_defaults(func=run)
@@ -129,6 +132,7 @@ def describe(runtime: Any) -> str:
         f"model: {model_line(runtime.meta)}; features: {runtime.engine.extractor.describe()}; "
         f"backend {rt.get('backend')} on {rt.get('device', 'cpu')} ({rt.get('precision', 'fp32')}); "
         f"temporal model: {runtime.meta.get('temporal')}; source: {runtime.source_desc}"
+        + ("; low latency: CPU idle states held at polling (PM QoS)" if runtime.cfg.low_latency else "")
     )
 
 

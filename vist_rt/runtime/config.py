@@ -48,6 +48,7 @@ class RunConfig:
     engines: str = "engines"
     threads: int | None = None
     hwm: int = 1000  # ZMQ send high-water mark (messages)
+    low_latency: bool = False  # hold a PM QoS request: idle CPUs poll, so waking a tick's threads costs us
     meta_every_s: float = 5.0
     status_every_s: float = 5.0
 

@@ -54,6 +54,7 @@ class Runtime:
         self.control: Any = None
         self.recorder: Any = None
         self.lsl: Any = None
+        self.low_latency: Any = None  # the PM QoS request of --low-latency, while held
         # newest features: (seq, index, t_ns, got, tokens, pre, vit, capture wait); seq is the capture's
         self._latest: tuple[int, int, int, float, np.ndarray, float, float, float] | None = None
         self._processed = -1  # seq of the newest frame through the feature stage (its features or its error)
@@ -61,6 +62,7 @@ class Runtime:
         self._last_meta = 0.0
         self._last_status = 0.0
         self._temporal_ms = 0.0  # of the last tick (for the overhead figure)
+        self._sent = 0.0  # perf clock when the last tick's rates were handed to ZeroMQ
         self._failure: str | None = None  # set by the feature thread when its backend fails
         self._mark_start()  # started, and the paused-time account (reset again when the clock starts)
         self.meta = self._meta()
@@ -142,6 +144,7 @@ class Runtime:
                 "record": self.cfg.record,
                 "extractor": self.engine.extractor.describe(),
                 "torch_threads": getattr(self, "torch_threads", None),
+                "low_latency": self.low_latency is not None and self.low_latency.active,
                 "runtime": self.engine.extractor.runtime,
             }
         )
@@ -241,8 +244,9 @@ class Runtime:
             "mode": self.cfg.mode,
         }
         self.publisher.publish_rates(header, rates)
+        self._sent = time.perf_counter()  # the rates are out: what follows delays nothing (see _run_live)
         self.history.push(rates)
-        lat["publish"] = (time.perf_counter() - t0) * 1e3
+        lat["publish"] = (self._sent - t0) * 1e3
         header = self.publisher.last_rates_header  # as sent (v, seq, n, t_pub_ns): a new dict per message
         self._record("rates", header, rates)
         if self.lsl is not None:
@@ -308,6 +312,10 @@ class Runtime:
         cfg = self.cfg
         secret = load_curve_keys(cfg.curve_keys)[1] if cfg.curve_keys else None
         with contextlib.ExitStack() as stack:
+            if cfg.low_latency:
+                from vist_rt.runtime.lowlatency import CpuLatencyRequest
+
+                self.low_latency = stack.enter_context(CpuLatencyRequest(0))
             self.publisher = stack.enter_context(
                 Publisher(cfg.pub, hwm=cfg.hwm, allow_remote=cfg.allow_remote, curve_secret_key=secret)
             )
@@ -324,7 +332,7 @@ class Runtime:
                 self.lsl = stack.enter_context(LslOutlet(self.meta))
             self.log(
                 f"publishing on {self.publisher.endpoint}, control on {self.control.endpoint} ({cfg.mode}; "
-                f"torch threads {self.torch_threads})"
+                f"torch threads {self.torch_threads}{'; low latency' if cfg.low_latency else ''})"
             )
             self._publish_meta()
             self._mark_start()
@@ -525,9 +533,9 @@ class Runtime:
                 if not self._check_capture() and self._source_done(used):
                     self.log(f"the source ended ({self.source_desc}); stopping")
                     return
-                self._housekeeping()
                 if self.paused:
                     self.stats.paused_ticks += 1
+                    self._housekeeping()
                     continue
                 with self._latest_lock:
                     latest = self._latest
@@ -538,8 +546,11 @@ class Runtime:
                     tick, index, t_ns, got, tokens, *((pre, vit) if fresh else (None, None)), stale=not fresh,
                     capture=wait if fresh else None,
                 )  # fmt: skip
-                busy = (time.perf_counter() - woke) * 1e3
-                self.stats.add_latencies({"overhead": busy - self._temporal_ms})
+                self._housekeeping()  # after the send: meta messages, flushes and status lines delay no rates
+                self.stats.add_latencies(
+                    {"overhead": (self._sent - woke) * 1e3 - self._temporal_ms,
+                     "housekeeping": (time.perf_counter() - self._sent) * 1e3}
+                )  # fmt: skip
                 used = seq
                 if self.cfg.max_frames is not None and self.stats.ticks >= self.cfg.max_frames:
                     return

@@ -17,10 +17,13 @@ import zmq
 import zmq.auth
 
 from vist_rt.errors import VistError
-from vist_rt.runtime.wire import encode_meta, encode_rates
+from vist_rt.runtime.wire import WireError, encode_meta, encode_rates
 
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
 LOCAL_SCHEMES = ("ipc", "inproc")
+# t_pub_ns is encoded as this placeholder, then the encoded header's tail is replaced by the time of sending
+_STAMP_PLACEHOLDER = 10**18
+_STAMP_TAIL = b'"t_pub_ns":%d}' % _STAMP_PLACEHOLDER
 
 
 def split_tcp(endpoint: str) -> tuple[str, str]:
@@ -176,9 +179,15 @@ class Publisher:
         """
         with self._lock:
             full = dict(header)
+            full.pop("t_pub_ns", None)
             full["seq"] = self._seq
-            full["t_pub_ns"] = time.time_ns()
+            full["t_pub_ns"] = _STAMP_PLACEHOLDER  # last key: replaced by the time of sending, after encoding
             parts = encode_rates(full, rates)  # validates; on error no seq is used
+            body = parts[1]
+            if not body.endswith(_STAMP_TAIL):  # cannot happen: encode_rates keeps the key order
+                raise WireError("internal: t_pub_ns is not the header's last field")
+            full["t_pub_ns"] = stamp = time.time_ns()
+            parts[1] = body[: -len(_STAMP_TAIL)] + b'"t_pub_ns":%d}' % stamp
             self._seq += 1
             self._send(parts)
             full["v"], full["n"] = 1, int(np.shape(rates)[0])

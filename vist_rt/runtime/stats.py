@@ -9,7 +9,9 @@ import numpy as np
 
 from vist_rt.bench.stats import summarize
 
-STAGES = ("capture", "preprocess", "vit", "temporal", "publish", "e2e", "overhead")
+# overhead: a tick's work from the clock's wake-up to the send, model compute excluded; housekeeping: the
+# rest of a live tick, after the send (recording, counters, meta messages, flushes, status lines)
+STAGES = ("capture", "preprocess", "vit", "temporal", "publish", "e2e", "overhead", "housekeeping")
 
 
 class LatencyWindow:

@@ -47,10 +47,14 @@ class Message:
 
 
 def _is_int(value: Any) -> bool:
+    if type(value) is int:  # the usual case, without the ABC check (this runs on every message)
+        return True
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _is_number(value: Any) -> bool:
+    if type(value) is float or type(value) is int:
+        return True
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
@@ -63,10 +67,13 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_json_default)  # stateless: shared
+
+
 def dumps(obj: Mapping[str, Any]) -> bytes:
     """Compact, strict (no NaN/Infinity) UTF-8 JSON; WireError when it cannot be encoded."""
     try:
-        return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_json_default).encode("utf-8")
+        return _ENCODER.encode(obj).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise WireError(f"header is not strict JSON: {exc}") from None
 
@@ -107,15 +114,17 @@ def encode_rates(header: Mapping[str, Any], rates: np.ndarray) -> list[bytes | m
     The payload is not copied when `rates` is already contiguous little-endian float32: do not modify
     the array until it has been sent (ZeroMQ copies messages under 64 KiB anyway).
     """
-    arr = np.asarray(rates)
-    if arr.ndim != 1:
-        raise WireError(f"rates must be 1-D (one value per cell), got shape {tuple(arr.shape)}")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise WireError(f"rates must be numeric, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=RATES_DTYPE)
-    full = dict(header)
-    full["v"] = VERSION
-    full["n"] = int(arr.shape[0])
+    arr = rates
+    if not (type(arr) is np.ndarray and arr.dtype == RATES_DTYPE and arr.ndim == 1 and arr.flags.c_contiguous):
+        arr = np.asarray(rates)  # (the run's own rates skip these checks: they are float32 [C] already)
+        if arr.ndim != 1:
+            raise WireError(f"rates must be 1-D (one value per cell), got shape {tuple(arr.shape)}")
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise WireError(f"rates must be numeric, got dtype {arr.dtype}")
+        arr = np.ascontiguousarray(arr, dtype=RATES_DTYPE)
+    full = {"v": VERSION, "n": int(arr.shape[0])}  # first in the JSON; the header's keys follow in their order
+    full.update(header)
+    full["v"], full["n"] = VERSION, int(arr.shape[0])
     check_rates_header(full)
     return [TOPIC_RATES, dumps(full), memoryview(arr).cast("B")]
 

@@ -1,0 +1,95 @@
+"""`--low-latency`: a PM QoS request held for exactly the run's lifetime; clear errors where it cannot be made."""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.helpers import free_port
+from vist_rt.cli import main
+from vist_rt.errors import VistError
+from vist_rt.runtime import lowlatency
+from vist_rt.runtime.config import RunConfig
+from vist_rt.runtime.lowlatency import PM_QOS_DEVICE, CpuLatencyRequest, current_limit_us
+from vist_rt.runtime.pipeline import Runtime
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_the_request_is_written_and_held_until_closed(tmp_path: Path) -> None:
+    dev = tmp_path / "cpu_dma_latency"
+    dev.write_bytes(b"")
+    with CpuLatencyRequest(0, path=str(dev)) as req:
+        assert req.active and dev.read_bytes() == struct.pack("=i", 0)
+        fd = req._fd
+        assert fd is not None and _is_open(fd)  # the kernel keeps the request while the file is open
+    assert not req.active and not _is_open(fd)
+    req.close()  # idempotent
+    with CpuLatencyRequest(50, path=str(dev)):
+        assert struct.unpack("=i", dev.read_bytes()[:4]) == (50,)
+
+
+def test_where_it_cannot_be_made_the_error_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(VistError, match=r"does not exist \(a Linux PM QoS device\)"):
+        CpuLatencyRequest(path=str(tmp_path / "absent")).__enter__()
+
+    def refuse(*_a, **_k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(lowlatency.os, "open", refuse)
+    with pytest.raises(VistError, match=r"needs write access to .*run as root.*udev rule") as exc:
+        CpuLatencyRequest().__enter__()
+    assert "\n" not in str(exc.value)
+    with pytest.raises(VistError, match=r"must be 0\.\.1999999999 us"):
+        CpuLatencyRequest(-1)
+
+
+@pytest.mark.skipif(not os.access(PM_QOS_DEVICE, os.W_OK), reason=f"no write access to {PM_QOS_DEVICE}")
+def test_on_this_machine_the_kernel_enforces_it() -> None:
+    before = current_limit_us()
+    assert before is not None and before > 0
+    with CpuLatencyRequest(0):
+        assert current_limit_us() == 0  # every CPU now idles by polling
+    assert current_limit_us() == before  # nothing left changed
+
+
+def test_a_run_holds_it_while_running_and_releases_it(tmp_path: Path, run_checkpoint: Path, monkeypatch) -> None:
+    from vist_rt.client import LockstepClient
+
+    dev = tmp_path / "cpu_dma_latency"
+    dev.write_bytes(b"")
+    monkeypatch.setattr(lowlatency, "PM_QOS_DEVICE", str(dev))
+    cfg = RunConfig(checkpoint=str(run_checkpoint), source=None, lockstep=True, dashboard=False, low_latency=True,
+                    pub=f"tcp://127.0.0.1:{free_port()}", control=f"tcp://127.0.0.1:{free_port()}")  # fmt: skip
+    logs: list[str] = []
+    rt = Runtime.from_config(cfg, log=logs.append)
+    worker = threading.Thread(target=rt.run)
+    worker.start()
+    try:
+        with LockstepClient(cfg.control, timeout_ms=30_000) as client:
+            status = client.request("status")
+    finally:
+        rt.stop()
+        worker.join(timeout=30)
+    assert status["low_latency"] is True and dev.read_bytes() == struct.pack("=i", 0)
+    assert any("low latency" in line for line in logs)
+    assert rt.low_latency is not None and not rt.low_latency.active  # released with the sockets
+
+
+def test_run_without_the_device_stops_with_one_line(tmp_path: Path, run_checkpoint: Path, monkeypatch, capsys):
+    monkeypatch.setattr(lowlatency, "PM_QOS_DEVICE", str(tmp_path / "absent"))
+    argv = ["run", "--checkpoint", str(run_checkpoint), "--low-latency", "--no-dashboard", "--max-frames", "2",
+            "--pub", f"tcp://127.0.0.1:{free_port()}", "--control", f"tcp://127.0.0.1:{free_port()}"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("vist-rt: error: --low-latency:") and "does not exist" in err[-1]

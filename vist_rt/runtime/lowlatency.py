@@ -1,0 +1,86 @@
+"""`--low-latency`: keep the CPUs out of deep idle states for a run (a Linux PM QoS request).
+
+An idle CPU in a deep C-state (or a virtual CPU halted by its hypervisor) takes tens to hundreds of
+microseconds to wake, and a tick wakes several threads (the tick thread, ZeroMQ's I/O threads, the
+subscriber). While a PM QoS request of 0 us is held, idle CPUs poll instead: wake-ups cost
+microseconds, and the CPUs draw full power while idle. The request is the kernel's own mechanism
+(what `tuned`'s latency-performance profile holds); it lasts while the file stays open and ends when
+it is closed or the process exits, so nothing is left changed after the run.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from types import TracebackType
+
+from vist_rt.errors import VistError
+
+PM_QOS_DEVICE = "/dev/cpu_dma_latency"
+NO_REQUEST_US = 2_000_000_000  # what the device reads while nobody holds a request (PM_QOS_DEFAULT_VALUE)
+
+
+class CpuLatencyRequest:
+    """While entered: every CPU keeps its wake-up latency <= `max_us` microseconds (0: idle by polling).
+
+    Raises a one-line VistError on entry where the request cannot be made (not Linux, no permission)."""
+
+    def __init__(self, max_us: int = 0, *, path: str | None = None) -> None:
+        if not 0 <= max_us < NO_REQUEST_US:
+            raise VistError(f"a CPU wake-up latency request must be 0..{NO_REQUEST_US - 1} us, got {max_us}")
+        self.max_us = max_us
+        self.path = path or PM_QOS_DEVICE
+        self._fd: int | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while the request is held."""
+        return self._fd is not None
+
+    def __enter__(self) -> CpuLatencyRequest:
+        try:
+            fd = os.open(self.path, os.O_WRONLY)
+        except FileNotFoundError:
+            raise VistError(
+                f"--low-latency: {self.path} does not exist (a Linux PM QoS device); run without --low-latency"
+            ) from None
+        except PermissionError:
+            raise VistError(
+                f"--low-latency needs write access to {self.path}: run as root, or let your user open it "
+                f'(a udev rule: KERNEL=="cpu_dma_latency", GROUP="<your group>", MODE="0660")'
+            ) from None
+        except OSError as exc:
+            raise VistError(f"--low-latency: cannot open {self.path}: {exc.strerror}") from None
+        try:
+            os.write(fd, struct.pack("=i", self.max_us))
+        except OSError as exc:
+            os.close(fd)
+            raise VistError(f"--low-latency: {self.path} refused the request: {exc.strerror}") from None
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the request (idempotent)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
+def current_limit_us(path: str | None = None) -> int | None:
+    """The CPU wake-up latency limit now in force, in us (NO_REQUEST_US: none), or None where it cannot be read."""
+    try:
+        fd = os.open(path or PM_QOS_DEVICE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 4)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return struct.unpack("=i", data)[0] if len(data) == 4 else None
