@@ -64,7 +64,41 @@ class SameIndex(sources.SyntheticSource):
         return None if frame is None else sources.Frame(5, frame.t_ns, frame.image)
 
 
-def test_a_failing_lsl_outlet_after_the_recorder_leaves_no_recording(tmp_path: Path, run_checkpoint: Path, monkeypatch):
+def test_the_recording_is_closed_before_the_lsl_outlet(tmp_path: Path, run_checkpoint: Path, monkeypatch) -> None:
+    """liblsl has crashed in an outlet's teardown: by then every recorded row must be on disk."""
+    from vist_rt.runtime import lsl, record
+
+    order: list[str] = []
+
+    class FakeLsl:
+        def __init__(self, meta: dict[str, Any]) -> None:
+            self.pushed = 0
+
+        def push(self, rates: np.ndarray, age_s: float) -> None:
+            self.pushed += 1
+
+        def __enter__(self) -> FakeLsl:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            order.append(f"lsl closed; recording has {len(read_recording(rec)['rates'])} rows")
+
+    real_exit = record.Recorder.__exit__
+
+    def recorder_exit(self, *exc):  # type: ignore[no-untyped-def]
+        real_exit(self, *exc)
+        order.append("recorder closed")
+
+    monkeypatch.setattr(lsl, "LslOutlet", FakeLsl)
+    monkeypatch.setattr(record.Recorder, "__exit__", recorder_exit)
+    rec = tmp_path / "order.h5"
+    cfg = _live(run_checkpoint, source="synthetic", lsl=True, record=str(rec), max_frames=5)
+    rt = Runtime.from_config(cfg, log=lambda _: None)
+    rt.run()
+    assert order == ["recorder closed", "lsl closed; recording has 5 rows"] and rt.lsl.pushed == 5
+
+
+def test_a_failing_lsl_outlet_leaves_no_recording(tmp_path: Path, run_checkpoint: Path, monkeypatch):
     from vist_rt.runtime import lsl
 
     class NoLsl:

@@ -322,14 +322,14 @@ class Runtime:
             self.control = stack.enter_context(
                 ControlServer(cfg.control, self.handle, allow_remote=cfg.allow_remote, curve_secret_key=secret)
             )
+            if cfg.lsl:  # before the recorder, so the recording is closed first (liblsl's teardown can crash)
+                from vist_rt.runtime.lsl import LslOutlet
+
+                self.lsl = stack.enter_context(LslOutlet(self.meta))
             if cfg.record:
                 from vist_rt.runtime.record import Recorder
 
                 self.recorder = stack.enter_context(Recorder(cfg.record, cells=self.engine.ckpt.config.cells))
-            if cfg.lsl:
-                from vist_rt.runtime.lsl import LslOutlet
-
-                self.lsl = stack.enter_context(LslOutlet(self.meta))
             self.log(
                 f"publishing on {self.publisher.endpoint}, control on {self.control.endpoint} ({cfg.mode}; "
                 f"torch threads {self.torch_threads}{'; low latency' if cfg.low_latency else ''})"
