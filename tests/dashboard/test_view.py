@@ -64,6 +64,11 @@ def test_everything_a_lab_needs_is_on_screen() -> None:
     assert "4.00" in e2e and "5.00" in e2e  # p50 and max of 3..5 ms
 
 
+def test_low_latency_is_shown_only_while_held() -> None:
+    assert "low latency" not in text_of(render(snap(), 120, 40))
+    assert "torch threads 1   low latency (PM QoS)" in text_of(render(snap(low_latency=True), 120, 40))
+
+
 def test_mosaic_puts_cells_at_their_rf_centres() -> None:
     lines = text_of(render(snap(), 120, 40)).splitlines()
     rows = [i for i, line in enumerate(lines) if "●" in line]

@@ -93,7 +93,8 @@ def header(snap: Snapshot) -> Panel:
     grid.add_row(
         "backend",
         f"{rt.get('backend', '?')} / {rt.get('device', meta.get('device', '?'))} / {rt.get('precision', 'fp32')}"
-        f"   temporal on {meta.get('device', 'cpu')}, torch threads {s.get('torch_threads')}",
+        f"   temporal on {meta.get('device', 'cpu')}, torch threads {s.get('torch_threads')}"
+        + ("   low latency (PM QoS)" if s.get("low_latency") else ""),
     )
     out = f"pub {s.get('pub')}   control {s.get('control')}"
     if s.get("record"):
