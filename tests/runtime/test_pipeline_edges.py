@@ -274,3 +274,44 @@ def test_the_feature_thread_does_not_spin_after_the_source_ended(run_checkpoint:
     rt.stop()
     worker.join(5)
     assert not worker.is_alive() and rt.capture.calls <= 20, rt.capture.calls
+
+
+def test_work_after_the_send_is_housekeeping_not_overhead(run_checkpoint: Path, monkeypatch) -> None:
+    """Periodic work (meta, flushes, status lines) runs after the send: it delays no rates, and is reported apart."""
+    periodic = Runtime._periodic
+
+    def slow_periodic(self: Runtime) -> None:
+        time.sleep(0.005)  # a slow disk flush
+        periodic(self)
+
+    monkeypatch.setattr(sources, "make_source", lambda *a, **k: sources.SyntheticSource(size=SIZE))
+    monkeypatch.setattr(Runtime, "_periodic", slow_periodic)
+    rt = Runtime.from_config(_live(run_checkpoint, source="synthetic", max_frames=12), log=lambda _: None)
+    summary = run_in_thread(rt)
+    lat = summary["latency_ms"]
+    assert lat["overhead"]["n"] == lat["housekeeping"]["n"] == 12
+    assert lat["housekeeping"]["min"] >= 5.0 > lat["overhead"]["p50"]
+    assert lat["e2e"]["max"] < 1e3 / 30 + 5.0  # the send is not behind the 5 ms (e2e <= one period + work)
+
+
+def test_a_key_pressed_during_the_wait_acts_on_that_tick(run_checkpoint: Path, monkeypatch) -> None:
+    """pause from the dashboard (queued while the clock waits) stops the very next tick, as before the send."""
+    monkeypatch.setattr(sources, "make_source", lambda *a, **k: sources.SyntheticSource(size=SIZE))
+    rt = Runtime.from_config(_live(run_checkpoint, source="synthetic"), log=lambda _: None)
+    wait = rt._poll_control
+
+    def poll(seconds: float) -> None:
+        if rt.stats.ticks == 10 and not rt.paused and "queued" not in rt.__dict__:
+            rt.__dict__["queued"] = True
+            rt.request("toggle-pause")
+        wait(seconds)
+
+    rt._poll_control = poll  # type: ignore[method-assign]
+    worker = threading.Thread(target=rt.run, daemon=True)
+    worker.start()
+    try:
+        assert wait_until(lambda: rt.stats.paused_ticks >= 3)
+    finally:
+        rt.stop()
+        worker.join(10)
+    assert rt.stats.ticks == 10  # the tick whose wait saw the key was not published

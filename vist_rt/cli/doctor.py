@@ -166,7 +166,7 @@ def check_low_latency() -> list[tuple[str, dict[str, Any]]]:
     from vist_rt.runtime import lowlatency
 
     now = lowlatency.current_limit_us()
-    held = "none" if now in (None, lowlatency.NO_REQUEST_US) else f"{now} us"
+    held = "unknown" if now is None else "none" if now == lowlatency.NO_REQUEST_US else f"{now} us"
     try:
         with lowlatency.CpuLatencyRequest(0):
             pass

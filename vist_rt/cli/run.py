@@ -132,7 +132,7 @@ def describe(runtime: Any) -> str:
         f"model: {model_line(runtime.meta)}; features: {runtime.engine.extractor.describe()}; "
         f"backend {rt.get('backend')} on {rt.get('device', 'cpu')} ({rt.get('precision', 'fp32')}); "
         f"temporal model: {runtime.meta.get('temporal')}; source: {runtime.source_desc}"
-        + ("; low latency: CPU idle states held at polling (PM QoS)" if runtime.cfg.low_latency else "")
+        + ("; low latency: idle CPUs kept polling (PM QoS) while it runs" if runtime.cfg.low_latency else "")
     )
 
 

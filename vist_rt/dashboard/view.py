@@ -15,11 +15,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from vist_rt.runtime.stats import STAGES
+
 MIN_WIDTH, MIN_HEIGHT = 60, 16  # below this only a one-line status is drawn
 SPARK = "▁▂▃▄▅▆▇█"
 HEAT = ("grey27", "blue", "cyan", "green", "yellow", "bright_white")  # rate, low to high
 OK, AMBER, RED = "green", "dark_orange", "red"
-STAGES = ("capture", "preprocess", "vit", "temporal", "publish", "e2e", "overhead")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,9 +44,10 @@ class Snapshot:
 
 
 def tick_work_p99(status: dict[str, Any]) -> float | None:
-    """p99 of a tick's own work on the clock thread (temporal step + the rest of the tick), ms."""
+    """p99 of a tick's own work on the clock thread (temporal step + the rest of the tick, before and after
+    the send), ms."""
     lat = status.get("latency_ms") or {}
-    parts = [lat.get(k) for k in ("temporal", "overhead")]
+    parts = [lat.get(k) for k in ("temporal", "overhead", "housekeeping")]
     return None if not any(parts) else sum(w["p99"] for w in parts if w)
 
 

@@ -4,8 +4,8 @@ An idle CPU in a deep C-state (or a virtual CPU halted by its hypervisor) takes 
 microseconds to wake, and a tick wakes several threads (the tick thread, ZeroMQ's I/O threads, the
 subscriber). While a PM QoS request of 0 us is held, idle CPUs poll instead: wake-ups cost
 microseconds, and the CPUs draw full power while idle. The request is the kernel's own mechanism
-(what `tuned`'s latency-performance profile holds); it lasts while the file stays open and ends when
-it is closed or the process exits, so nothing is left changed after the run.
+(`tuned`'s latency profiles use the same one); it lasts while the file stays open and ends when it
+is closed or the process exits, so nothing is left changed after the run.
 """
 
 from __future__ import annotations

@@ -78,6 +78,11 @@ class Runtime:
         checkpoint = cfg.checkpoint if cfg.checkpoint is not None else demo_checkpoint()
         if cfg.record:
             check_new_file(cfg.record)  # before minutes of model loading, not after
+        if cfg.low_latency:
+            from vist_rt.runtime.lowlatency import CpuLatencyRequest
+
+            with CpuLatencyRequest(0):  # can it be made? (a one-line error now, not after the model loads)
+                pass
         engine = Engine.from_files(
             checkpoint,
             vit_weights=cfg.vit_weights,
@@ -261,14 +266,22 @@ class Runtime:
         self._temporal_ms = temporal
         return header, rates
 
-    def _housekeeping(self) -> None:
-        """Queued requests, periodic meta messages, the recording's timed flush and the headless status line."""
+    def _apply_requests(self) -> None:
+        """Commands queued by other threads (the dashboard's keys), in order."""
         while not self._requests.empty():
             cmd = self._requests.get_nowait()
             if cmd == "toggle-pause":
                 cmd = "resume" if self.paused else "pause"
             reply, _ = self.handle({"cmd": cmd}, None)
             self.log(f"{cmd}: done (tick {self.tick})" if reply.get("ok") else f"{cmd}: {reply}")
+
+    def _housekeeping(self) -> None:
+        """Queued requests, periodic meta messages, the recording's timed flush and the headless status line."""
+        self._apply_requests()
+        self._periodic()
+
+    def _periodic(self) -> None:
+        """Periodic meta messages, the recording's timed flush and the headless status line."""
         now = time.perf_counter()
         if now - self._last_meta >= self.cfg.meta_every_s:
             self._publish_meta()
@@ -463,8 +476,11 @@ class Runtime:
             assert tokens is not None
             self._step_and_publish(k, current.index, current.t_ns, got, tokens, pre, vit, stale=False, capture=wait)
             self._housekeeping()
-            busy = (time.perf_counter() - top - (got - waited)) * 1e3  # the iteration without pacing/pause waits
-            self.stats.add_latencies({"overhead": busy - compute - self._temporal_ms})
+            busy = (self._sent - top - (got - waited)) * 1e3  # to the send, without pacing/pause waits
+            self.stats.add_latencies(
+                {"overhead": busy - compute - self._temporal_ms,
+                 "housekeeping": (time.perf_counter() - self._sent) * 1e3}
+            )  # fmt: skip
             k += 1
             if self.cfg.max_frames is not None and self.tick >= self.cfg.max_frames:
                 return
@@ -533,9 +549,10 @@ class Runtime:
                 if not self._check_capture() and self._source_done(used):
                     self.log(f"the source ended ({self.source_desc}); stopping")
                     return
+                self._apply_requests()  # a key pressed during the wait acts on this tick
                 if self.paused:
                     self.stats.paused_ticks += 1
-                    self._housekeeping()
+                    self._periodic()
                     continue
                 with self._latest_lock:
                     latest = self._latest
@@ -546,7 +563,7 @@ class Runtime:
                     tick, index, t_ns, got, tokens, *((pre, vit) if fresh else (None, None)), stale=not fresh,
                     capture=wait if fresh else None,
                 )  # fmt: skip
-                self._housekeeping()  # after the send: meta messages, flushes and status lines delay no rates
+                self._periodic()  # after the send: meta messages, flushes and status lines delay no rates
                 self.stats.add_latencies(
                     {"overhead": (self._sent - woke) * 1e3 - self._temporal_ms,
                      "housekeeping": (time.perf_counter() - self._sent) * 1e3}

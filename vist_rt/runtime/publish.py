@@ -17,7 +17,7 @@ import zmq
 import zmq.auth
 
 from vist_rt.errors import VistError
-from vist_rt.runtime.wire import WireError, encode_meta, encode_rates
+from vist_rt.runtime.wire import WireError, encode_meta, encode_rates, rates_header
 
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
 LOCAL_SCHEMES = ("ipc", "inproc")
@@ -186,11 +186,12 @@ class Publisher:
             body = parts[1]
             if not body.endswith(_STAMP_TAIL):  # cannot happen: encode_rates keeps the key order
                 raise WireError("internal: t_pub_ns is not the header's last field")
-            full["t_pub_ns"] = stamp = time.time_ns()
+            stamp = time.time_ns()
             parts[1] = body[: -len(_STAMP_TAIL)] + b'"t_pub_ns":%d}' % stamp
             self._seq += 1
             self._send(parts)
-            full["v"], full["n"] = 1, int(np.shape(rates)[0])
+            full = rates_header(full, parts[2].nbytes // 4)  # as sent, fields in the same order
+            full["t_pub_ns"] = stamp
             self.last_rates_header = full
             return full["seq"]
 

@@ -122,11 +122,17 @@ def encode_rates(header: Mapping[str, Any], rates: np.ndarray) -> list[bytes | m
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise WireError(f"rates must be numeric, got dtype {arr.dtype}")
         arr = np.ascontiguousarray(arr, dtype=RATES_DTYPE)
-    full = {"v": VERSION, "n": int(arr.shape[0])}  # first in the JSON; the header's keys follow in their order
-    full.update(header)
-    full["v"], full["n"] = VERSION, int(arr.shape[0])
+    full = rates_header(header, int(arr.shape[0]))
     check_rates_header(full)
     return [TOPIC_RATES, dumps(full), memoryview(arr).cast("B")]
+
+
+def rates_header(header: Mapping[str, Any], n: int) -> dict[str, Any]:
+    """`header` as sent with n values: `v` and `n` first, then the header's other fields in their order."""
+    full = {"v": VERSION, "n": n}
+    full.update(header)
+    full["v"], full["n"] = VERSION, n
+    return full
 
 
 def encode_meta(header: Mapping[str, Any]) -> list[bytes]:
