@@ -121,9 +121,9 @@ def test_without_a_terminal_the_dashboard_falls_back_to_status_lines(run_checkpo
 
 def test_toml_keys_are_the_flags_names(tmp_path: Path):
     toml = tmp_path / "run.toml"
-    toml.write_text("[run]\nmeta-every = 2\nstatus-every = 0.5\nno-dashboard = true\n")
+    toml.write_text("[run]\nmeta-every = 2\nstatus-every = 0.5\nno-dashboard = true\nlow-latency = true\n")
     cfg = parse("--config", str(toml))
-    assert (cfg.meta_every_s, cfg.status_every_s, cfg.dashboard) == (2.0, 0.5, False)
+    assert (cfg.meta_every_s, cfg.status_every_s, cfg.dashboard, cfg.low_latency) == (2.0, 0.5, False, True)
     toml.write_text("[run]\nno-dashboard = 1\n")
     with pytest.raises(Exception, match="no-dashboard must be true or false"):
         parse("--config", str(toml))
