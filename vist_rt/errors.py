@@ -9,3 +9,14 @@ class VistError(ValueError):
 
 class CheckpointError(VistError):
     """A checkpoint that cannot be read, or does not match what is asked of it."""
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first line of an error's message, stripped ('' when it has none)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def error_line(exc: BaseException) -> str:
+    """`Type: first line of the message`: an unexpected exception, said in one line."""
+    return f"{type(exc).__name__}: {first_line(exc)}"

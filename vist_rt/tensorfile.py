@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from vist_rt.errors import VistError
+from vist_rt.errors import VistError, first_line
 
 
 def read_tensor_file(path: Path, what: str, error: type[VistError] = VistError) -> Mapping[str, object]:
@@ -38,7 +38,7 @@ def read_tensor_file(path: Path, what: str, error: type[VistError] = VistError) 
             "where you trust the file, re-save its tensors: torch.save(ckpt['state_dict'], 'weights.pth')"
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc) or type(exc).__name__
         raise error(f"{path} is not a readable PyTorch file: {msg}") from None
     except Exception:  # the unpickler raises KeyError, IndexError, ... on text or other junk
         raise error(f"{path} is not a readable PyTorch file (not a tensor file)") from None

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from vist_rt.errors import first_line
+
 OK, NO, INFO = "ok", "missing", "info"
 
 
@@ -46,7 +48,7 @@ def _module(name: str, dist: str, extra: str, why: str) -> dict[str, Any]:
         detail = f"not installed: {hint} ({why})" if missing else f"installed but fails to import: {exc}"
         return {"status": NO, "detail": detail}
     except (OSError, RuntimeError) as exc:  # e.g. pylsl without its liblsl
-        return {"status": NO, "detail": f"installed but fails to load: {str(exc).splitlines()[0]}"}
+        return {"status": NO, "detail": f"installed but fails to load: {first_line(exc)}"}
     return {"status": OK, "detail": f"{dist} {_version(dist) or '?'} ({why})"}
 
 

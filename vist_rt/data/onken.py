@@ -29,7 +29,7 @@ import numpy as np
 
 from vist_rt.data.dataset import write_dataset
 from vist_rt.data.paths import check_output_file
-from vist_rt.errors import VistError
+from vist_rt.errors import VistError, first_line
 
 
 def _natural_key(path: Path) -> list[Any]:
@@ -44,7 +44,7 @@ def _loadmat(path: Path) -> dict[str, Any]:
     try:
         return loadmat(str(path), squeeze_me=False)
     except Exception as exc:  # scipy raises MatReadError, ValueError, TypeError, ... on a damaged or foreign file
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc) or type(exc).__name__
         raise VistError(f"{path}: cannot read as a MATLAB (v5) .mat file ({msg})") from None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from vist_rt.errors import VistError
+from vist_rt.errors import VistError, first_line
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -38,7 +38,7 @@ def make_session(path: str | os.PathLike[str], device: str = "cpu", threads: int
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=[provider])
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-        raise VistError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0][:200]}") from None
+        raise VistError(f"ONNX Runtime cannot load {path}: {first_line(exc)[:200]}") from None
     if session.get_providers()[0] != provider:
         raise VistError(f"ONNX Runtime did not take {provider} for {path} (got {session.get_providers()})")
     return session

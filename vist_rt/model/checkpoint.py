@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import vist_rt
-from vist_rt.errors import CheckpointError, VistError
+from vist_rt.errors import CheckpointError, VistError, first_line
 from vist_rt.model.config import ViSTConfig
 from vist_rt.model.tensors import mismatch_report
 from vist_rt.model.vist import ViST
@@ -152,7 +152,7 @@ def _read_file(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
             metadata = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc) or type(exc).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {reason}") from None
     if META_KEY not in metadata:
         raise CheckpointError(f"{path} is a safetensors file but not a vist-rt checkpoint (no '{META_KEY}' metadata)")

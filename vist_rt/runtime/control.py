@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from vist_rt.errors import VistError
+from vist_rt.errors import VistError, first_line
 from vist_rt.runtime.publish import server_socket
 from vist_rt.runtime.wire import dumps, encode_rates, parse_json
 
@@ -27,8 +27,7 @@ log = logging.getLogger(__name__)
 
 def one_line(text: str) -> str:
     """The first line of an error message, never empty."""
-    lines = str(text).strip().splitlines()
-    return lines[0] if lines else "error"
+    return first_line(text) or "error"
 
 
 def decode_predict_frame(request: Mapping[str, Any], payload: bytes | memoryview) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from vist_rt.errors import VistError
+from vist_rt.errors import VistError, error_line
 from vist_rt.runtime.clock import ModelClock
 from vist_rt.runtime.config import RunConfig
 from vist_rt.runtime.engine import Engine
@@ -469,7 +469,7 @@ class Runtime:
                 except VistError:
                     raise
                 except Exception as exc:  # a failing backend (out of memory, ...): one line, as in live mode
-                    raise VistError(f"the feature stage failed: {_one_line(exc)}") from exc
+                    raise VistError(f"the feature stage failed: {error_line(exc)}") from exc
                 compute = pre + vit
                 self.stats.features += 1
                 used = current.seq
@@ -512,7 +512,7 @@ class Runtime:
                     last = self._processed = frame.seq
                     continue
                 except Exception as exc:  # a failing backend (out of memory, ...): the run stops, saying why
-                    self._failure = _one_line(exc)
+                    self._failure = error_line(exc)
                     self.stats.error(f"feature stage failed: {self._failure}")
                     return
                 got = self._got(frame)
@@ -583,12 +583,6 @@ class Runtime:
             return False
         latest = self._latest
         return self.paused or latest is None or latest[0] == used
-
-
-def _one_line(exc: BaseException) -> str:
-    """`Type: first line of the message`."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def check_new_file(path: str) -> None:

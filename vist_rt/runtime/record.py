@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vist_rt.errors import VistError
+from vist_rt.errors import VistError, error_line, first_line
 from vist_rt.runtime.wire import Message, SeqTracker, check_meta_header, check_rates_header, dumps
 
 FORMAT = "vist-rt/recording"
@@ -83,7 +83,7 @@ class Recorder:
         try:
             self._file = h5py.File(self.path, "w")
         except OSError as exc:
-            raise VistError(f"cannot write {self.path}: {str(exc).splitlines()[0]}") from None
+            raise VistError(f"cannot write {self.path}: {first_line(exc)}") from None
         f = self._file
         f.attrs["format"] = FORMAT
         f.attrs["version"] = FORMAT_VERSION
@@ -175,7 +175,7 @@ class Recorder:
         try:
             action()
         except OSError as exc:
-            self.failed = f"writing {self.path} failed: {str(exc).splitlines()[0]}"
+            self.failed = f"writing {self.path} failed: {first_line(exc)}"
             raise RecordingError(self.failed) from None
 
     def _columns(self) -> dict[str, np.ndarray]:
@@ -223,7 +223,7 @@ class Recorder:
                 with contextlib.suppress(Exception):
                     f[name].resize(n, axis=0)
             if isinstance(exc, OSError):
-                self.failed = f"writing {self.path} failed: {str(exc).splitlines()[0]}"
+                self.failed = f"writing {self.path} failed: {first_line(exc)}"
                 raise RecordingError(self.failed) from None
             raise
         self._rows.clear()
@@ -278,7 +278,7 @@ def read_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         f = h5py.File(p, "r")
     except OSError as exc:
-        raise VistError(f"cannot read {p}: {str(exc).splitlines()[0]}") from None
+        raise VistError(f"cannot read {p}: {first_line(exc)}") from None
     with f:
         if f.attrs.get("format") != FORMAT:
             raise VistError(f"{p} is not a vist-rt recording")
@@ -291,7 +291,7 @@ def read_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
             out["meta"] = [json.loads(s) for s in f["meta"].asstr()[()]]
             out["attrs"] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
         except (OSError, KeyError, ValueError) as exc:
-            raise VistError(f"cannot read {p}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+            raise VistError(f"cannot read {p}: {error_line(exc)}") from None
     per_row = [k for k in ("rates", *INT_COLUMNS, "stale") if k in out]
     lengths = [len(out[k]) for k in per_row] + [len(headers)]
     rows = min(lengths)
@@ -301,5 +301,5 @@ def read_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         out["headers"] = [json.loads(s) for s in headers[:rows]]
     except ValueError as exc:
-        raise VistError(f"cannot read {p}: a header is not JSON ({str(exc).splitlines()[0]})") from None
+        raise VistError(f"cannot read {p}: a header is not JSON ({first_line(exc)})") from None
     return out

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from vist_rt.errors import VistError
+from vist_rt.errors import VistError, error_line
 
 VERSION = 1
 TOPIC_RATES = b"rates"
@@ -188,8 +188,7 @@ def parse_json(raw: bytes | memoryview) -> Any:
     try:
         return json.loads(bytes(raw).decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        text = str(exc).splitlines()[0] if str(exc) else ""
-        raise ValueError(f"{type(exc).__name__}: {text}"[:200]) from None
+        raise ValueError(error_line(exc)[:200]) from None
 
 
 def loads_header(raw: bytes | memoryview) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import torch
 from vist_rt.data.dataset import open_dataset
 from vist_rt.data.paths import check_output_dir, check_output_file
 from vist_rt.data.rf import rf_to_grid
-from vist_rt.errors import VistError
+from vist_rt.errors import VistError, first_line
 from vist_rt.features import Extractor, PatchesExtractor
 from vist_rt.model import ViST, ViSTConfig, save_checkpoint
 from vist_rt.tomlfile import read_toml
@@ -77,7 +77,7 @@ def read_cache_entry(path: Path, n_frames: int, extractor: Extractor) -> tuple[n
         feats = np.array(mm)
         del mm
     except (OSError, ValueError, EOFError, TypeError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc) or type(exc).__name__
         return None, f"cache entry {path} is unreadable ({msg})"
     return feats, ""
 
@@ -386,7 +386,7 @@ def _fit(
         try:
             state = torch.load(spath, map_location=dev, weights_only=True)
         except Exception as exc:  # torch.load raises many kinds on a truncated or foreign file: one message
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            msg = first_line(exc) or type(exc).__name__
             raise VistError(f"--resume: cannot read {spath}: {msg}") from None
         if not isinstance(state, dict):
             raise VistError(f"--resume: {spath} holds a {type(state).__name__}, not a saved training state")
@@ -401,7 +401,7 @@ def _fit(
             swa_n, first_epoch, best_cc = int(state["swa_n"]), int(state["epoch"]), float(state["best_cc"])
             history = list(state["history"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-            msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            msg = first_line(exc)[:160]
             raise VistError(f"--resume: {spath} is damaged ({type(exc).__name__}: {msg})") from None
         if not 0 <= first_epoch <= recipe.epochs:
             raise VistError(f"--resume: {spath} says {first_epoch} epochs are done, of {recipe.epochs}")

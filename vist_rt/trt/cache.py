@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from vist_rt.errors import VistError
+from vist_rt.errors import VistError, first_line
 
 KEY_VERSION = 1  # bump when the build policy (fp16 policy, profile rules) changes: old engines become stale
 PRECISIONS = ("fp16", "fp32")
@@ -455,7 +455,7 @@ def require_tensorrt():  # type: ignore[no-untyped-def]
     except ImportError:
         raise VistError(f"TensorRT is not installed: {TRT_INSTALL_HINT}") from None
     except OSError as exc:  # the wheel is there but its CUDA libraries are not
-        raise VistError(f"TensorRT cannot load ({str(exc).splitlines()[0][:120]}): {TRT_INSTALL_HINT}") from None
+        raise VistError(f"TensorRT cannot load ({first_line(exc)[:120]}): {TRT_INSTALL_HINT}") from None
     return tensorrt
 
 
