@@ -112,7 +112,7 @@ def test_add_after_close_and_gap_from_elsewhere(tmp_path: Path) -> None:
 def test_path_errors(tmp_path: Path) -> None:
     with pytest.raises(VistError, match="no directory"):
         Recorder(tmp_path / "missing" / "x.h5")
-    with pytest.raises(VistError, match="is a directory"):
+    with pytest.raises(VistError, match="is a folder"):
         Recorder(tmp_path)
     (tmp_path / "old.h5").write_bytes(b"precious")
     with pytest.raises(VistError, match="exists"):

@@ -32,14 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _check_out(args: argparse.Namespace) -> None:
-    """VistError before any work when --out exists (and --force is not given) or is a folder."""
-    from pathlib import Path
+    """VistError before any work when --out exists (and --force is not given), is a folder or cannot be written."""
+    from vist_rt.data.paths import check_output_file
 
-    out = Path(args.out)
-    if out.is_dir():
-        raise VistError(f"--out {out} is a folder; give the ONNX file to write")
-    if out.exists() and not args.force:
-        raise VistError(f"--out {out} exists; choose another name or pass --force to replace it")
+    check_output_file(args.out, overwrite=args.force, flag="--out")
 
 
 def _report(path: object) -> None:

@@ -15,7 +15,6 @@ messages are served from it, so no socket is shared between threads.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import sys
 import threading
@@ -587,14 +586,11 @@ class Runtime:
 
 def check_new_file(path: str) -> None:
     """VistError unless `path` can be created: it must not exist (recordings are never overwritten)."""
-    p = Path(path)
-    if p.exists():
+    from vist_rt.runtime.record import check_writable
+
+    if Path(path).exists():
         raise VistError(f"{path} exists: choose another path (a recording is never overwritten)")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise VistError(f"cannot record to {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise VistError(f"cannot record to {path}: folder {parent} is not writable")
+    check_writable(Path(path))
 
 
 def status_line(s: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from vist_rt.data.paths import check_output_file
 from vist_rt.errors import VistError, error_line, first_line
 from vist_rt.runtime.wire import Message, SeqTracker, check_meta_header, check_rates_header, dumps
 
@@ -256,15 +257,10 @@ class Recorder:
 
 
 def check_writable(path: Path, *, overwrite: bool = False) -> None:
-    """VistError (one line) unless a recording can be created at `path`; creates nothing."""
-    if path.is_dir():
-        raise VistError(f"cannot write {path}: it is a directory")
-    if not path.parent.is_dir():
+    """VistError (one line) unless a recording can be created at `path` (its folder must exist); creates nothing."""
+    if not path.is_dir() and not path.parent.is_dir():
         raise VistError(f"cannot write {path}: no directory {path.parent}")
-    if path.exists() and not overwrite:
-        raise VistError(f"{path} exists; choose another name or allow overwriting")
-    if not os.access(path.parent, os.W_OK):
-        raise VistError(f"cannot write {path}: directory {path.parent} is not writable")
+    check_output_file(path, overwrite=overwrite, hint="--force, or overwrite=True, replaces it")
 
 
 def read_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
