@@ -98,13 +98,13 @@ def test_t_pub_ns_is_stamped_at_the_send_after_encoding(ctx: zmq.Context, monkey
     from vist_rt.runtime import publish
 
     events: list[str] = []
-    encode, send = publish.encode_rates, Publisher._send
+    encode, send = publish.rates_message, Publisher._send
 
     def stamp() -> int:
         events.append("stamp")
         return time.time_ns()
 
-    monkeypatch.setattr(publish, "encode_rates", lambda *a: (events.append("encode"), encode(*a))[1])
+    monkeypatch.setattr(publish, "rates_message", lambda *a: (events.append("encode"), encode(*a))[1])
     monkeypatch.setattr(publish, "time", types.SimpleNamespace(time_ns=stamp))
     monkeypatch.setattr(Publisher, "_send", lambda self, parts: (events.append("send"), send(self, parts))[1])
     with Publisher(RANDOM, context=ctx) as pub, Subscriber(pub.endpoint, context=ctx) as sub:

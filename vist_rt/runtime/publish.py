@@ -17,7 +17,7 @@ import zmq
 import zmq.auth
 
 from vist_rt.errors import VistError
-from vist_rt.runtime.wire import WireError, encode_meta, encode_rates, rates_header
+from vist_rt.runtime.wire import WireError, encode_meta, rates_message
 
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
 LOCAL_SCHEMES = ("ipc", "inproc")
@@ -182,18 +182,17 @@ class Publisher:
             full.pop("t_pub_ns", None)
             full["seq"] = self._seq
             full["t_pub_ns"] = _STAMP_PLACEHOLDER  # last key: replaced by the time of sending, after encoding
-            parts = encode_rates(full, rates)  # validates; on error no seq is used
+            sent, parts = rates_message(full, rates)  # validates; on error no seq is used
             body = parts[1]
-            if not body.endswith(_STAMP_TAIL):  # cannot happen: encode_rates keeps the key order
+            if not body.endswith(_STAMP_TAIL):  # cannot happen: rates_message keeps the key order
                 raise WireError("internal: t_pub_ns is not the header's last field")
             stamp = time.time_ns()
             parts[1] = body[: -len(_STAMP_TAIL)] + b'"t_pub_ns":%d}' % stamp
             self._seq += 1
             self._send(parts)
-            full = rates_header(full, parts[2].nbytes // 4)  # as sent, fields in the same order
-            full["t_pub_ns"] = stamp
-            self.last_rates_header = full
-            return full["seq"]
+            sent["t_pub_ns"] = stamp  # the header as sent, fields in the same order
+            self.last_rates_header = sent
+            return sent["seq"]
 
     def publish_meta(self, meta: Mapping[str, Any]) -> int:
         """Send one `meta` message (model, cell_ids, units, fps, rf_centres, extractor, ...); returns its seq."""

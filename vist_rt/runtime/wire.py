@@ -114,6 +114,12 @@ def encode_rates(header: Mapping[str, Any], rates: np.ndarray) -> list[bytes | m
     The payload is not copied when `rates` is already contiguous little-endian float32: do not modify
     the array until it has been sent (ZeroMQ copies messages under 64 KiB anyway).
     """
+    return rates_message(header, rates)[1]
+
+
+def rates_message(header: Mapping[str, Any], rates: np.ndarray) -> tuple[dict[str, Any], list[bytes | memoryview]]:
+    """(the header as sent, the message parts) of `encode_rates`: the header gets `v` and `n` first, then its
+    other fields in their order."""
     arr = rates
     if not (type(arr) is np.ndarray and arr.dtype == RATES_DTYPE and arr.ndim == 1 and arr.flags.c_contiguous):
         arr = np.asarray(rates)  # (the run's own rates skip these checks: they are float32 [C] already)
@@ -122,17 +128,12 @@ def encode_rates(header: Mapping[str, Any], rates: np.ndarray) -> list[bytes | m
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise WireError(f"rates must be numeric, got dtype {arr.dtype}")
         arr = np.ascontiguousarray(arr, dtype=RATES_DTYPE)
-    full = rates_header(header, int(arr.shape[0]))
-    check_rates_header(full)
-    return [TOPIC_RATES, dumps(full), memoryview(arr).cast("B")]
-
-
-def rates_header(header: Mapping[str, Any], n: int) -> dict[str, Any]:
-    """`header` as sent with n values: `v` and `n` first, then the header's other fields in their order."""
+    n = int(arr.shape[0])
     full = {"v": VERSION, "n": n}
     full.update(header)
     full["v"], full["n"] = VERSION, n
-    return full
+    check_rates_header(full)
+    return full, [TOPIC_RATES, dumps(full), memoryview(arr).cast("B")]
 
 
 def encode_meta(header: Mapping[str, Any]) -> list[bytes]:
