@@ -53,7 +53,7 @@ from vist_rt.export.onnx import export_module, read_meta
 from vist_rt.export.ort import make_session
 from vist_rt.model.config import ViSTConfig
 from vist_rt.model.inputs import check_features, check_rf
-from vist_rt.model.streaming import StreamingViST, StreamState
+from vist_rt.model.streaming import StreamingViST, StreamState, adaln_terms
 from vist_rt.model.vist import ViST
 
 KIND = "temporal-step"
@@ -194,13 +194,9 @@ class StepGraph(nn.Module):
 
         The same arithmetic as `StreamingViST.set_rf`, laid out channels-first.
         """
-        cfg = self.config
-        rf = check_rf(rf, cfg, streams=self.batch).to(self.w_mod)
-        c = cfg.cells
-        cond = F.silu(rf.sum(dim=1)).unsqueeze(-1).expand(-1, -1, -1, c)  # [B, g, g, C]
-        shift, scale, gate = F.linear(cond, self.w_mod, self.b_mod).split(c, dim=-1)
+        rf = check_rf(rf, self.config, streams=self.batch).to(self.w_mod)
         out = []
-        for v in (shift, 1 + scale, gate):
+        for v in adaln_terms(rf, self.w_mod, self.b_mod):
             v = v.permute(0, 3, 1, 2).expand(self.batch, -1, -1, -1)
             out.append(_pad(v, self.cells_padded, (1,)))
         return out[0], out[1], out[2]
