@@ -90,6 +90,20 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, previous)
 
 
+_BAD = object()  # what _recv returns for a message that is not wire format v1
+
+
+def _recv(sub: Any, wait_ms: int) -> Any:
+    """The next message; None when none came within `wait_ms`; _BAD for a bad one (said on stderr, skipped)."""
+    from vist_rt.runtime.wire import WireError
+
+    try:
+        return sub.recv(wait_ms)
+    except WireError as exc:
+        print(f"vist-rt: bad message skipped: {exc}", file=sys.stderr)
+        return _BAD
+
+
 def _receive(
     args: argparse.Namespace,
     sub: Any,
@@ -102,8 +116,6 @@ def _receive(
     On a signal, the messages the socket already holds are taken too (for up to 10 s), so that stopping a
     recording does not drop what was in flight. `on_idle` runs between messages.
     """
-    from vist_rt.runtime.wire import WireError
-
     count = 0
     timeout_ms = None if args.timeout is None else args.timeout * 1000.0
     last = time.monotonic()
@@ -115,27 +127,20 @@ def _receive(
                 return f"no message for {args.timeout:g} s"
             if on_idle is not None:
                 on_idle()
-            try:
-                msg = sub.recv(_SLICE_MS)
-            except WireError as exc:  # not a message: it does not reset --timeout
-                print(f"vist-rt: bad message skipped: {exc}", file=sys.stderr)
-                continue
-            if msg is None:
+            msg = _recv(sub, _SLICE_MS)
+            if msg is None or msg is _BAD:  # a bad message does not reset --timeout
                 continue
             last = time.monotonic()
             count += 1
             on_message(msg)
         drain_until = time.monotonic() + 10.0
         while (args.count is None or count < args.count) and time.monotonic() < drain_until:
-            try:
-                msg = sub.recv(0)
-            except WireError as exc:
-                print(f"vist-rt: bad message skipped: {exc}", file=sys.stderr)
-                continue
+            msg = _recv(sub, 0)
             if msg is None:
                 break
-            count += 1
-            on_message(msg)
+            if msg is not _BAD:
+                count += 1
+                on_message(msg)
         return getattr(stop, "reason", "terminated")
     except KeyboardInterrupt:
         return "interrupted"
