@@ -101,8 +101,14 @@ def matmul_gflops(n: int = 1024, repeats: int = 30, device: str = "cpu") -> floa
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Write figures as JSON; an unwritable path is a one-line VistError."""
+    """Write figures as JSON, atomically (a temporary file next to `path`, then a rename over it: a reader
+    never sees half a file); an unwritable path is a one-line VistError."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # created with the usual permissions
     try:
-        Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, target)
     except OSError as exc:
         raise VistError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -97,30 +97,6 @@ def _alpha(text: str) -> float:
     return value
 
 
-def _write_json_atomic(path: str, data: dict[str, Any]) -> None:
-    """Write the figures to a temporary file next to `path`, then rename it over `path`."""
-    import os
-    import tempfile
-    from pathlib import Path
-
-    from vist_rt.bench.stats import write_json
-    from vist_rt.errors import VistError
-
-    target = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise VistError(f"cannot write {path}: {exc.strerror or exc}") from None
-    os.close(fd)
-    try:
-        write_json(tmp, data)
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise VistError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `eval`."""
     p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset movie (streaming model, CC, SD-KL, LN)")
@@ -138,6 +114,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 def run_eval(args: argparse.Namespace) -> int:
     """Evaluate and print the headline figures."""
+    from vist_rt.bench.stats import write_json
     from vist_rt.data.paths import check_output_dir, check_output_file
     from vist_rt.model import load_checkpoint
     from vist_rt.train.evaluate import evaluate_checkpoint, write_plots
@@ -173,7 +150,7 @@ def run_eval(args: argparse.Namespace) -> int:
         fps = load_checkpoint(args.checkpoint).fps
         result["plots"] = [str(p) for p in write_plots(result, arrays, args.plots, fps=fps)]
     if args.json:
-        _write_json_atomic(args.json, result)
+        write_json(args.json, result)  # atomic: an earlier file is replaced whole, or kept
     return 0
 
 
