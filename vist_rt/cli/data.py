@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import math
 
-from vist_rt.cli.options import int_at_least
+from vist_rt.cli.options import float_in, int_at_least
 from vist_rt.errors import VistError
 
 
@@ -20,17 +19,9 @@ def _size(text: str) -> tuple[int, int]:
 
 def _fps(text: str) -> float:
     """A frame rate in Hz within the simulator's range (0.1 to 1000)."""
-    from vist_rt.data.simulate import FPS_RANGE
+    from vist_rt.data.simulate import FPS_RANGE  # (here: the simulator is not imported to parse flags)
 
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and FPS_RANGE[0] <= value <= FPS_RANGE[1]):
-        raise argparse.ArgumentTypeError(
-            f"fps must be a number between {FPS_RANGE[0]:g} and {FPS_RANGE[1]:g} Hz, got {text!r}"
-        )
-    return value
+    return float_in(*FPS_RANGE)(text)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

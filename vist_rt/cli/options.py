@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,24 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
             value = minimum - 1
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def float_in(low: float, high: float = math.inf, *, open_low: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite number in [low, high] ((low, high] with open_low), else a usage error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (value > low if open_low else value >= low) and value <= high):
+            bound = f"{'>' if open_low else '>='} {low:g}" if high == math.inf else (
+                f"in {'(' if open_low else '['}{low:g}, {high:g}]"
+            )  # fmt: skip
+            raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text!r}")
         return value
 
     return parse

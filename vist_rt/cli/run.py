@@ -10,19 +10,12 @@ import threading
 from typing import Any
 
 from vist_rt.choices import BACKENDS, DEVICES, PRECISIONS, TEMPORAL
-from vist_rt.cli.options import int_at_least
+from vist_rt.cli.options import float_in, int_at_least
 
 S = argparse.SUPPRESS  # flags not given do not override the TOML file or the defaults
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+_positive_float = float_in(0.0, open_low=True)  # a finite number > 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

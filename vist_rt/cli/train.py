@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from vist_rt.cli.options import int_at_least
+from vist_rt.cli.options import float_in, int_at_least
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -83,18 +83,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _alpha(text: str) -> float:
-    """argparse type: the SD-KL bandwidth factor, a finite number in (0, 10]."""
-    import math
+    """argparse type: the SD-KL bandwidth factor, a finite number in (0, ALPHA_MAX]."""
+    from vist_rt.train.evaluate import ALPHA_MAX  # (here: torch is not imported to parse flags)
 
-    from vist_rt.train.evaluate import ALPHA_MAX
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and 0 < value <= ALPHA_MAX):
-        raise argparse.ArgumentTypeError(f"expected a number in (0, {ALPHA_MAX:g}], got {text!r}")
-    return value
+    return float_in(0.0, ALPHA_MAX, open_low=True)(text)
 
 
 def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
