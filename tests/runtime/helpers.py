@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -15,6 +17,16 @@ from vist_rt.model import ViST, ViSTConfig, save_checkpoint
 
 RUN_CFG = ViSTConfig(feature_dim=196, video_dim=8, cells=5, grid=10)
 IMAGE = 140  # 10 x 14 px
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll `cond` until it holds (True) or `timeout` s pass (its last value)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.002)
+    return cond()
 
 
 def make_run_checkpoint(path: Path) -> Path:

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.runtime.helpers import wait_for
 from vist_rt.errors import VistError
 from vist_rt.runtime.capture import CaptureThread
 from vist_rt.runtime.sources import Frame, Source, SyntheticSource
@@ -69,15 +70,6 @@ class CountingSource(Source):
         frame = Frame(self.i * self.step, self.i * 1000, image)
         self.i += 1
         return frame
-
-
-def wait_for(cond, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.002)
-    return cond()
 
 
 def test_latest_is_the_newest_frame_and_waits_for_new_ones():

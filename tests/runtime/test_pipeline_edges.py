@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import zmq
 
-from tests.runtime.helpers import write_video
+from tests.runtime.helpers import wait_for, write_video
 from tests.runtime.test_pipeline import _live, failing_engine, smooth_frames
 from vist_rt.errors import VistError
 from vist_rt.runtime import sources
@@ -47,13 +48,8 @@ def run_in_thread(rt: Runtime, timeout: float = 20.0) -> dict[str, Any]:
     return out["summary"]
 
 
-def wait_until(cond, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
+def wait_until(cond: Callable[[], bool]) -> bool:
+    return wait_for(cond, timeout=15.0)  # a run starts slower than a capture thread
 
 
 class SameIndex(sources.SyntheticSource):
