@@ -10,6 +10,7 @@ with Subscriber("tcp://127.0.0.1:5556", timeout_ms=2000) as sub:
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -150,9 +151,10 @@ class Subscriber:
         if not _poll(self._sock, wait):
             return None
         frames = self._sock.recv_multipart()
+        t_recv_ns = time.time_ns()
         self.received += 1
         try:
-            msg = decode(frames)
+            msg = decode(frames, t_recv_ns)
         except WireError:
             self.bad += 1
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -19,21 +20,26 @@ def test_bench_pipeline_reports_its_figures(tmp_path: Path, run_checkpoint: Path
     dev.write_bytes(b"")
     monkeypatch.setattr(lowlatency, "PM_QOS_DEVICE", str(dev))
     out = tmp_path / "p.json"
+    cpu = max(os.sched_getaffinity(0))
     args = ["bench", "pipeline", "--checkpoint", str(run_checkpoint), "--ticks", "30", "--warmup", "5",
-            "--baseline", "20", "--temporal", "native", "--low-latency", "--json", str(out)]  # fmt: skip
+            "--baseline", "20", "--temporal", "native", "--low-latency", "--tick-cpu", str(cpu), "--io-cpu", str(cpu),
+            "--json", str(out)]  # fmt: skip
     assert main(args) == 0
     r = json.loads(out.read_text())
     assert r["temporal"] == "native"
     assert r["low_latency"] is True and dev.read_bytes() == bytes(4)  # --low-latency: the request was made
+    assert r["tick_cpu"] == r["io_cpu"] == cpu and r["pinning"] == f"tick thread on CPU {cpu}, ZeroMQ I/O on CPU {cpu}"
     assert r["housekeeping_ms"]["n"] == r["tick_work_ms"]["n"] == 30
     o, h, both = r["overhead_ms"], r["housekeeping_ms"], r["tick_work_ms"]  # both = o + h, tick by tick
     assert o["min"] + h["min"] - 1e-9 <= both["min"] and both["max"] <= o["max"] + h["max"] + 1e-9
     assert all(both[q] >= max(o[q], h[q]) - 1e-9 for q in ("min", "p50", "p90", "p99", "max"))
     assert r["ticks"] == 30 and r["warmup"] == 5 and r["checkpoint"] == str(run_checkpoint)
     assert 25 <= r["received"] <= 30  # the subscriber got (nearly) every timed tick
-    assert r["delivery_ms"]["n"] == r["received"] and r["overhead_ms"]["n"] == 30
+    assert r["delivery_ms"]["n"] == r["subscriber_decode_ms"]["n"] == r["received"] and r["overhead_ms"]["n"] == 30
+    assert r["subscriber_decode_ms"]["min"] > 0 and r["delivery_ms"]["min"] > 0
     assert r["stages_ms"]["e2e"]["p50"] > 0 and set(r["met"]) == {"overhead", "delivery"}
     bare = r["bare_zmq_delivery_ms"]
     assert bare["n"] == 20 and 0 < bare["min"] <= bare["p99"] and r["delivery_p99_vs_bare"] > 0
     out_text = capsys.readouterr().out
-    assert "pipeline overhead" in out_text and "bare ZeroMQ" in out_text
+    assert "pipeline overhead" in out_text and "bare ZeroMQ" in out_text and "decode" in out_text
+    assert f"tick thread on CPU {cpu}" in out_text

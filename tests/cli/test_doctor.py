@@ -17,8 +17,8 @@ def test_reports_every_check_as_json(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "d.json").read_text())
     names = ("vist-rt", "torch", "cuda", "backend torch", "backend onnxruntime", "backend tensorrt", "temporal native",
-             "low latency", "timm", "onnx", "pylsl", "scipy", "matplotlib", "demo model", "cameras", "port pub",
-             "port control")  # fmt: skip
+             "low latency", "cpu pinning", "timm", "onnx", "pylsl", "scipy", "matplotlib", "demo model", "cameras",
+             "port pub", "port control")  # fmt: skip
     for name in names:
         assert name in report and report[name]["status"] in ("ok", "missing", "info"), name
         assert report[name]["detail"]

@@ -32,6 +32,8 @@ FLAGS = {
     "--hwm": ("50", "hwm", 50),
     "--meta-every": ("2.5", "meta_every_s", 2.5),
     "--status-every": ("0.5", "status_every_s", 0.5),
+    "--tick-cpu": ("1", "tick_cpu", 1),
+    "--io-cpu": ("0", "io_cpu", 0),
 }
 SWITCHES = {
     "--replay": ("replay", True),
@@ -121,9 +123,12 @@ def test_without_a_terminal_the_dashboard_falls_back_to_status_lines(run_checkpo
 
 def test_toml_keys_are_the_flags_names(tmp_path: Path):
     toml = tmp_path / "run.toml"
-    toml.write_text("[run]\nmeta-every = 2\nstatus-every = 0.5\nno-dashboard = true\nlow-latency = true\n")
+    toml.write_text(
+        "[run]\nmeta-every = 2\nstatus-every = 0.5\nno-dashboard = true\nlow-latency = true\ntick-cpu = 1\n"
+    )
     cfg = parse("--config", str(toml))
     assert (cfg.meta_every_s, cfg.status_every_s, cfg.dashboard, cfg.low_latency) == (2.0, 0.5, False, True)
+    assert cfg.tick_cpu == 1 and cfg.io_cpu is None
     toml.write_text("[run]\nno-dashboard = 1\n")
     with pytest.raises(Exception, match="no-dashboard must be true or false"):
         parse("--config", str(toml))

@@ -69,6 +69,15 @@ def test_low_latency_is_shown_only_while_held() -> None:
     assert "torch threads 1   low latency (PM QoS)" in text_of(render(snap(low_latency=True), 120, 40))
 
 
+def test_pinned_cpus_are_shown_when_pinned() -> None:
+    assert "CPU" not in text_of(render(snap(tick_cpu=None, io_cpu=None), 120, 40))
+    pinned = text_of(render(snap(low_latency=True, tick_cpu=0, io_cpu=3), 140, 40), width=140)
+    assert "low latency (PM QoS)   tick CPU 0   I/O CPU 3" in pinned
+    assert "tick CPU 1" in text_of(render(snap(tick_cpu=1), 120, 40)) and "I/O CPU" not in text_of(
+        render(snap(tick_cpu=1), 120, 40)
+    )
+
+
 def test_mosaic_puts_cells_at_their_rf_centres() -> None:
     lines = text_of(render(snap(), 120, 40)).splitlines()
     rows = [i for i, line in enumerate(lines) if "●" in line]

@@ -18,7 +18,7 @@ from vist_rt.client import LockstepClient, Subscriber
 from vist_rt.errors import VistError
 from vist_rt.runtime.control import ControlServer
 from vist_rt.runtime.publish import Publisher
-from vist_rt.runtime.wire import WireError, encode_meta, encode_rates
+from vist_rt.runtime.wire import Message, WireError, decode, encode_meta, encode_rates
 
 RANDOM = "tcp://127.0.0.1:*"
 
@@ -189,6 +189,33 @@ def test_gap_detection_from_crafted_seq(ctx: zmq.Context) -> None:
             got = [m.seq for m in sub]
         assert got == [0, 1, 2, 5, 6, 7, 10]
         assert sub.gaps == [(2, 2), (7, 2)] and sub.lost == 4 and sub.restarts == 1 and sub.last_seq == 10
+    finally:
+        pub.close(0)
+
+
+def test_receive_time_is_stamped_off_the_socket_before_decoding(ctx: zmq.Context, monkeypatch) -> None:
+    from vist_rt import client
+
+    pub, endpoint = raw_pub(ctx)
+    stamps: list[int] = []
+    real_decode = client.decode
+
+    def timed_decode(frames: list[bytes], t_recv_ns: int | None = None) -> Message:
+        stamps.append(time.time_ns())  # decoding starts after the stamp
+        return real_decode(frames, t_recv_ns)
+
+    try:
+        with Subscriber(endpoint, context=ctx, timeout_ms=1000) as sub:
+            raw_handshake(pub, sub)
+            monkeypatch.setattr(client, "decode", timed_decode)
+            sent = time.time_ns()
+            pub.send_multipart(encode_rates(make_header(seq=1, tick=1), np.ones(2)))
+            msg = sub.recv()
+            returned = time.time_ns()
+        assert msg is not None and msg.t_recv_ns is not None
+        assert sent <= msg.t_recv_ns <= stamps[-1] <= returned
+        assert msg == Message(msg.topic, msg.header, msg.rates)  # not part of the message's value
+        assert decode(encode_meta({"seq": 3})).t_recv_ns is None  # not received from a socket: no stamp
     finally:
         pub.close(0)
 

@@ -24,10 +24,12 @@ def free_port() -> int:
 
 
 def _subscribe(endpoint: str, results: Any, stop: Any, ready: Any) -> None:
-    """In its own process (as a rig would be): receive rates, note each one's delivery latency."""
+    """In its own process (as a rig would be): receive rates; note each one's delivery latency (off the socket,
+    as the bare floor is measured) and the time the subscriber then took to decode it, in ms."""
     from vist_rt.client import Subscriber
 
     delivery: list[float] = []
+    decode: list[float] = []
     headers: list[dict[str, Any]] = []
     with Subscriber(endpoint, timeout_ms=100) as sub:
         ready.set()
@@ -35,9 +37,11 @@ def _subscribe(endpoint: str, results: Any, stop: Any, ready: Any) -> None:
             msg = sub.recv(100)
             if msg is None or msg.topic != "rates":
                 continue
-            delivery.append((time.time_ns() - msg.header["t_pub_ns"]) / 1e6)
+            decoded = time.time_ns()
+            delivery.append((msg.t_recv_ns - msg.header["t_pub_ns"]) / 1e6)
+            decode.append((decoded - msg.t_recv_ns) / 1e6)
             headers.append(msg.header)
-    results.put((delivery, headers))
+    results.put((delivery, decode, headers))
 
 
 def _bare_subscribe(endpoint: str, n: int, results: Any, ready: Any) -> None:
@@ -56,32 +60,46 @@ def _bare_subscribe(endpoint: str, n: int, results: Any, ready: Any) -> None:
     results.put(out)
 
 
-def bare_zmq_delivery(messages: int = 300, hz: float = 30.0, size: int = 80) -> dict[str, float] | None:
+def bare_zmq_delivery(
+    messages: int = 300, hz: float = 30.0, size: int = 80, *, tick_cpu: int | None = None, io_cpu: int | None = None
+) -> dict[str, float] | None:
     """The machine's own floor for delivery: bare pyzmq PUB -> SUB in another process, `messages` messages of
-    `size` bytes at `hz`, no encoding, no model; one-way latency summary in ms (None when messages is 0)."""
+    `size` bytes at `hz`, no encoding, no model; one-way latency summary in ms (None when messages is 0).
+    `tick_cpu` / `io_cpu`: the sending thread / ZeroMQ's I/O thread pinned as a run's would be."""
     import zmq
+
+    from vist_rt.runtime.affinity import PinnedThread, io_context
 
     if messages <= 0:
         return None
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     mp = multiprocessing.get_context("spawn")
     results, ready = mp.Queue(), mp.Event()
-    with zmq.Context() as ctx, ctx.socket(zmq.PUB) as pub:
+    with (
+        io_context(io_cpu) if io_cpu is not None else zmq.Context() as ctx,
+        ctx.socket(zmq.PUB) as pub,
+    ):
         pub.setsockopt(zmq.LINGER, 0)
         pub.setsockopt(zmq.SNDHWM, 1000)
         pub.bind(endpoint)
         listener = mp.Process(target=_bare_subscribe, args=(endpoint, messages, results, ready), daemon=True)
-        listener.start()
+        listener.start()  # before the pinning below: the subscriber, as a rig's would, runs anywhere
         ready.wait(timeout=60.0)
         time.sleep(0.5)  # the subscription reaches the publisher (slow joiner)
-        payload = bytes(size)
-        start = time.perf_counter()
-        for i in range(messages):
-            time.sleep(max(0.0, start + i / hz - time.perf_counter()))
-            pub.send_multipart([b"bare", time.time_ns().to_bytes(8, "little"), payload])
-        got = results.get(timeout=60.0)
+        with PinnedThread(tick_cpu) if tick_cpu is not None else contextlib.nullcontext():
+            got = _send_bare(pub, messages, hz, size, results)
         listener.join(timeout=10.0)
     return summarize(np.asarray(got) / 1e3) if got else None
+
+
+def _send_bare(pub: Any, messages: int, hz: float, size: int, results: Any) -> list[float]:
+    """Send the floor's messages at `hz`; the subscriber's latencies (ms)."""
+    payload = bytes(size)
+    start = time.perf_counter()
+    for i in range(messages):
+        time.sleep(max(0.0, start + i / hz - time.perf_counter()))
+        pub.send_multipart([b"bare", time.time_ns().to_bytes(8, "little"), payload])
+    return list(results.get(timeout=60.0))
 
 
 def _timed(values: np.ndarray, count: int, warmup: int) -> dict[str, float]:
@@ -98,12 +116,14 @@ def run_pipeline_bench(
     baseline: int = 300,
     temporal: str = "torch",
     low_latency: bool = False,
+    tick_cpu: int | None = None,
+    io_cpu: int | None = None,
 ) -> dict[str, Any]:
     """A live run of warmup + ticks model ticks with a subscriber attached, then `baseline` bare ZeroMQ
     messages at the same rate (the machine's delivery floor, same run); every figure as a dict.
 
     `low_latency`: the run holds its PM QoS request (`vist-rt run --low-latency`), and so does the
-    floor's measurement, so that both are measured alike."""
+    floor's measurement, so that both are measured alike; `tick_cpu` / `io_cpu` likewise pin both."""
     from vist_rt.demo import demo_checkpoint
     from vist_rt.runtime.config import RunConfig
     from vist_rt.runtime.lowlatency import CpuLatencyRequest
@@ -114,7 +134,7 @@ def run_pipeline_bench(
     pub = f"tcp://127.0.0.1:{free_port()}"
     cfg = RunConfig(source=source, checkpoint=ckpt, pub=pub, control=f"tcp://127.0.0.1:{free_port()}",
                     max_frames=warmup + ticks, dashboard=False, status_every_s=1e9, meta_every_s=1.0,
-                    temporal=temporal, low_latency=low_latency)  # fmt: skip
+                    temporal=temporal, low_latency=low_latency, tick_cpu=tick_cpu, io_cpu=io_cpu)  # fmt: skip
     runtime = Runtime.from_config(cfg, log=lambda _: None)
     runtime.stats = RunStats(window=warmup + ticks + 64)  # every tick kept (the default window is a ring)
     mp = multiprocessing.get_context("spawn")
@@ -127,20 +147,21 @@ def run_pipeline_bench(
         time.sleep(0.3)  # the last messages reach the subscriber
     finally:
         stop.set()
-    delivery, headers = results.get(timeout=60.0)
+    delivery, decode, headers = results.get(timeout=60.0)
     listener.join(timeout=10.0)
-    kept = [(h, d) for h, d in zip(headers, delivery) if h["tick"] >= warmup]
+    kept = [(h, d, c) for h, d, c in zip(headers, delivery, decode) if h["tick"] >= warmup]
     stages = {}
     for stage in ("preprocess", "vit", "temporal", "e2e"):
-        values = [h["lat_ms"][stage] / 1e3 for h, _ in kept if not h["stale"] and h["lat_ms"].get(stage) is not None]
+        values = [h["lat_ms"][stage] / 1e3 for h, _, _ in kept if not h["stale"] and h["lat_ms"].get(stage) is not None]
         stages[stage] = summarize(values) if values else None
     windows = [runtime.stats.latency[k] for k in ("overhead", "housekeeping")]
     overhead, housekeeping = (_timed(w.values, w.count, warmup) for w in windows)
     total = windows[0].values + windows[1].values  # all of a tick's work outside model compute
     tick_work = _timed(total, windows[0].count, warmup)
-    deliver = summarize(np.asarray([d for _, d in kept]) / 1e3)
+    deliver = summarize(np.asarray([d for _, d, _ in kept]) / 1e3)
+    decoding = summarize(np.asarray([c for _, _, c in kept]) / 1e3)
     with CpuLatencyRequest(0) if low_latency else contextlib.nullcontext():
-        bare = bare_zmq_delivery(baseline, hz=summary["target_hz"])
+        bare = bare_zmq_delivery(baseline, hz=summary["target_hz"], tick_cpu=tick_cpu, io_cpu=io_cpu)
     return {
         "bench": "pipeline",
         "machine": machine_info(),
@@ -149,6 +170,9 @@ def run_pipeline_bench(
         "source": source,
         "temporal": runtime.meta["temporal"],
         "low_latency": summary["low_latency"],
+        "tick_cpu": summary["tick_cpu"],
+        "io_cpu": summary["io_cpu"],
+        "pinning": cfg.pinning,
         "ticks": ticks,
         "warmup": warmup,
         "received": len(kept),
@@ -162,6 +186,7 @@ def run_pipeline_bench(
         "housekeeping_ms": housekeeping,
         "tick_work_ms": tick_work,
         "delivery_ms": deliver,
+        "subscriber_decode_ms": decoding,
         "bare_zmq_delivery_ms": bare,
         "delivery_p99_vs_bare": deliver["p99"] / bare["p99"] if bare else None,
         "targets": TARGETS,

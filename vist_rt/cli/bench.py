@@ -62,6 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     pl.add_argument("--temporal", choices=TEMPORAL, default="torch", help="CPU temporal model (default torch)")
     pl.add_argument("--low-latency", action="store_true",
                     help="as `vist-rt run --low-latency` (PM QoS; the floor is measured under it too)")  # fmt: skip
+    pl.add_argument("--tick-cpu", type=_non_negative, metavar="CPU",
+                    help="as `vist-rt run --tick-cpu` (the floor's sender is pinned there too)")  # fmt: skip
+    pl.add_argument("--io-cpu", type=_non_negative, metavar="CPU",
+                    help="as `vist-rt run --io-cpu` (the floor's I/O thread too)")  # fmt: skip
     pl.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     pl.set_defaults(func=run_pipeline)
 
@@ -290,7 +294,8 @@ def _pipeline_table(result: dict[str, Any]) -> None:
     rows += [("pipeline overhead (wake to send, model compute excluded)", result["overhead_ms"])]
     rows += [("housekeeping after the send (record, meta, ...)", result["housekeeping_ms"])]
     rows += [("both: a tick's work outside model compute", result["tick_work_ms"])]
-    rows += [("ZeroMQ delivery to a subscriber", result["delivery_ms"])]
+    rows += [("ZeroMQ delivery to a subscriber (send to off the socket)", result["delivery_ms"])]
+    rows += [("then the subscriber's decode (Message built)", result["subscriber_decode_ms"])]
     if result.get("bare_zmq_delivery_ms"):
         rows += [("bare ZeroMQ PUB->SUB, same rate (floor)", result["bare_zmq_delivery_ms"])]
     for label, s in rows:
@@ -307,6 +312,7 @@ def _pipeline_table(result: dict[str, Any]) -> None:
         + (f"; {result['delivery_p99_vs_bare']:.2f}x bare ZeroMQ's" if result.get("delivery_p99_vs_bare") else "")
         + f"); features: {result['extractor']}"
         + ("; low latency (PM QoS held)" if result["low_latency"] else "")
+        + (f"; {result['pinning']}" if result.get("pinning") else "")
     )
 
 
@@ -319,5 +325,5 @@ def run_pipeline(args: argparse.Namespace) -> int:
         write_json(args.json, {"bench": "pipeline", "status": "running"})
     result = run_pipeline_bench(args.checkpoint, ticks=args.ticks, warmup=args.warmup, source=args.source,
                                 baseline=args.baseline, temporal=args.temporal,
-                                low_latency=args.low_latency)  # fmt: skip
+                                low_latency=args.low_latency, tick_cpu=args.tick_cpu, io_cpu=args.io_cpu)  # fmt: skip
     return _finish(args, result, _pipeline_table)

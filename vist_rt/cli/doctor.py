@@ -178,6 +178,19 @@ def check_low_latency() -> list[tuple[str, dict[str, Any]]]:
     return [("low latency", {"status": OK, "detail": detail})]
 
 
+def check_cpu_pinning() -> list[tuple[str, dict[str, Any]]]:
+    """`--tick-cpu` / `--io-cpu`: the CPUs this process may use, and those the kernel keeps for pinned work."""
+    from vist_rt.runtime import affinity
+
+    if not affinity.supported():
+        return [("cpu pinning", {"status": NO, "detail": "--tick-cpu / --io-cpu need Linux"})]
+    isolated = affinity.isolated_cpus()
+    detail = f"--tick-cpu / --io-cpu: CPUs {affinity.format_cpus(affinity.available_cpus())} available; isolated " + (
+        f"(isolcpus): {affinity.format_cpus(isolated)}" if isolated else "none (isolcpus= keeps a CPU for the tick)"
+    )
+    return [("cpu pinning", {"status": OK, "detail": detail})]
+
+
 def collect(cameras: int = 4) -> list[tuple[str, dict[str, Any]]]:
     """Every check, in display order."""
     rows: list[tuple[str, dict[str, Any]]] = [
@@ -192,6 +205,7 @@ def collect(cameras: int = 4) -> list[tuple[str, dict[str, Any]]]:
         ("backends", check_backends),
         ("temporal native", check_native),
         ("low latency", check_low_latency),
+        ("cpu pinning", check_cpu_pinning),
         *((m, lambda m=m, e=e, why=why: [(m, _module(m, m, e, why))]) for m, e, why in modules),
         ("demo model", check_demo),
         ("cameras", lambda: check_cameras(cameras)),

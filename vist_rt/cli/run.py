@@ -51,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--low-latency", action="store_true",
                    help="keep the CPUs out of deep idle states while running (Linux PM QoS; root or access "
                    "to /dev/cpu_dma_latency): lower, steadier latency, more power")  # fmt: skip
+    p.add_argument("--tick-cpu", type=int_at_least(0), metavar="CPU",
+                   help="pin the tick thread (clock, temporal step, publish) to this CPU; the run's other threads "
+                   "keep off it (Linux)")  # fmt: skip
+    p.add_argument("--io-cpu", type=int_at_least(0), metavar="CPU", help="pin ZeroMQ's I/O thread to this CPU (Linux)")
     p.add_argument("--meta-every", dest="meta_every_s", type=_positive_float, metavar="S", help="meta period (5 s)")
     p.add_argument("--status-every", dest="status_every_s", type=_positive_float, metavar="S", help="status (5 s)")
     p.set_defaults(func=run)
@@ -126,6 +130,7 @@ def describe(runtime: Any) -> str:
         f"backend {rt.get('backend')} on {rt.get('device', 'cpu')} ({rt.get('precision', 'fp32')}); "
         f"temporal model: {runtime.meta.get('temporal')}; source: {runtime.source_desc}"
         + ("; low latency: idle CPUs kept polling (PM QoS) while it runs" if runtime.cfg.low_latency else "")
+        + (f"; {runtime.cfg.pinning}" if runtime.cfg.pinning else "")
     )
 
 

@@ -96,7 +96,12 @@ def header(snap: Snapshot) -> Panel:
         "backend",
         f"{rt.get('backend', '?')} / {rt.get('device', meta.get('device', '?'))} / {rt.get('precision', 'fp32')}"
         f"   temporal on {meta.get('device', 'cpu')}, torch threads {s.get('torch_threads')}"
-        + ("   low latency (PM QoS)" if s.get("low_latency") else ""),
+        + ("   low latency (PM QoS)" if s.get("low_latency") else "")
+        + "".join(
+            f"   {what} CPU {s[key]}"
+            for what, key in (("tick", "tick_cpu"), ("I/O", "io_cpu"))
+            if s.get(key) is not None
+        ),
     )
     out = f"pub {s.get('pub')}   control {s.get('control')}"
     if s.get("record"):

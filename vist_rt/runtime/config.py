@@ -49,6 +49,8 @@ class RunConfig:
     threads: int | None = None
     hwm: int = 1000  # ZMQ send high-water mark (messages)
     low_latency: bool = False  # hold a PM QoS request: idle CPUs poll, so waking a tick's threads costs us
+    tick_cpu: int | None = None  # pin the tick thread (clock, temporal step, publish) to this CPU (Linux)
+    io_cpu: int | None = None  # pin ZeroMQ's I/O thread (the run's PUB and control sockets) to this CPU
     meta_every_s: float = 5.0
     status_every_s: float = 5.0
 
@@ -84,6 +86,10 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise VistError(f"{name} must be >= 1, got {value}")
+        for name in ("tick_cpu", "io_cpu"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise VistError(f"{name} must be a CPU number >= 0, got {value}")
         if not 1 <= self.hwm <= MAX_HWM:
             raise VistError(f"hwm must be between 1 and {MAX_HWM}, got {self.hwm}")
 
@@ -91,6 +97,12 @@ class RunConfig:
     def mode(self) -> str:
         """lockstep, replay or live."""
         return "lockstep" if self.lockstep else "replay" if self.replay else "live"
+
+    @property
+    def pinning(self) -> str:
+        """What --tick-cpu / --io-cpu pin, in words ("tick thread on CPU 0, ZeroMQ I/O on CPU 1"), or ""."""
+        pinned = (("tick thread", self.tick_cpu), ("ZeroMQ I/O", self.io_cpu))
+        return ", ".join(f"{what} on CPU {cpu}" for what, cpu in pinned if cpu is not None)
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> RunConfig:

@@ -54,6 +54,7 @@ class Runtime:
         self.recorder: Any = None
         self.lsl: Any = None
         self.low_latency: Any = None  # the PM QoS request of --low-latency, while held
+        self.pinned: Any = None  # the tick thread's CPU pinning (--tick-cpu), while held
         # newest features: (seq, index, t_ns, got, tokens, pre, vit, capture wait); seq is the capture's
         self._latest: tuple[int, int, int, float, np.ndarray, float, float, float] | None = None
         self._processed = -1  # seq of the newest frame through the feature stage (its features or its error)
@@ -82,6 +83,10 @@ class Runtime:
 
             with CpuLatencyRequest(0):  # can it be made? (a one-line error now, not after the model loads)
                 pass
+        if cfg.tick_cpu is not None or cfg.io_cpu is not None:
+            from vist_rt.runtime.affinity import check_cpus
+
+            check_cpus(tick_cpu=cfg.tick_cpu, io_cpu=cfg.io_cpu)
         engine = Engine.from_files(
             checkpoint,
             vit_weights=cfg.vit_weights,
@@ -149,6 +154,8 @@ class Runtime:
                 "extractor": self.engine.extractor.describe(),
                 "torch_threads": getattr(self, "torch_threads", None),
                 "low_latency": self.low_latency is not None and self.low_latency.active,
+                "tick_cpu": self.cfg.tick_cpu,
+                "io_cpu": self.cfg.io_cpu,
                 "runtime": self.engine.extractor.runtime,
             }
         )
@@ -328,12 +335,14 @@ class Runtime:
                 from vist_rt.runtime.lowlatency import CpuLatencyRequest
 
                 self.low_latency = stack.enter_context(CpuLatencyRequest(0))
-            self.publisher = stack.enter_context(
-                Publisher(cfg.pub, hwm=cfg.hwm, allow_remote=cfg.allow_remote, curve_secret_key=secret)
-            )
-            self.control = stack.enter_context(
-                ControlServer(cfg.control, self.handle, allow_remote=cfg.allow_remote, curve_secret_key=secret)
-            )
+            context = None  # ZeroMQ's shared context, unless its I/O thread is pinned (a context of the run's own)
+            if cfg.io_cpu is not None:
+                from vist_rt.runtime.affinity import io_context
+
+                context = stack.enter_context(io_context(cfg.io_cpu))
+            sockets = {"allow_remote": cfg.allow_remote, "curve_secret_key": secret, "context": context}
+            self.publisher = stack.enter_context(Publisher(cfg.pub, hwm=cfg.hwm, **sockets))
+            self.control = stack.enter_context(ControlServer(cfg.control, self.handle, **sockets))
             if cfg.lsl:  # before the recorder, so the recording is closed first (liblsl's teardown can crash)
                 from vist_rt.runtime.lsl import LslOutlet
 
@@ -344,9 +353,14 @@ class Runtime:
                 self.recorder = stack.enter_context(Recorder(cfg.record, cells=self.engine.ckpt.config.cells))
             self.log(
                 f"publishing on {self.publisher.endpoint}, control on {self.control.endpoint} ({cfg.mode}; "
-                f"torch threads {self.torch_threads}{'; low latency' if cfg.low_latency else ''})"
+                f"torch threads {self.torch_threads}{'; low latency' if cfg.low_latency else ''}"
+                f"{'; ' + cfg.pinning if cfg.pinning else ''})"
             )
             self._publish_meta()
+            if cfg.tick_cpu is not None:  # after the sockets and LSL outlet: their threads keep every CPU
+                from vist_rt.runtime.affinity import PinnedThread
+
+                self.pinned = stack.enter_context(PinnedThread(cfg.tick_cpu))
             self._mark_start()
             try:
                 if cfg.lockstep:
@@ -379,11 +393,17 @@ class Runtime:
             raise VistError(f"{cfg.source} is a file: play it with --replay (add --realtime to pace it)")
         self.capture = CaptureThread(source, drop=drop)
         self.capture.start()
+        self._keep_off_tick_cpu(self.capture.thread)
         # described once open: a bound port (zmq:...:0), a video's size and rate are known only now
         self.source_desc = source.describe()
         self.meta = self._meta()
         self._publish_meta()  # the meta sent at the start named the source before it was open
         return source
+
+    def _keep_off_tick_cpu(self, thread: threading.Thread | None) -> None:
+        """A thread the run started leaves the tick thread's CPU to it (--tick-cpu)."""
+        if self.pinned is not None and thread is not None:
+            self.pinned.keep_off(thread)
 
     def _check_capture(self) -> bool:
         """True while frames may still come; False when the source ended; VistError when it or a stage failed."""
@@ -525,6 +545,7 @@ class Runtime:
         self._open_source(drop=True)
         worker = threading.Thread(target=self._feature_loop, name="vist-features", daemon=True)
         worker.start()
+        self._keep_off_tick_cpu(worker)
         try:
             while self._latest is None and not self.stopping:  # the clock starts with the first features
                 if not self._check_capture() and self._source_done(-1):

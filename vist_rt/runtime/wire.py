@@ -9,7 +9,7 @@ import json
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,11 +34,16 @@ class WireError(VistError):
 
 @dataclass(frozen=True)
 class Message:
-    """One decoded message: `topic` ("rates" | "meta"), its JSON `header`, `rates` (float32 [n]) or None."""
+    """One decoded message: `topic` ("rates" | "meta"), its JSON `header`, `rates` (float32 [n]) or None.
+
+    `t_recv_ns`: the receiver's wall clock (`time.time_ns()`) when the message came off the socket, before it
+    was decoded (set by `vist_rt.client.Subscriber`; None for a message not received from a socket). Minus the
+    header's `t_pub_ns`, it is the message's delivery latency (same machine, or clocks kept in step)."""
 
     topic: str
     header: dict[str, Any]
     rates: np.ndarray | None = None
+    t_recv_ns: int | None = field(default=None, compare=False)
 
     @property
     def seq(self) -> int:
@@ -156,8 +161,9 @@ def _as_bytes(part: Any) -> bytes | memoryview:
     raise WireError(f"message part is {type(part).__name__}, not bytes")
 
 
-def decode(frames: Sequence[Any]) -> Message:
-    """Validate and decode one multipart message (bytes or zmq.Frame parts); WireError if it is not v1."""
+def decode(frames: Sequence[Any], t_recv_ns: int | None = None) -> Message:
+    """Validate and decode one multipart message (bytes or zmq.Frame parts); WireError if it is not v1.
+    `t_recv_ns`: when the frames were received (kept in the Message)."""
     if len(frames) < 2:
         raise WireError(f"expected 2 (meta) or 3 (rates) message parts, got {len(frames)}")
     parts = [_as_bytes(p) for p in frames]
@@ -174,13 +180,13 @@ def decode(frames: Sequence[Any]) -> Message:
         raise WireError(f"unsupported wire version {v!r} (this is v{VERSION})")
     if topic == "meta":
         check_meta_header(header)
-        return Message("meta", header, None)
+        return Message("meta", header, None, t_recv_ns)
     check_rates_header(header)
     payload = parts[2]
     size = memoryview(payload).nbytes
     if size != 4 * header["n"]:
         raise WireError(f"rates payload has {size} bytes, expected 4 * n = {4 * header['n']}")
-    return Message("rates", header, np.frombuffer(payload, dtype=RATES_DTYPE))
+    return Message("rates", header, np.frombuffer(payload, dtype=RATES_DTYPE), t_recv_ns)
 
 
 def parse_json(raw: bytes | memoryview) -> Any:

@@ -1,0 +1,158 @@
+"""`--tick-cpu` / `--io-cpu`: the tick thread, the run's other threads and ZeroMQ's I/O thread where they belong."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from tests.runtime.helpers import free_port, wait_for
+from vist_rt.errors import VistError
+from vist_rt.runtime import affinity
+from vist_rt.runtime.affinity import PinnedThread, check_cpus, format_cpus, io_context
+from vist_rt.runtime.config import RunConfig
+from vist_rt.runtime.engine import Engine
+from vist_rt.runtime.pipeline import Runtime
+
+pytestmark = pytest.mark.skipif(not affinity.supported(), reason="thread affinity is Linux-only")
+
+CPUS = sorted(os.sched_getaffinity(0)) if affinity.supported() else [0]
+LAST = CPUS[-1]
+NOT_ALLOWED = max(CPUS) + 1000
+
+
+def in_thread(fn: Any) -> Any:
+    """fn() run in a fresh thread (pinning there leaves the test's own thread alone); its result."""
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    t.join(10)
+    return out[0]
+
+
+def zmq_io_threads() -> set[int]:
+    """Thread ids of ZeroMQ I/O threads in this process."""
+    found = set()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            name = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if name.startswith("ZMQbg/IO"):
+            found.add(int(tid))
+    return found
+
+
+def test_format_and_check() -> None:
+    assert format_cpus({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8" and format_cpus([3]) == "3"
+    check_cpus(tick_cpu=LAST, io_cpu=None)  # allowed: no error
+    with pytest.raises(VistError, match=rf"--io-cpu {NOT_ALLOWED}: this process may run on CPUs [0-9,-]+ only") as e:
+        check_cpus(tick_cpu=LAST, io_cpu=NOT_ALLOWED)
+    assert "\n" not in str(e.value)
+
+
+def test_isolated_cpus_are_read_from_the_kernels_list(tmp_path: Path) -> None:
+    listing = tmp_path / "isolated"
+    for text, want in (("2-3,6\n", {2, 3, 6}), ("\n", set()), ("garbage", set())):
+        listing.write_text(text)
+        assert affinity.isolated_cpus(str(listing)) == want
+    assert affinity.isolated_cpus(str(tmp_path / "absent")) == frozenset()
+
+
+def test_where_threads_cannot_be_pinned_the_error_says_so(monkeypatch) -> None:
+    monkeypatch.setattr(affinity, "supported", lambda: False)
+    with pytest.raises(VistError, match="needs Linux"):
+        check_cpus(tick_cpu=0)
+    check_cpus(tick_cpu=None, io_cpu=None)  # nothing asked: nothing checked
+
+
+def test_pinned_thread_pins_moves_its_children_off_and_restores() -> None:
+    def body() -> tuple[set[int], set[int], set[int], set[int]]:
+        before = os.sched_getaffinity(0)
+        seen: dict[str, set[int]] = {}
+        with PinnedThread(LAST) as pin:
+            inside = os.sched_getaffinity(0)
+            gate = threading.Event()
+            child = threading.Thread(target=lambda: (gate.wait(5), seen.update(child=os.sched_getaffinity(0))))
+            child.start()
+            pin.keep_off(child)
+            gate.set()
+            child.join(5)
+        return before, inside, seen["child"], os.sched_getaffinity(0)
+
+    before, inside, child, after = in_thread(body)
+    assert inside == {LAST} and after == before
+    assert child == ((before - {LAST}) or {LAST})  # the other CPUs (the same one on a 1-CPU machine)
+
+
+def test_keep_off_a_finished_thread_is_harmless() -> None:
+    def body() -> bool:
+        with PinnedThread(LAST) as pin:
+            t = threading.Thread(target=lambda: None)
+            t.start()
+            t.join()
+            pin.keep_off(t)  # its id may be gone or reused: no error either way
+        return True
+
+    assert in_thread(body)
+
+
+def test_io_context_pins_zeromqs_io_thread() -> None:
+    before = zmq_io_threads()
+    with io_context(LAST) as ctx:
+        sock = ctx.socket(zmq.PUB)  # the first socket starts the I/O thread
+        try:
+            assert wait_for(lambda: bool(zmq_io_threads() - before))  # named by the thread itself, once running
+            new = zmq_io_threads() - before
+            assert all(os.sched_getaffinity(tid) == {LAST} for tid in new)
+        finally:
+            sock.close(0)
+    with pytest.raises(VistError, match="--io-cpu"), io_context(NOT_ALLOWED):
+        pass
+
+
+def test_a_run_checks_its_cpus_before_loading_the_model(run_checkpoint: Path, monkeypatch) -> None:
+    monkeypatch.setattr(Engine, "from_files", lambda *a, **k: pytest.fail("the model was loaded first"))
+    cfg = RunConfig(checkpoint=str(run_checkpoint), tick_cpu=NOT_ALLOWED, dashboard=False)
+    with pytest.raises(VistError, match=f"--tick-cpu {NOT_ALLOWED}: this process may run on CPUs"):
+        Runtime.from_config(cfg, log=lambda _: None)
+    with pytest.raises(VistError, match="tick_cpu must be a CPU number >= 0"):
+        RunConfig(tick_cpu=-1)
+
+
+def test_a_live_run_pins_its_threads(run_checkpoint: Path) -> None:
+    cfg = RunConfig(checkpoint=str(run_checkpoint), source="synthetic", max_frames=8, dashboard=False,
+                    pub=f"tcp://127.0.0.1:{free_port()}", control=f"tcp://127.0.0.1:{free_port()}",
+                    tick_cpu=LAST, io_cpu=CPUS[0], status_every_s=100.0)  # fmt: skip
+    logs: list[str] = []
+    rt = Runtime.from_config(cfg, log=logs.append)
+    seen: dict[str, set[int]] = {}
+    features, step = rt.engine.features, rt.engine.step
+
+    def features_seen(image: np.ndarray) -> Any:
+        seen["features"] = os.sched_getaffinity(0)
+        return features(image)
+
+    def step_seen(tokens: np.ndarray) -> Any:
+        seen["tick"] = os.sched_getaffinity(0)
+        seen["io"] = set().union(*(os.sched_getaffinity(t) for t in zmq_io_threads() - io_before))
+        return step(tokens)
+
+    rt.engine.features, rt.engine.step = features_seen, step_seen  # type: ignore[method-assign]
+    io_before = zmq_io_threads()
+
+    def run() -> tuple[dict[str, Any], set[int], set[int]]:
+        before = os.sched_getaffinity(0)
+        return rt.run(), before, os.sched_getaffinity(0)
+
+    summary, before, after = in_thread(run)
+    assert summary["ticks"] == 8 and summary["tick_cpu"] == LAST and summary["io_cpu"] == CPUS[0]
+    assert seen["tick"] == {LAST} and after == before  # pinned while running, as before afterwards
+    assert seen["features"] == ((before - {LAST}) or {LAST})  # the feature thread keeps off the tick's CPU
+    assert seen["io"] == {CPUS[0]}  # the run's own ZeroMQ context: its I/O thread on --io-cpu
+    assert any(f"tick thread on CPU {LAST}, ZeroMQ I/O on CPU {CPUS[0]}" in line for line in logs)
