@@ -71,35 +71,42 @@ def test_where_threads_cannot_be_pinned_the_error_says_so(monkeypatch) -> None:
     check_cpus(tick_cpu=None, io_cpu=None)  # nothing asked: nothing checked
 
 
-def test_pinned_thread_pins_moves_its_children_off_and_restores() -> None:
-    def body() -> tuple[set[int], set[int], set[int], set[int]]:
-        before = os.sched_getaffinity(0)
-        seen: dict[str, set[int]] = {}
+two_cpus = pytest.mark.skipif(len(CPUS) < 2, reason="moving threads off a CPU needs another CPU")
+
+
+@two_cpus
+def test_pinned_thread_moves_the_others_off_and_puts_everything_back() -> None:
+    stop = threading.Event()
+    elsewhere = threading.Thread(target=stop.wait, args=(10,))  # started before: moved off, then back
+    elsewhere.start()
+    assert elsewhere.native_id is not None
+
+    def body() -> dict[str, set[int]]:
+        seen = {"before": os.sched_getaffinity(0), "elsewhere before": os.sched_getaffinity(elsewhere.native_id)}
         with PinnedThread(LAST) as pin:
-            inside = os.sched_getaffinity(0)
-            gate = threading.Event()
-            child = threading.Thread(target=lambda: (gate.wait(5), seen.update(child=os.sched_getaffinity(0))))
-            child.start()
-            pin.keep_off(child)
-            gate.set()
+            seen["inside"] = os.sched_getaffinity(0)
+            seen["elsewhere inside"] = os.sched_getaffinity(elsewhere.native_id)
+            born: dict[str, set[int]] = {}
+            with pin.away():
+                child = threading.Thread(target=lambda: born.update(away=os.sched_getaffinity(0)))
+                child.start()
             child.join(5)
-        return before, inside, seen["child"], os.sched_getaffinity(0)
+            seen["child"] = born["away"]
+            seen["back"] = os.sched_getaffinity(0)
+        seen["after"] = os.sched_getaffinity(0)
+        seen["elsewhere after"] = os.sched_getaffinity(elsewhere.native_id)
+        return seen
 
-    before, inside, child, after = in_thread(body)
-    assert inside == {LAST} and after == before
-    assert child == ((before - {LAST}) or {LAST})  # the other CPUs (the same one on a 1-CPU machine)
-
-
-def test_keep_off_a_finished_thread_is_harmless() -> None:
-    def body() -> bool:
-        with PinnedThread(LAST) as pin:
-            t = threading.Thread(target=lambda: None)
-            t.start()
-            t.join()
-            pin.keep_off(t)  # its id may be gone or reused: no error either way
-        return True
-
-    assert in_thread(body)
+    try:
+        seen = in_thread(body)
+    finally:
+        stop.set()
+        elsewhere.join(5)
+    others = seen["before"] - {LAST}
+    assert seen["inside"] == seen["back"] == {LAST} and seen["after"] == seen["before"]
+    assert seen["child"] == others  # born off the tick's CPU
+    assert seen["elsewhere inside"] == seen["elsewhere before"] - {LAST}  # moved off while pinned
+    assert seen["elsewhere after"] == seen["elsewhere before"]  # and put back
 
 
 def test_io_context_pins_zeromqs_io_thread() -> None:
@@ -125,10 +132,11 @@ def test_a_run_checks_its_cpus_before_loading_the_model(run_checkpoint: Path, mo
         RunConfig(tick_cpu=-1)
 
 
+@two_cpus
 def test_a_live_run_pins_its_threads(run_checkpoint: Path) -> None:
     cfg = RunConfig(checkpoint=str(run_checkpoint), source="synthetic", max_frames=8, dashboard=False,
                     pub=f"tcp://127.0.0.1:{free_port()}", control=f"tcp://127.0.0.1:{free_port()}",
-                    tick_cpu=LAST, io_cpu=CPUS[0], status_every_s=100.0)  # fmt: skip
+                    tick_cpu=LAST, io_cpu=CPUS[0], status_every_s=100.0, threads=2)  # fmt: skip
     logs: list[str] = []
     rt = Runtime.from_config(cfg, log=logs.append)
     seen: dict[str, set[int]] = {}
@@ -141,6 +149,11 @@ def test_a_live_run_pins_its_threads(run_checkpoint: Path) -> None:
     def step_seen(tokens: np.ndarray) -> Any:
         seen["tick"] = os.sched_getaffinity(0)
         seen["io"] = set().union(*(os.sched_getaffinity(t) for t in zmq_io_threads() - io_before))
+        capture = [t.native_id for t in threading.enumerate() if t.name.startswith("capture:")]
+        seen["capture"] = set().union(*(os.sched_getaffinity(t) for t in capture if t is not None))
+        me = threading.get_native_id()
+        others = [os.sched_getaffinity(t) for t in affinity.thread_ids() if t != me]
+        seen["on the tick cpu"] = {i for i, cpus in enumerate(others) if LAST in cpus and cpus != {LAST}}
         return step(tokens)
 
     rt.engine.features, rt.engine.step = features_seen, step_seen  # type: ignore[method-assign]
@@ -152,7 +165,9 @@ def test_a_live_run_pins_its_threads(run_checkpoint: Path) -> None:
 
     summary, before, after = in_thread(run)
     assert summary["ticks"] == 8 and summary["tick_cpu"] == LAST and summary["io_cpu"] == CPUS[0]
+    assert summary["torch_threads"] == 1  # despite threads=2: the tick thread has one CPU
     assert seen["tick"] == {LAST} and after == before  # pinned while running, as before afterwards
-    assert seen["features"] == ((before - {LAST}) or {LAST})  # the feature thread keeps off the tick's CPU
+    assert seen["features"] == seen["capture"] == before - {LAST}  # the run's threads keep off the tick's CPU
+    assert seen["on the tick cpu"] == set()  # and so does every other thread (unless pinned only there)
     assert seen["io"] == {CPUS[0]}  # the run's own ZeroMQ context: its I/O thread on --io-cpu
     assert any(f"tick thread on CPU {LAST}, ZeroMQ I/O on CPU {CPUS[0]}" in line for line in logs)

@@ -10,6 +10,7 @@ other process is scheduled there either. The threads' previous affinity is resto
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -19,6 +20,8 @@ from types import TracebackType
 import zmq
 
 from vist_rt.errors import VistError
+
+log = logging.getLogger(__name__)
 
 
 def supported() -> bool:
@@ -75,16 +78,24 @@ def check_cpus(**cpus: int | None) -> None:
             raise VistError(f"--{flag} {cpu}: this process may run on CPUs {format_cpus(allowed)} only")
 
 
-class PinnedThread:
-    """While entered, the calling thread runs on `cpu` only; its previous CPUs come back on exit.
+def thread_ids() -> list[int]:
+    """The native ids of this process's threads (Linux)."""
+    return [int(tid) for tid in os.listdir("/proc/self/task")]
 
-    `keep_off(thread)` moves a thread started meanwhile (which inherits the pinned affinity) to the other
-    CPUs the thread had before (to the same CPU when there is no other)."""
+
+class PinnedThread:
+    """While entered, the calling thread runs on `cpu` only and the process's other threads keep off it.
+
+    Each other thread runs where it could before, minus `cpu`; one that could run nowhere else (pinned there
+    on purpose, e.g. ZeroMQ's I/O thread with the same --io-cpu) stays. Threads the pinned thread starts
+    meanwhile must be started inside `away()`, so that they are born off `cpu`. Everything moved is put
+    back on exit."""
 
     def __init__(self, cpu: int) -> None:
         self.cpu = cpu
-        self.others: frozenset[int] = frozenset()
+        self.others: frozenset[int] = frozenset()  # where the other threads run (cpu itself on a 1-CPU machine)
         self._before: frozenset[int] | None = None
+        self._moved: dict[int, frozenset[int]] = {}
 
     @property
     def active(self) -> bool:
@@ -93,24 +104,51 @@ class PinnedThread:
     def __enter__(self) -> PinnedThread:
         check_cpus(tick_cpu=self.cpu)
         before = frozenset(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {self.cpu})
-        self._before = before
-        self.others = (before - {self.cpu}) or frozenset({self.cpu})
+        try:
+            os.sched_setaffinity(0, {self.cpu})
+        except OSError as exc:
+            raise VistError(f"--tick-cpu {self.cpu}: cannot pin the tick thread: {exc.strerror}") from None
+        self._before, self.others = before, (before - {self.cpu}) or frozenset({self.cpu})
+        me = threading.get_native_id()
+        for tid in thread_ids():
+            if tid == me:
+                continue
+            try:
+                cpus = frozenset(os.sched_getaffinity(tid))
+                if self.cpu in cpus and len(cpus) > 1:
+                    os.sched_setaffinity(tid, cpus - {self.cpu})
+                    self._moved[tid] = cpus
+            except OSError:  # it ended meanwhile (ESRCH), or may not be moved: left as it is
+                continue
         return self
 
-    def keep_off(self, thread: threading.Thread) -> None:
-        """Let `thread` (started while pinned) run on the other CPUs."""
-        if self._before is None or thread.native_id is None:
+    @contextlib.contextmanager
+    def away(self) -> Iterator[None]:
+        """Meanwhile the pinned thread runs on the other CPUs: threads it starts (a source's, a library's) are
+        born there."""
+        if self._before is None:
+            yield
             return
-        with contextlib.suppress(ProcessLookupError):  # it has already ended: nothing left to move
-            os.sched_setaffinity(thread.native_id, self.others)
+        os.sched_setaffinity(0, self.others)
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, {self.cpu})
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._before is not None:
-            before, self._before = self._before, None
+        if self._before is None:
+            return
+        before, self._before = self._before, None
+        moved, self._moved = self._moved, {}
+        for tid, cpus in moved.items():
+            with contextlib.suppress(OSError):  # ended during the run: nothing to put back
+                os.sched_setaffinity(tid, cpus)
+        try:
             os.sched_setaffinity(0, before)
+        except OSError as exc:  # the CPUs allowed changed during the run (a cpuset): keep what is allowed now
+            log.warning("could not give the tick thread its CPUs %s back: %s", format_cpus(before), exc.strerror)
 
 
 @contextlib.contextmanager
@@ -119,7 +157,10 @@ def io_context(cpu: int) -> Iterator[zmq.Context]:
     check_cpus(io_cpu=cpu)
     ctx = zmq.Context()
     try:
-        ctx.set(zmq.THREAD_AFFINITY_CPU_ADD, cpu)  # before the first socket, which starts the I/O thread
+        try:
+            ctx.set(zmq.THREAD_AFFINITY_CPU_ADD, cpu)  # before the first socket, which starts the I/O thread
+        except zmq.ZMQError as exc:
+            raise VistError(f"--io-cpu: this libzmq cannot pin its I/O thread ({exc.strerror})") from None
         yield ctx
     finally:
         ctx.destroy(linger=0)

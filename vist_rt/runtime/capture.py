@@ -97,11 +97,6 @@ class CaptureThread:
     # -- status -----------------------------------------------------------------------------------
 
     @property
-    def thread(self) -> threading.Thread | None:
-        """The capture thread (None before start)."""
-        return self._thread
-
-    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 

@@ -312,6 +312,8 @@ class Runtime:
             # one intra-op thread: on a small, busy CPU a spinning torch pool makes ticks slow and ragged
             # (measured on 2 cores: temporal p99 30 ms with 2 threads, 8 ms with 1); --threads N overrides
             torch.set_num_threads(1)
+        if self.cfg.tick_cpu is not None:
+            torch.set_num_threads(1)  # the tick thread has one CPU: a pool of its own would only share it
         self.torch_threads = torch.get_num_threads()
         try:
             return self._run()
@@ -392,18 +394,17 @@ class Runtime:
         if not cfg.replay and not source.live:
             raise VistError(f"{cfg.source} is a file: play it with --replay (add --realtime to pace it)")
         self.capture = CaptureThread(source, drop=drop)
-        self.capture.start()
-        self._keep_off_tick_cpu(self.capture.thread)
+        with self._off_tick_cpu():  # the capture thread and whatever opening the source starts
+            self.capture.start()
         # described once open: a bound port (zmq:...:0), a video's size and rate are known only now
         self.source_desc = source.describe()
         self.meta = self._meta()
         self._publish_meta()  # the meta sent at the start named the source before it was open
         return source
 
-    def _keep_off_tick_cpu(self, thread: threading.Thread | None) -> None:
-        """A thread the run started leaves the tick thread's CPU to it (--tick-cpu)."""
-        if self.pinned is not None and thread is not None:
-            self.pinned.keep_off(thread)
+    def _off_tick_cpu(self) -> Any:
+        """Threads started meanwhile are born off the tick thread's CPU (--tick-cpu)."""
+        return self.pinned.away() if self.pinned is not None else contextlib.nullcontext()
 
     def _check_capture(self) -> bool:
         """True while frames may still come; False when the source ended; VistError when it or a stage failed."""
@@ -544,8 +545,8 @@ class Runtime:
         """Missed ticks are not computed: the model steps once per served tick (status counts the missed ones)."""
         self._open_source(drop=True)
         worker = threading.Thread(target=self._feature_loop, name="vist-features", daemon=True)
-        worker.start()
-        self._keep_off_tick_cpu(worker)
+        with self._off_tick_cpu():
+            worker.start()
         try:
             while self._latest is None and not self.stopping:  # the clock starts with the first features
                 if not self._check_capture() and self._source_done(-1):
