@@ -153,6 +153,8 @@ def test_record_count(publisher: PubThread, tmp_path: Path, capsys: pytest.Captu
     assert len(data["seq"]) + len(data["meta"]) == 40 and data["rates"].shape[1] == 3
     assert data["gaps"].shape == (0, 2) and data["attrs"]["source"] == publisher.endpoint
     np.testing.assert_array_equal(data["rates"][:, 0], data["tick"].astype(np.float32))
+    delivery = data["t_recv_ns"] - data["t_pub_ns"]  # each row's delivery latency, as received
+    assert (delivery > 0).all() and (delivery < 5e9).all()
     summary = capsys.readouterr().out
     assert "meta messages (3 cells) to" in summary and "stopped (40 messages)" in summary
 
@@ -210,7 +212,11 @@ class _Pub:
         port = self.sock.bind_to_random_port("tcp://127.0.0.1")
         self.endpoint = f"tcp://127.0.0.1:{port}"
 
-    def send_in_thread(self, messages: list[list[bytes]], stop: threading.Event, period: float = 0.002) -> None:
+    def send_in_thread(
+        self, messages: list[list[bytes]], stop: threading.Event, period: float = 0.002
+    ) -> threading.Thread:
+        """Send `messages` round-robin until `stop`; join the thread before closing the socket."""
+
         def run() -> None:
             k = 0
             while not stop.is_set():
@@ -218,7 +224,9 @@ class _Pub:
                 k += 1
                 time.sleep(period)
 
-        threading.Thread(target=run, daemon=True).start()
+        sender = threading.Thread(target=run, daemon=True)
+        sender.start()
+        return sender
 
 
 def _rates(seq: int, n: int, **extra: object) -> list[bytes]:
@@ -261,13 +269,14 @@ def test_record_goes_on_in_a_new_file_when_the_cell_count_changes(
 ) -> None:
     pub, stop = _Pub(), threading.Event()
     # a publisher restart with another model: seq starts again, 4 cells instead of 3
-    pub.send_in_thread([_rates(s, 3) for s in range(10)] + [_rates(s, 4) for s in range(10)], stop)
+    sender = pub.send_in_thread([_rates(s, 3) for s in range(10)] + [_rates(s, 4) for s in range(10)], stop)
     out = tmp_path / "rec.h5"
     (tmp_path / "rec-2.h5").write_bytes(b"taken")  # the next free name is used
     try:
         assert listen.run_record(parse("record", pub.endpoint, str(out), "--count", "30", "--timeout", "5")) == 0
     finally:
         stop.set()
+        sender.join(5)
         pub.sock.close(0)
     # the publisher cycles 3 -> 4 -> 3 ... cells: every change opens the next free name
     rolled = [p for p in tmp_path.glob("rec-*.h5") if p.name != "rec-2.h5"]
@@ -283,13 +292,14 @@ def test_record_goes_on_in_a_new_file_when_the_cell_count_changes(
 
 def test_timeout_fires_when_every_message_is_malformed(capsys: pytest.CaptureFixture[str]) -> None:
     pub, stop = _Pub(), threading.Event()
-    pub.send_in_thread([[b"meta", b"{broken"]], stop, period=0.01)
+    sender = pub.send_in_thread([[b"meta", b"{broken"]], stop, period=0.01)
     try:
         t0 = time.monotonic()
         assert listen.run_listen(parse("listen", pub.endpoint, "--timeout", "0.5")) == 0
         assert time.monotonic() - t0 < 5.0
     finally:
         stop.set()
+        sender.join(5)
         pub.sock.close(0)
     captured = capsys.readouterr()
     assert "stopped (no message for 0.5 s)" in captured.out and "bad message skipped" in captured.err
@@ -300,11 +310,12 @@ def test_listen_json_writes_non_finite_rates_as_null(capsys: pytest.CaptureFixtu
 
     pub, stop = _Pub(), threading.Event()
     msg = [bytes(p) for p in encode_rates(make_header(), np.array([np.nan, np.inf, 1.0], np.float32))]
-    pub.send_in_thread([msg], stop)
+    sender = pub.send_in_thread([msg], stop)
     try:
         assert listen.run_listen(parse("listen", pub.endpoint, "--count", "2", "--json", "--timeout", "5")) == 0
     finally:
         stop.set()
+        sender.join(5)
         pub.sock.close(0)
     lines = capsys.readouterr().out.strip().splitlines()
     records = [json.loads(line, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}")) for line in lines]
@@ -328,12 +339,13 @@ def test_a_stop_takes_the_messages_already_received() -> None:
 
 def test_record_skips_a_message_it_cannot_store_and_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pub, stop = _Pub(), threading.Event()
-    pub.send_in_thread([_rates(1, 3), _rates(2, 3, t_frame_ns=2**64 - 1), _rates(3, 3)], stop)
+    sender = pub.send_in_thread([_rates(1, 3), _rates(2, 3, t_frame_ns=2**64 - 1), _rates(3, 3)], stop)
     out = tmp_path / "rec.h5"
     try:
         assert listen.run_record(parse("record", pub.endpoint, str(out), "--count", "12", "--timeout", "5")) == 0
     finally:
         stop.set()
+        sender.join(5)
         pub.sock.close(0)
     data = read_recording(out)
     assert 2 not in data["seq"].tolist() and {1, 3} <= set(data["seq"].tolist())

@@ -74,39 +74,97 @@ def test_where_threads_cannot_be_pinned_the_error_says_so(monkeypatch) -> None:
 two_cpus = pytest.mark.skipif(len(CPUS) < 2, reason="moving threads off a CPU needs another CPU")
 
 
+def parked(cpus: set[int] | None = None) -> tuple[threading.Thread, threading.Event]:
+    """A started thread that waits for its event (pinned to `cpus` first, if given)."""
+    stop, ready = threading.Event(), threading.Event()
+
+    def body() -> None:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+        ready.set()
+        stop.wait(10)
+
+    t = threading.Thread(target=body)
+    t.start()
+    ready.wait(5)
+    return t, stop
+
+
 @two_cpus
 def test_pinned_thread_moves_the_others_off_and_puts_everything_back() -> None:
-    stop = threading.Event()
-    elsewhere = threading.Thread(target=stop.wait, args=(10,))  # started before: moved off, then back
-    elsewhere.start()
-    assert elsewhere.native_id is not None
+    elsewhere, stop1 = parked()  # may run anywhere: moved off, then back
+    pool_worker, stop2 = parked({LAST})  # pinned to the tick's CPU alone (as ONNX Runtime pins its workers)
+    ids = {"elsewhere": elsewhere.native_id, "worker": pool_worker.native_id}
 
     def body() -> dict[str, set[int]]:
-        seen = {"before": os.sched_getaffinity(0), "elsewhere before": os.sched_getaffinity(elsewhere.native_id)}
+        seen = {f"{k} before": os.sched_getaffinity(t) for k, t in ids.items()}  # type: ignore[arg-type]
+        seen["before"] = os.sched_getaffinity(0)
         with PinnedThread(LAST) as pin:
             seen["inside"] = os.sched_getaffinity(0)
-            seen["elsewhere inside"] = os.sched_getaffinity(elsewhere.native_id)
-            born: dict[str, set[int]] = {}
+            seen.update({f"{k} inside": os.sched_getaffinity(t) for k, t in ids.items()})  # type: ignore[arg-type]
             with pin.away():
-                child = threading.Thread(target=lambda: born.update(away=os.sched_getaffinity(0)))
-                child.start()
-            child.join(5)
-            seen["child"] = born["away"]
+                child, stop3 = parked()  # born off the tick's CPU, outlives the run
+            seen["child inside"] = os.sched_getaffinity(child.native_id)  # type: ignore[arg-type]
             seen["back"] = os.sched_getaffinity(0)
         seen["after"] = os.sched_getaffinity(0)
-        seen["elsewhere after"] = os.sched_getaffinity(elsewhere.native_id)
+        seen.update({f"{k} after": os.sched_getaffinity(t) for k, t in ids.items()})  # type: ignore[arg-type]
+        seen["child after"] = os.sched_getaffinity(child.native_id)  # type: ignore[arg-type]
+        stop3.set()
+        child.join(5)
         return seen
 
     try:
         seen = in_thread(body)
     finally:
-        stop.set()
-        elsewhere.join(5)
+        for stop in (stop1, stop2):
+            stop.set()
     others = seen["before"] - {LAST}
     assert seen["inside"] == seen["back"] == {LAST} and seen["after"] == seen["before"]
-    assert seen["child"] == others  # born off the tick's CPU
     assert seen["elsewhere inside"] == seen["elsewhere before"] - {LAST}  # moved off while pinned
-    assert seen["elsewhere after"] == seen["elsewhere before"]  # and put back
+    assert seen["worker inside"] == others  # pinned there alone: moved to the other CPUs
+    assert seen["child inside"] == others  # born off the tick's CPU
+    assert seen["elsewhere after"] == seen["elsewhere before"] and seen["worker after"] == {LAST}  # put back
+    assert seen["child after"] == seen["before"]  # born during the run: the process's CPUs afterwards
+
+
+@two_cpus
+def test_threads_kept_there_on_purpose_stay() -> None:
+    keeper, stop = parked({LAST})
+
+    def body() -> set[int]:
+        with PinnedThread(LAST, stay=frozenset({keeper.native_id})):  # type: ignore[arg-type]
+            return os.sched_getaffinity(keeper.native_id)  # type: ignore[arg-type]
+
+    try:
+        assert in_thread(body) == {LAST}
+    finally:
+        stop.set()
+
+
+@two_cpus
+def test_an_interrupted_pinning_leaves_nothing_pinned_or_moved(monkeypatch) -> None:
+    elsewhere, stop = parked()
+    real, calls = affinity.thread_ids, []
+
+    def interrupted() -> list[int]:
+        calls.append(1)
+        if len(calls) > 1:  # after the first pass has moved the others
+            raise KeyboardInterrupt
+        return [*real(), 2**22 + 12345]  # an id no thread has: the next pass runs
+
+    monkeypatch.setattr(affinity, "thread_ids", interrupted)
+
+    def body() -> tuple[set[int], set[int], set[int]]:
+        before = os.sched_getaffinity(0), os.sched_getaffinity(elsewhere.native_id)  # type: ignore[arg-type]
+        with pytest.raises(KeyboardInterrupt):
+            PinnedThread(LAST).__enter__()
+        return before[0], os.sched_getaffinity(0), before[1]
+
+    try:
+        before, after, other_before = in_thread(body)
+        assert after == before and os.sched_getaffinity(elsewhere.native_id) == other_before  # type: ignore[arg-type]
+    finally:
+        stop.set()
 
 
 def test_io_context_pins_zeromqs_io_thread() -> None:
@@ -121,6 +179,27 @@ def test_io_context_pins_zeromqs_io_thread() -> None:
             sock.close(0)
     with pytest.raises(VistError, match="--io-cpu"), io_context(NOT_ALLOWED):
         pass
+
+
+@two_cpus
+def test_the_io_thread_on_the_tick_cpu_stays_there() -> None:
+    with io_context(LAST) as ctx:
+        sock = ctx.socket(zmq.PUB)
+        try:
+            assert wait_for(lambda: bool(affinity.zmq_io_threads_on(LAST)))
+
+            def body() -> tuple[set[int], set[int]]:
+                io = affinity.zmq_io_threads_on(LAST)
+                with affinity.pin_tick(LAST, io_cpu=LAST):
+                    kept = set().union(*(os.sched_getaffinity(t) for t in io))
+                with affinity.pin_tick(LAST, io_cpu=None):  # not asked for: moved like any other
+                    moved = set().union(*(os.sched_getaffinity(t) for t in io))
+                return kept, moved
+
+            kept, moved = in_thread(body)
+            assert kept == {LAST} and LAST not in moved
+        finally:
+            sock.close(0)
 
 
 def test_a_run_checks_its_cpus_before_loading_the_model(run_checkpoint: Path, monkeypatch) -> None:
@@ -153,7 +232,7 @@ def test_a_live_run_pins_its_threads(run_checkpoint: Path) -> None:
         seen["capture"] = set().union(*(os.sched_getaffinity(t) for t in capture if t is not None))
         me = threading.get_native_id()
         others = [os.sched_getaffinity(t) for t in affinity.thread_ids() if t != me]
-        seen["on the tick cpu"] = {i for i, cpus in enumerate(others) if LAST in cpus and cpus != {LAST}}
+        seen["on the tick cpu"] = {i for i, cpus in enumerate(others) if LAST in cpus}
         return step(tokens)
 
     rt.engine.features, rt.engine.step = features_seen, step_seen  # type: ignore[method-assign]
@@ -168,6 +247,6 @@ def test_a_live_run_pins_its_threads(run_checkpoint: Path) -> None:
     assert summary["torch_threads"] == 1  # despite threads=2: the tick thread has one CPU
     assert seen["tick"] == {LAST} and after == before  # pinned while running, as before afterwards
     assert seen["features"] == seen["capture"] == before - {LAST}  # the run's threads keep off the tick's CPU
-    assert seen["on the tick cpu"] == set()  # and so does every other thread (unless pinned only there)
+    assert seen["on the tick cpu"] == set()  # and so does every other thread of the process
     assert seen["io"] == {CPUS[0]}  # the run's own ZeroMQ context: its I/O thread on --io-cpu
     assert any(f"tick thread on CPU {LAST}, ZeroMQ I/O on CPU {CPUS[0]}" in line for line in logs)

@@ -94,6 +94,7 @@ def test_replay_arrives_whole_in_order_and_equals_the_offline_model(tmp_path: Pa
 
     rec = read_recording(tmp_path / "rec.h5")
     np.testing.assert_array_equal(rec["rates"], got)  # the recorder kept what was published, losslessly
+    assert (rec["t_recv_ns"] == -1).all()  # recorded by the run itself: never received from a socket
 
 
 @pytest.mark.slow

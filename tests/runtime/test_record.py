@@ -13,12 +13,23 @@ import pytest
 
 from tests.runtime.test_wire import make_header
 from vist_rt.errors import VistError
-from vist_rt.runtime.record import Recorder, read_recording
+from vist_rt.runtime.record import INT_COLUMNS, NOT_RECEIVED, Recorder, read_recording
 from vist_rt.runtime.wire import Message, decode, encode_meta, encode_rates
 
 
 def rates_msg(seq: int, rates: np.ndarray, **extra: object) -> Message:
     return decode([bytes(p) for p in encode_rates(make_header(seq=seq, tick=seq, **extra), rates)])
+
+
+def test_receive_times_are_kept_and_the_runs_own_rows_say_none(tmp_path: Path) -> None:
+    path = tmp_path / "t.h5"
+    with Recorder(path) as rec:
+        received = rates_msg(1, np.ones(2, np.float32))
+        rec.add(Message("rates", received.header, received.rates, t_recv_ns=received.header["t_pub_ns"] + 250_000))
+        rec.add(rates_msg(2, np.ones(2, np.float32)))  # not from a socket (as `run --record` adds them)
+    data = read_recording(path)
+    assert data["t_recv_ns"].dtype == np.int64
+    assert data["t_recv_ns"].tolist() == [data["t_pub_ns"][0] + 250_000, NOT_RECEIVED]
 
 
 def meta_msg(seq: int, **fields: object) -> Message:
@@ -155,7 +166,7 @@ def test_headers_are_json(tmp_path: Path) -> None:
 def _columns_equal(path: Path) -> list[int]:
     """Every per-message dataset's length (read straight from the file): they must all be equal."""
     with h5py.File(path, "r") as f:
-        return [f[k].shape[0] for k in ("rates", "seq", "tick", "frame", "t_frame_ns", "t_pub_ns", "stale", "headers")]
+        return [f[k].shape[0] for k in ("rates", *INT_COLUMNS, "stale", "headers")]
 
 
 class _FailingWrites:
@@ -185,7 +196,7 @@ def test_failed_flush_rolls_back_and_keeps_the_file_readable(tmp_path: Path, mon
     with pytest.raises(VistError, match="No space left on device") as info:
         rec.add(rates_msg(7, np.full(2, 7, np.float32)))  # the 3rd dataset of this flush fails
     assert "\n" not in str(info.value)
-    assert _columns_equal(path) == [4] * 8  # cut back to the last complete flush, no half-written rows
+    assert _columns_equal(path) == [4] * 9  # cut back to the last complete flush, no half-written rows
     with pytest.raises(VistError, match="failed"):
         rec.add(rates_msg(8, np.full(2, 8, np.float32)))
     rec.close()  # writes nothing more, does not raise again
@@ -202,7 +213,7 @@ def test_interrupted_flush_is_written_once_later(tmp_path: Path, monkeypatch: py
             _FailingWrites(m, after=4, exc=KeyboardInterrupt())
             with pytest.raises(KeyboardInterrupt):
                 rec.flush()
-        assert _columns_equal(path) == [0] * 8 and rec.pending == 5
+        assert _columns_equal(path) == [0] * 9 and rec.pending == 5
         rec.add(rates_msg(5, np.full(3, 5, np.float32)))
     data = read_recording(path)
     assert data["seq"].tolist() == list(range(6)) and data["rates"][:, 0].tolist() == list(range(6))

@@ -68,7 +68,7 @@ def bare_zmq_delivery(
     `tick_cpu` / `io_cpu`: the sending thread / ZeroMQ's I/O thread pinned as a run's would be."""
     import zmq
 
-    from vist_rt.runtime.affinity import PinnedThread, io_context
+    from vist_rt.runtime.affinity import io_context, pin_tick
 
     if messages <= 0:
         return None
@@ -86,7 +86,7 @@ def bare_zmq_delivery(
         listener.start()  # before the pinning below: the subscriber, as a rig's would, runs anywhere
         ready.wait(timeout=60.0)
         time.sleep(0.5)  # the subscription reaches the publisher (slow joiner)
-        with PinnedThread(tick_cpu) if tick_cpu is not None else contextlib.nullcontext():
+        with pin_tick(tick_cpu, io_cpu) if tick_cpu is not None else contextlib.nullcontext():
             got = _send_bare(pub, messages, hz, size, results)
         listener.join(timeout=10.0)
     return summarize(np.asarray(got) / 1e3) if got else None

@@ -1,10 +1,10 @@
 """`--tick-cpu` / `--io-cpu`: pin the tick thread and ZeroMQ's I/O thread to CPUs (Linux).
 
-The tick thread waits for the model clock, steps the temporal model and publishes. Pinned, it keeps
-one core to itself: the threads the run starts (capture, features) are kept off that CPU wherever
-another one is available. ZeroMQ's I/O thread, which puts each message on the wire, can be given a
-CPU too. On a machine dedicated to experiments, pair this with the kernel's `isolcpus=` so that no
-other process is scheduled there either. The threads' previous affinity is restored after the run.
+The tick thread waits for the model clock, steps the temporal model and publishes. Pinned, it has
+one CPU to itself: every other thread of the process is moved off that CPU for the run (and put back
+after), and the threads the run starts are born elsewhere. ZeroMQ's I/O thread, which puts each
+message on the wire, can be given a CPU too. Other processes are not moved: on a machine kept for
+experiments, pair this with the kernel's `isolcpus=`.
 """
 
 from __future__ import annotations
@@ -83,19 +83,44 @@ def thread_ids() -> list[int]:
     return [int(tid) for tid in os.listdir("/proc/self/task")]
 
 
+def _started(tid: int) -> int | None:
+    """When thread `tid` started (clock ticks since boot; tells a reused id from the thread that had it)."""
+    try:
+        stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22; the name (field 2) may hold spaces
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def zmq_io_threads_on(cpu: int) -> frozenset[int]:
+    """ZeroMQ I/O threads of this process that run on `cpu` alone (those of an `io_context(cpu)`)."""
+    found = set()
+    for tid in thread_ids():
+        try:
+            name = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+            if name.startswith("ZMQbg/IO") and os.sched_getaffinity(tid) == {cpu}:
+                found.add(tid)
+        except OSError:  # ended meanwhile
+            continue
+    return frozenset(found)
+
+
 class PinnedThread:
     """While entered, the calling thread runs on `cpu` only and the process's other threads keep off it.
 
-    Each other thread runs where it could before, minus `cpu`; one that could run nowhere else (pinned there
-    on purpose, e.g. ZeroMQ's I/O thread with the same --io-cpu) stays. Threads the pinned thread starts
-    meanwhile must be started inside `away()`, so that they are born off `cpu`. Everything moved is put
-    back on exit."""
+    Every other thread runs where it could before, minus `cpu` (on the tick thread's other CPUs if that
+    leaves none, e.g. a pool worker pinned there), except the threads in `stay` (pinned there on purpose,
+    e.g. ZeroMQ's I/O thread with the same --io-cpu). Threads the pinned thread starts meanwhile must be
+    started inside `away()`, so that they are born off `cpu`. On exit every moved thread is put back, and
+    threads born off `cpu` during the run get the CPUs the process had."""
 
-    def __init__(self, cpu: int) -> None:
+    def __init__(self, cpu: int, *, stay: frozenset[int] = frozenset()) -> None:
         self.cpu = cpu
+        self.stay = stay
         self.others: frozenset[int] = frozenset()  # where the other threads run (cpu itself on a 1-CPU machine)
         self._before: frozenset[int] | None = None
-        self._moved: dict[int, frozenset[int]] = {}
+        self._moved: dict[int, tuple[frozenset[int], int | None]] = {}  # tid -> (its CPUs, when it started)
+        self._seen: set[int] = set()
 
     @property
     def active(self) -> bool:
@@ -109,18 +134,30 @@ class PinnedThread:
         except OSError as exc:
             raise VistError(f"--tick-cpu {self.cpu}: cannot pin the tick thread: {exc.strerror}") from None
         self._before, self.others = before, (before - {self.cpu}) or frozenset({self.cpu})
-        me = threading.get_native_id()
-        for tid in thread_ids():
-            if tid == me:
-                continue
-            try:
-                cpus = frozenset(os.sched_getaffinity(tid))
-                if self.cpu in cpus and len(cpus) > 1:
-                    os.sched_setaffinity(tid, cpus - {self.cpu})
-                    self._moved[tid] = cpus
-            except OSError:  # it ended meanwhile (ESRCH), or may not be moved: left as it is
-                continue
+        try:
+            self._move_others()
+        except BaseException:  # interrupted half-way: nothing may stay pinned or moved
+            self.__exit__(None, None, None)
+            raise
         return self
+
+    def _move_others(self) -> None:
+        """Move every thread but this one (and `stay`) off `cpu`; again until a pass finds no new thread (a
+        thread started meanwhile by one not yet moved inherits `cpu`)."""
+        self._seen = {threading.get_native_id(), *self.stay}
+        for _ in range(5):
+            new = [tid for tid in thread_ids() if tid not in self._seen]
+            if not new:
+                return
+            for tid in new:
+                self._seen.add(tid)
+                try:
+                    cpus = frozenset(os.sched_getaffinity(tid))
+                    if self.cpu in cpus:
+                        os.sched_setaffinity(tid, (cpus - {self.cpu}) or self.others)
+                        self._moved[tid] = (cpus, _started(tid))
+                except OSError:  # it ended meanwhile (ESRCH), or may not be moved: left as it is
+                    continue
 
     @contextlib.contextmanager
     def away(self) -> Iterator[None]:
@@ -142,13 +179,25 @@ class PinnedThread:
             return
         before, self._before = self._before, None
         moved, self._moved = self._moved, {}
-        for tid, cpus in moved.items():
-            with contextlib.suppress(OSError):  # ended during the run: nothing to put back
-                os.sched_setaffinity(tid, cpus)
-        try:
+        try:  # the tick thread first, then the threads moved, then those born during the run
             os.sched_setaffinity(0, before)
         except OSError as exc:  # the CPUs allowed changed during the run (a cpuset): keep what is allowed now
             log.warning("could not give the tick thread its CPUs %s back: %s", format_cpus(before), exc.strerror)
+        for tid, (cpus, started) in moved.items():
+            if _started(tid) == started:  # the same thread (not a new one that got its id)
+                with contextlib.suppress(OSError):  # ended just now: nothing to put back
+                    os.sched_setaffinity(tid, cpus)
+        for tid in thread_ids():  # born during the run, off the tick's CPU: the CPUs the process had
+            if tid not in self._seen and tid not in moved:
+                with contextlib.suppress(OSError):
+                    if os.sched_getaffinity(tid) == self.others:
+                        os.sched_setaffinity(tid, before)
+
+
+def pin_tick(cpu: int, io_cpu: int | None = None) -> PinnedThread:
+    """The tick thread's pinning for --tick-cpu `cpu`; with --io-cpu on the same CPU, ZeroMQ's I/O thread
+    pinned there stays."""
+    return PinnedThread(cpu, stay=zmq_io_threads_on(cpu) if io_cpu == cpu else frozenset())
 
 
 @contextlib.contextmanager

@@ -360,9 +360,9 @@ class Runtime:
             )
             self._publish_meta()
             if cfg.tick_cpu is not None:  # after the sockets and LSL outlet: their threads keep every CPU
-                from vist_rt.runtime.affinity import PinnedThread
+                from vist_rt.runtime.affinity import pin_tick
 
-                self.pinned = stack.enter_context(PinnedThread(cfg.tick_cpu))
+                self.pinned = stack.enter_context(pin_tick(cfg.tick_cpu, cfg.io_cpu))
             self._mark_start()
             try:
                 if cfg.lockstep:

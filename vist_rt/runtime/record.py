@@ -21,7 +21,9 @@ from vist_rt.runtime.wire import Message, SeqTracker, check_meta_header, check_r
 
 FORMAT = "vist-rt/recording"
 FORMAT_VERSION = 1
-INT_COLUMNS = ("seq", "tick", "frame", "t_frame_ns", "t_pub_ns")
+HEADER_COLUMNS = ("seq", "tick", "frame", "t_frame_ns", "t_pub_ns")  # rates header fields kept as columns
+INT_COLUMNS = (*HEADER_COLUMNS, "t_recv_ns")  # t_recv_ns: Message.t_recv_ns (absent in files before 2026-11-27)
+NOT_RECEIVED = -1  # t_recv_ns of a message recorded by the publishing run itself (never on a socket)
 STR = h5py.string_dtype("utf-8")
 
 
@@ -40,7 +42,9 @@ class Recorder:
     """Append `Message`s to an HDF5 file; rows are buffered and written every `flush_every` messages, at least
     every `flush_interval_s` seconds while messages arrive (and on `flush_due`), and on close.
 
-    Datasets: rates [N, C] float32; seq, tick, frame, t_frame_ns, t_pub_ns [N] int64; stale [N] bool;
+    Datasets: rates [N, C] float32; seq, tick, frame, t_frame_ns, t_pub_ns [N] int64 (header fields);
+    t_recv_ns [N] int64 (when a subscriber took the message off the socket, NOT_RECEIVED when the run recorded
+    what it sent); stale [N] bool;
     headers [N] (each rates header as JSON); meta [M] (each meta header as JSON); gaps [K, 2] int64
     (after_seq, missing). After a crash the file holds everything up to the last flush.
     A flush is all or nothing: if a write fails (or is interrupted) every dataset is cut back to the last
@@ -139,10 +143,11 @@ class Recorder:
                 raise CellCountError(
                     f"message seq {message.seq} has {rates.shape[0]} cells, the recording has {self.cells}"
                 )
-            ints = tuple(int(header[key]) for key in INT_COLUMNS)
-            for key, value in zip(INT_COLUMNS, ints):
+            ints = tuple(int(header[key]) for key in HEADER_COLUMNS)
+            for key, value in zip(HEADER_COLUMNS, ints):
                 if not _INT64.min <= value <= _INT64.max:
                     raise VistError(f"message seq {message.seq}: {key} {value} does not fit a 64-bit integer")
+            ints += (NOT_RECEIVED if message.t_recv_ns is None else int(message.t_recv_ns),)
             row = (np.array(rates, dtype=np.float32), ints, bool(header["stale"]), dumps(header).decode("utf-8"))
             if self.cells is None:
                 self._write(lambda: self._create_rates(int(rates.shape[0])))
@@ -264,7 +269,8 @@ def check_writable(path: Path, *, overwrite: bool = False) -> None:
 
 
 def read_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Everything in a recording: numpy arrays (rates, seq, tick, frame, t_frame_ns, t_pub_ns, stale, gaps),
+    """Everything in a recording: numpy arrays (rates, seq, tick, frame, t_frame_ns, t_pub_ns, t_recv_ns (in
+    files since 2026-11-27), stale, gaps),
     `headers` and `meta` as lists of dicts, `attrs` as a dict.
 
     Per-message columns of unequal length (a file written by another tool, or damaged) are cut to the
