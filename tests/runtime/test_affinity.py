@@ -35,19 +35,6 @@ def in_thread(fn: Any) -> Any:
     return out[0]
 
 
-def zmq_io_threads() -> set[int]:
-    """Thread ids of ZeroMQ I/O threads in this process."""
-    found = set()
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            name = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
-        except OSError:
-            continue
-        if name.startswith("ZMQbg/IO"):
-            found.add(int(tid))
-    return found
-
-
 def test_format_and_check() -> None:
     assert format_cpus({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8" and format_cpus([3]) == "3"
     check_cpus(tick_cpu=LAST, io_cpu=None)  # allowed: no error
@@ -168,12 +155,12 @@ def test_an_interrupted_pinning_leaves_nothing_pinned_or_moved(monkeypatch) -> N
 
 
 def test_io_context_pins_zeromqs_io_thread() -> None:
-    before = zmq_io_threads()
+    before = affinity.zmq_io_threads()
     with io_context(LAST) as ctx:
         sock = ctx.socket(zmq.PUB)  # the first socket starts the I/O thread
         try:
-            assert wait_for(lambda: bool(zmq_io_threads() - before))  # named by the thread itself, once running
-            new = zmq_io_threads() - before
+            assert wait_for(lambda: bool(affinity.zmq_io_threads() - before))  # the thread names itself once running
+            new = affinity.zmq_io_threads() - before
             assert all(os.sched_getaffinity(tid) == {LAST} for tid in new)
         finally:
             sock.close(0)
@@ -186,10 +173,10 @@ def test_the_io_thread_on_the_tick_cpu_stays_there() -> None:
     with io_context(LAST) as ctx:
         sock = ctx.socket(zmq.PUB)
         try:
-            assert wait_for(lambda: bool(affinity.zmq_io_threads_on(LAST)))
+            assert wait_for(lambda: bool(affinity.zmq_io_threads(LAST)))
 
             def body() -> tuple[set[int], set[int]]:
-                io = affinity.zmq_io_threads_on(LAST)
+                io = affinity.zmq_io_threads(LAST)
                 with affinity.pin_tick(LAST, io_cpu=LAST):
                     kept = set().union(*(os.sched_getaffinity(t) for t in io))
                 with affinity.pin_tick(LAST, io_cpu=None):  # not asked for: moved like any other
@@ -227,7 +214,7 @@ def test_a_live_run_pins_its_threads(run_checkpoint: Path) -> None:
 
     def step_seen(tokens: np.ndarray) -> Any:
         seen["tick"] = os.sched_getaffinity(0)
-        seen["io"] = set().union(*(os.sched_getaffinity(t) for t in zmq_io_threads() - io_before))
+        seen["io"] = set().union(*(os.sched_getaffinity(t) for t in affinity.zmq_io_threads() - io_before))
         capture = [t.native_id for t in threading.enumerate() if t.name.startswith("capture:")]
         seen["capture"] = set().union(*(os.sched_getaffinity(t) for t in capture if t is not None))
         me = threading.get_native_id()
@@ -236,7 +223,7 @@ def test_a_live_run_pins_its_threads(run_checkpoint: Path) -> None:
         return step(tokens)
 
     rt.engine.features, rt.engine.step = features_seen, step_seen  # type: ignore[method-assign]
-    io_before = zmq_io_threads()
+    io_before = affinity.zmq_io_threads()
 
     def run() -> tuple[dict[str, Any], set[int], set[int]]:
         before = os.sched_getaffinity(0)

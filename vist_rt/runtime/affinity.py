@@ -92,13 +92,13 @@ def _started(tid: int) -> int | None:
         return None
 
 
-def zmq_io_threads_on(cpu: int) -> frozenset[int]:
-    """ZeroMQ I/O threads of this process that run on `cpu` alone (those of an `io_context(cpu)`)."""
+def zmq_io_threads(cpu: int | None = None) -> frozenset[int]:
+    """This process's ZeroMQ I/O threads; with `cpu`, only those that run on it alone (an `io_context(cpu)`'s)."""
     found = set()
     for tid in thread_ids():
         try:
             name = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
-            if name.startswith("ZMQbg/IO") and os.sched_getaffinity(tid) == {cpu}:
+            if name.startswith("ZMQbg/IO") and (cpu is None or os.sched_getaffinity(tid) == {cpu}):
                 found.add(tid)
         except OSError:  # ended meanwhile
             continue
@@ -121,10 +121,6 @@ class PinnedThread:
         self._before: frozenset[int] | None = None
         self._moved: dict[int, tuple[frozenset[int], int | None]] = {}  # tid -> (its CPUs, when it started)
         self._seen: set[int] = set()
-
-    @property
-    def active(self) -> bool:
-        return self._before is not None
 
     def __enter__(self) -> PinnedThread:
         check_cpus(tick_cpu=self.cpu)
@@ -197,7 +193,7 @@ class PinnedThread:
 def pin_tick(cpu: int, io_cpu: int | None = None) -> PinnedThread:
     """The tick thread's pinning for --tick-cpu `cpu`; with --io-cpu on the same CPU, ZeroMQ's I/O thread
     pinned there stays."""
-    return PinnedThread(cpu, stay=zmq_io_threads_on(cpu) if io_cpu == cpu else frozenset())
+    return PinnedThread(cpu, stay=zmq_io_threads(cpu) if io_cpu == cpu else frozenset())
 
 
 @contextlib.contextmanager

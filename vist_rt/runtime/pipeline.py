@@ -308,12 +308,12 @@ class Runtime:
         self._drop_empty_recording = False
         switch, threads = sys.getswitchinterval(), torch.get_num_threads()
         sys.setswitchinterval(SWITCH_INTERVAL_S)  # the tick thread gets the GIL back quickly from the others
-        if self.cfg.threads is None and self.engine.extractor.runtime["backend"] != "torch":
-            # one intra-op thread: on a small, busy CPU a spinning torch pool makes ticks slow and ragged
-            # (measured on 2 cores: temporal p99 30 ms with 2 threads, 8 ms with 1); --threads N overrides
+        # one intra-op thread: on a small, busy CPU a spinning torch pool makes ticks slow and ragged (measured
+        # on 2 cores: temporal p99 30 ms with 2 threads, 8 ms with 1); --threads N overrides, except with
+        # --tick-cpu (the tick thread has one CPU: a pool of its own would only share it)
+        default_one = self.cfg.threads is None and self.engine.extractor.runtime["backend"] != "torch"
+        if default_one or self.cfg.tick_cpu is not None:
             torch.set_num_threads(1)
-        if self.cfg.tick_cpu is not None:
-            torch.set_num_threads(1)  # the tick thread has one CPU: a pool of its own would only share it
         self.torch_threads = torch.get_num_threads()
         try:
             return self._run()
