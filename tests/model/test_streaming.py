@@ -9,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vist_rt.errors import VistError
 from vist_rt.model import StreamingViST, ViSTConfig
+from vist_rt.model.exact import exact_fp32
 
 TOL = 1e-4
 
@@ -19,7 +20,8 @@ def stream_all(stream: StreamingViST, feats: torch.Tensor) -> torch.Tensor:
 
 
 def offline(model, feats, rf) -> torch.Tensor:
-    with torch.no_grad():
+    """The offline forward in IEEE float32 (no TF32 convolutions on CUDA), as the streams step."""
+    with torch.no_grad(), exact_fp32():
         return model(feats, rf)
 
 

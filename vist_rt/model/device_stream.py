@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from vist_rt.errors import VistError
+from vist_rt.model.exact import exact_context, exact_fp32
 from vist_rt.model.inputs import check_features, check_rf
 from vist_rt.model.step_graph import StepGraph
 from vist_rt.model.streaming import StreamingViST
@@ -116,7 +117,7 @@ class DeviceStreamingViST(nn.Module):
 
     def _capture(self) -> None:
         """Warm up on a side stream, then capture `_step_body` into a CUDA graph; state restored after."""
-        with torch.cuda.device(self.t_dev.device):
+        with torch.cuda.device(self.t_dev.device), exact_fp32():  # kernels are chosen at capture: IEEE fp32 ones
             self._capture_here()
 
     def _capture_here(self) -> None:
@@ -144,7 +145,8 @@ class DeviceStreamingViST(nn.Module):
         if self.cuda_graph is not None:
             self.cuda_graph.replay()
         else:
-            self._step_body()
+            with exact_context(self.t_dev.device)():
+                self._step_body()
         self.t += 1
         return self.rates.clone()
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from vist_rt.errors import VistError
 from vist_rt.model.config import ViSTConfig
+from vist_rt.model.exact import exact_context
 from vist_rt.model.inputs import check_features, check_rf
 from vist_rt.model.vist import C3TCNLayer, CMSTBlock, ViST
 
@@ -275,10 +276,13 @@ class StreamingViST(nn.Module):
         """
         if isinstance(features_t, np.ndarray):
             features_t = torch.from_numpy(features_t)
-        cfg = self.config
-        check_features(features_t, cfg, streaming=True, batch=self.batch)
-        x = features_t.to(device=self.wt_in.device, dtype=self.wt_in.dtype)
-        b, g = self.batch, cfg.grid
+        check_features(features_t, self.config, streaming=True, batch=self.batch)
+        with exact_context(self.wt_in.device)():
+            return self._step(features_t.to(device=self.wt_in.device, dtype=self.wt_in.dtype))
+
+    def _step(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, grid*grid, D] checked features on the model's device -> rates [B, C]; advances t."""
+        b, g = self.batch, self.config.grid
         t = self.t
         x = torch.addmm(self.b_in, x.reshape(b * g * g, -1), self.wt_in).view(b, g, g, -1)
         for layer in self.layers:
