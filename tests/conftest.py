@@ -75,3 +75,11 @@ def run_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     from tests.runtime.helpers import make_run_checkpoint
 
     return make_run_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def colour_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny run checkpoint on colour (RGB) pixel patches: swapping two channels changes its rates."""
+    from tests.runtime.helpers import make_run_checkpoint
+
+    return make_run_checkpoint(tmp_path_factory.mktemp("ckpt") / "colour.safetensors", channels="rgb")

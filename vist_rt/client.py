@@ -20,6 +20,7 @@ import numpy as np
 import zmq
 
 from vist_rt.errors import VistError
+from vist_rt.runtime.frames import encode_frame
 from vist_rt.runtime.wire import Message, SeqTracker, WireError, decode, dumps, loads_header
 
 __all__ = ["LockstepClient", "Message", "Subscriber", "WireError", "curve_client_options"]
@@ -255,20 +256,14 @@ class LockstepClient:
             raise VistError(f"{cmd}: expected a 1-part reply, got {len(frames)} parts")
         return reply
 
-    def predict(self, frame: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-        """Send one uint8 frame ([H, W] or [H, W, 1|3], RGB) and get (rates header, float32 rates) for it."""
-        arr = np.asarray(frame)
-        if arr.dtype != np.uint8:
-            raise VistError(f"predict: frame must be uint8, got {arr.dtype}")
-        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3)) or arr.size == 0:
-            raise VistError(f"predict: frame must be [H, W] or [H, W, 1|3], got shape {tuple(arr.shape)}")
-        from vist_rt.runtime.control import MAX_REQUEST_BYTES
-
-        if arr.nbytes > MAX_REQUEST_BYTES - 4096:  # the server would drop the connection without a reply
-            raise VistError(f"predict: a {arr.nbytes}-byte frame exceeds the {MAX_REQUEST_BYTES}-byte request limit")
-        arr = np.ascontiguousarray(arr)
-        head = dumps({"cmd": "predict", "shape": list(arr.shape), "dtype": "uint8"})
-        frames = self._exchange([head, memoryview(arr).cast("B")], "predict")
+    def predict(
+        self, frame: np.ndarray, *, color: str = "rgb", t_ns: int | None = None, index: int | None = None
+    ) -> tuple[dict[str, Any], np.ndarray]:
+        """Send one uint8 frame ([H, W] or [H, W, 1|3]; a colour frame's channels in `color` order, "rgb" or
+        "bgr") and get (rates header, float32 rates) for it. `t_ns` / `index` (integers 0 .. 2**63-1) go into the
+        rates header as `t_frame_ns` / `frame`. A frame the protocol refuses is a VistError before sending."""
+        parts = encode_frame(frame, color=color, t_ns=t_ns, index=index, extra={"cmd": "predict"})
+        frames = self._exchange(parts, "predict")
         reply = self._reply_header(frames, "predict")
         if len(frames) != 2:
             raise VistError(f"predict: expected a 2-part reply (header, rates), got {len(frames)} parts")

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,7 +148,7 @@ def test_toml_keys_are_the_flags_names(tmp_path: Path):
         ("fps = 1e-300", "fps must be between 0.01 and 1000"),
         ("threads = -1", "threads must be >= 1"),
         ("threads = 0", "threads must be >= 1"),
-        ("width = 0", "width must be >= 1"),
+        ("width = 0", "width must be 1 to 16384 pixels, got 0"),
         ("hwm = 99999999999999", "hwm must be between 1 and 2147483647"),
         ("meta-every = inf", "meta_every_s must be a number of seconds > 0"),
     ],
@@ -192,3 +198,134 @@ def test_sigterm_while_the_model_loads_exits_0_without_running(monkeypatch, caps
     assert main(["run", "--no-dashboard"]) == 0
     assert signal.getsignal(signal.SIGTERM) is old
     assert "stopped by SIGTERM before the run started" in capsys.readouterr().out
+
+
+def test_source_mistakes_are_said_before_any_model_loads(run_checkpoint: Path, monkeypatch, capsys, tmp_path: Path):
+    """Finding 6: `video:/nope.mp4` said "is a file: play it with --replay", after the model had loaded."""
+
+    def no_load(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the model was loaded before the source was checked")
+
+    monkeypatch.setattr("vist_rt.runtime.engine.Engine.from_files", no_load)
+    (tmp_path / "folder").mkdir()
+    cases = [
+        (["--source", "video:/nope.mp4"], "cannot open video /nope.mp4: no such file"),
+        (["--source", "video:/nope.mp4", "--replay"], "cannot open video /nope.mp4: no such file"),
+        (["--source", "/nope.mp4"], "no such file or folder, and not a source form: '/nope.mp4'"),
+        (["--source", f"video:{tmp_path / 'folder'}", "--replay"], "a folder (images:PATH plays its images)"),
+        (["--source", "images:/nope", "--replay"], "images: /nope: no such folder"),
+        (["--width", "5000", "--height", "100"], "synthetic movie size must be 8 to 4096 pixels each way"),
+    ]
+    for argv, message in cases:
+        assert main(["run", "--checkpoint", str(run_checkpoint), "--no-dashboard", *argv]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("vist-rt: error:") and message in err[0], (argv, err)
+
+
+def test_a_huge_frame_size_is_one_line(capsys) -> None:
+    """Finding 6: `--width/--height 100000` gave a 40-line traceback (the synthetic movie's allocation)."""
+    assert main(["run", "--width", "100000", "--height", "100000", "--no-dashboard"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["vist-rt: error: width must be 1 to 16384 pixels, got 100000"]
+
+
+def test_a_bad_toml_value_is_refused_even_when_a_flag_overrides_it(tmp_path: Path) -> None:
+    """Finding 6: a bad `max-frames` in the TOML passed silently when the flag was also given."""
+    path = tmp_path / "run.toml"
+    path.write_text("[run]\nmax-frames = 0\n")
+    with pytest.raises(Exception, match=r"run\.toml: max_frames must be >= 1, got 0"):
+        parse("--config", str(path), "--max-frames", "5")
+    path.write_text('[run]\nmax-frames = "many"\n')
+    with pytest.raises(Exception, match="run setting max_frames must be int or None, got 'many'"):
+        parse("--config", str(path), "--max-frames", "5")
+    path.write_text("[run]\nrealtime = true\n")  # a combination the flags complete is fine
+    assert parse("--config", str(path), "--source", "video:x.avi", "--replay").realtime
+
+
+def _recording_run(tmp_path: Path, checkpoint: Path, *extra: str) -> tuple[Any, str, str, Path]:
+    from tests.runtime.helpers import free_port
+
+    pub, ctl = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    out = tmp_path / "rec.h5"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vist_rt", "run", "--no-dashboard", "--checkpoint", str(checkpoint), "--width", "80",
+         "--height", "60", "--pub", pub, "--control", ctl, "--record", str(out), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    return proc, pub, ctl, out
+
+
+def _received_rates(pub: str, proc: Any, until: int) -> tuple[Any, Any, list[dict]]:
+    import zmq
+
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"rates")
+    sub.connect(pub)
+    got: list[dict] = []
+    deadline = time.monotonic() + 60
+    while len(got) < until and time.monotonic() < deadline and proc.poll() is None:
+        if sub.poll(100):
+            got.append(json.loads(sub.recv_multipart()[1]))
+    assert len(got) >= until, proc.stderr.read() if proc.poll() is not None else "too few messages"
+    return ctx, sub, got
+
+
+def _drain(sub: Any, got: list[dict]) -> None:
+    while sub.poll(500):
+        got.append(json.loads(sub.recv_multipart()[1]))
+
+
+@pytest.mark.slow
+def test_sighup_stops_a_recording_run_with_every_row_kept(tmp_path: Path, run_checkpoint: Path) -> None:
+    """Finding 5: SIGHUP (a closed terminal) killed `vist-rt run --record` and lost ~1 s of rows."""
+    import signal
+
+    from vist_rt.runtime.record import read_recording
+
+    proc, pub, _, out = _recording_run(tmp_path, run_checkpoint)
+    ctx, sub, got = _received_rates(pub, proc, until=20)
+    try:
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+        _drain(sub, got)
+    finally:
+        proc.kill()
+        sub.close()
+        ctx.term()
+    rec = read_recording(out)  # closed cleanly: no journal left
+    ticks = int(re.search(r"vist-rt run \(live\): (\d+) ticks", proc.stdout.read()).group(1))
+    assert len(rec["rates"]) == ticks and rec["tick"].tolist() == list(range(ticks))  # every published row
+    assert {h["seq"] for h in got} <= set(rec["seq"].tolist())
+
+
+@pytest.mark.slow
+def test_sigkill_loses_at_most_the_last_100_ms(tmp_path: Path, run_checkpoint: Path, capsys) -> None:
+    """Finding 5: SIGKILL lost up to the last ~1 s of rows; now `vist-rt recover` restores all but < 100 ms."""
+    import signal
+
+    from vist_rt.errors import VistError
+    from vist_rt.runtime.record import journal_path, read_recording
+
+    proc, pub, _, out = _recording_run(tmp_path, run_checkpoint)
+    ctx, sub, got = _received_rates(pub, proc, until=45)
+    try:
+        killed_ns = time.time_ns()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        _drain(sub, got)
+    finally:
+        proc.kill()
+        sub.close()
+        ctx.term()
+    assert journal_path(out).exists()
+    with pytest.raises(VistError, match="has a journal"):
+        read_recording(out)  # never silently short
+    assert main(["recover", str(out)]) == 0
+    assert "recovered" in capsys.readouterr().out and not journal_path(out).exists()
+    rec = read_recording(out)
+    kept = set(rec["seq"].tolist())
+    before = [h for h in got if h["t_pub_ns"] <= killed_ns - 100_000_000]
+    assert len(before) >= 30 and all(h["seq"] in kept for h in before)  # nothing older than 100 ms is lost
+    assert rec["tick"].tolist() == list(range(len(rec["tick"])))  # whole rows, in order

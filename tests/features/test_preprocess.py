@@ -84,3 +84,20 @@ def test_bad_spec():
         PreprocessSpec(crop="stretch")
     with pytest.raises(VistError, match="color"):
         PreprocessSpec(color="yuv")
+
+
+@pytest.mark.parametrize("spec_color", ["bgr", "rgb"])
+def test_a_frame_says_its_own_channel_order(spec_color: str) -> None:
+    """A rig's RGB frame and the same frame as BGR give the same pixels, whatever order the spec assumes."""
+    pre = Preprocessor(PreprocessSpec(image_size=28, color=spec_color))
+    rgb = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    want = pre(rgb, color="rgb").copy()
+    np.testing.assert_array_equal(pre(bgr, color="bgr"), want)
+    assert np.abs(pre(bgr, color="rgb") - want).max() > 1.0  # declared wrongly: another image
+    default = bgr if spec_color == "bgr" else rgb
+    np.testing.assert_array_equal(pre(default), want)  # no colour given: the spec's
+    grey = rgb[..., 0]
+    np.testing.assert_array_equal(pre(grey, color="rgb"), pre(grey, color="bgr"))  # grey has no order
+    with pytest.raises(VistError, match="color must be 'bgr' or 'rgb', got 'hsv'"):
+        pre(rgb, color="hsv")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,12 +30,13 @@ def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
     return cond()
 
 
-def make_run_checkpoint(path: Path) -> Path:
-    """Write the tiny run checkpoint to `path`."""
+def make_run_checkpoint(path: Path, channels: str = "grey") -> Path:
+    """Write the tiny run checkpoint to `path` (`channels="rgb"`: colour patches, where channel order matters)."""
     torch.manual_seed(0)
-    model = randomize(ViST(RUN_CFG), seed=1)
-    rf = torch.rand(RUN_CFG.cells, RUN_CFG.grid, RUN_CFG.grid, generator=torch.Generator().manual_seed(2))
-    extractor = PatchesExtractor(image_size=IMAGE, channels="grey").spec
+    cfg = RUN_CFG if channels == "grey" else dataclasses.replace(RUN_CFG, feature_dim=3 * 196)
+    model = randomize(ViST(cfg), seed=1)
+    rf = torch.rand(cfg.cells, cfg.grid, cfg.grid, generator=torch.Generator().manual_seed(2))
+    extractor = PatchesExtractor(image_size=IMAGE, channels=channels).spec
     save_checkpoint(path, model, rf=rf, fps=30.0, extractor=extractor, cell_ids=[f"c{i}" for i in range(5)])
     return path
 

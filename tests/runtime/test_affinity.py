@@ -208,9 +208,9 @@ def test_a_live_run_pins_its_threads(run_checkpoint: Path) -> None:
     seen: dict[str, set[int]] = {}
     features, step = rt.engine.features, rt.engine.step
 
-    def features_seen(image: np.ndarray) -> Any:
+    def features_seen(image: np.ndarray, color: str = "bgr") -> Any:
         seen["features"] = os.sched_getaffinity(0)
-        return features(image)
+        return features(image, color)
 
     def step_seen(tokens: np.ndarray) -> Any:
         seen["tick"] = os.sched_getaffinity(0)

@@ -102,9 +102,9 @@ def test_predict_validates_the_frame_before_sending(ctx: zmq.Context, served: Se
 def test_predict_refuses_a_frame_over_the_servers_limit(
     ctx: zmq.Context, served: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("vist_rt.runtime.control.MAX_REQUEST_BYTES", 8192)  # the server's socket keeps 256 MiB
+    monkeypatch.setattr("vist_rt.runtime.frames.MAX_FRAME_BYTES", 8192)  # the server's socket keeps 128 MiB
     with LockstepClient(served.server.endpoint, timeout_ms=2000, context=ctx) as client:
-        with pytest.raises(VistError, match="exceeds the 8192-byte request limit"):
+        with pytest.raises(VistError, match="exceeds the 8192-byte limit"):
             client.predict(np.zeros((100, 100), np.uint8))  # would be dropped without any reply
         assert client.status()["ok"] is True
 

@@ -13,7 +13,8 @@ import zmq
 
 from tests.runtime.test_wire import make_header
 from vist_rt.errors import VistError
-from vist_rt.runtime.control import ControlServer, decode_predict_frame, predict_reply
+from vist_rt.runtime.control import ControlServer, predict_reply
+from vist_rt.runtime.frames import decode_frame
 from vist_rt.runtime.wire import decode
 
 RANDOM = "tcp://127.0.0.1:*"
@@ -24,7 +25,7 @@ def handler(request: dict[str, Any], payload: bytes | None) -> tuple[dict[str, A
     cmd = request["cmd"]
     if cmd == "predict":
         assert payload is not None
-        frame = decode_predict_frame(request, payload)
+        frame = decode_frame(request, payload, "predict").image
         rates = frame.reshape(frame.shape[0] * frame.shape[1], -1).mean(axis=0).astype(np.float32)
         return predict_reply(make_header(tick=7), rates)
     if cmd == "pause":
@@ -73,8 +74,8 @@ def good_request_works(server: ControlServer, req: zmq.Socket) -> None:
 @pytest.mark.parametrize(
     ("parts", "match"),
     [
-        ([b"{not json"], "request is not UTF-8 JSON"),
-        ([b"\xff\xfe"], "request is not UTF-8 JSON"),
+        ([b"{not json"], "request is not strict UTF-8 JSON"),
+        ([b"\xff\xfe"], "request is not strict UTF-8 JSON"),
         ([b"[1, 2]"], "request must be a JSON object"),
         ([b"{}"], "unknown cmd None"),
         ([b'{"cmd": "explode"}'], "unknown cmd 'explode'"),
@@ -85,16 +86,21 @@ def good_request_works(server: ControlServer, req: zmq.Socket) -> None:
         ([b'{"cmd": "pause"}'], "^cannot pause now$"),
         ([b'{"cmd": "resume"}'], "internal error in resume: RuntimeError: bug"),
         ([b'{"cmd": "meta", "nan": true}'], "internal error: reply header is not strict JSON"),
-        ([b'{"cmd": "predict", "shape": [2, 2], "dtype": "float32"}', b"\x00" * 16], "'dtype' must be one of uint8"),
+        ([b'{"cmd": "predict", "shape": [2, 2], "dtype": "float32"}', b"\x00" * 16], "'dtype' must be 'uint8'"),
         ([b'{"cmd": "predict", "shape": [2, 2], "dtype": "uint8"}', b"\x00" * 5], "5 bytes, shape \\[2, 2\\]"),
         ([b'{"cmd": "predict", "shape": [2, 2, 4], "dtype": "uint8"}', b"\x00" * 16], "last dimension must be 1"),
         ([b'{"cmd": "predict", "shape": [4], "dtype": "uint8"}', b"\x00" * 4], "'shape' must be"),
         ([b'{"cmd": "predict", "shape": "2x2", "dtype": "uint8"}', b"\x00" * 4], "'shape' must be"),
         ([b'{"cmd": "predict", "shape": [2, -2], "dtype": "uint8"}', b"\x00" * 4], "'shape' must be"),
         # JSON that Python refuses to build (not a JSONDecodeError): the socket must still answer
-        ([b"[" * 100_000 + b"]" * 100_000], "request is not UTF-8 JSON: RecursionError"),
-        ([b'{"cmd": "status", "x": ' + b"9" * 5000 + b"}"], "request is not UTF-8 JSON: ValueError"),
-        ([b'{"cmd": "predict", "shape": [' + b"9" * 5000 + b', 2], "dtype": "uint8"}', b"\x00"], "ValueError"),
+        ([b"[" * 1000 + b"]" * 1000], "request is not strict UTF-8 JSON: RecursionError"),
+        ([b'{"cmd": "status", "x": [[[[[[[[[1]]]]]]]]]}'], "nested deeper than 8 levels"),
+        ([b'{"cmd": "status", "x": NaN}'], "NaN is not strict JSON"),
+        ([b'{"cmd": "status", "x": "' + b"y" * 5000 + b'"}'], "JSON: 5026 bytes, more than the 4096 allowed"),
+        ([b'{"cmd": "' + b"z" * 3000 + b'"}'], "^unknown cmd 'zzzz[z]*'\\.\\.\\. \\(3000 long\\) \\(expected"),
+        ([b'{"cmd": "predict", "shape": [2, 2], "color": "rgba"}', b"\x00" * 4], "'color' must be 'rgb' or 'bgr'"),
+        ([b'{"cmd": "predict", "shape": [2, 2], "t_ns": -1}', b"\x00" * 4], "'t_ns' must be an integer from 0"),
+        ([b'{"cmd": "predict", "shape": [2, 2], "index": 9223372036854775808}', b"\x00" * 4], "'index' must be"),
     ],
 )
 def test_malformed_requests_get_ok_false_and_socket_survives(
@@ -125,13 +131,13 @@ def test_poll_without_request_returns_false(server: ControlServer) -> None:
     assert server.poll(20) is False
 
 
-def test_decode_predict_frame() -> None:
-    frame = decode_predict_frame({"shape": [2, 3], "dtype": "uint8"}, bytes(range(6)))
+def test_decode_frame_for_predict() -> None:
+    frame = decode_frame({"shape": [2, 3], "dtype": "uint8"}, bytes(range(6))).image
     assert frame.shape == (2, 3) and frame.dtype == np.uint8 and frame[1, 2] == 5
-    assert decode_predict_frame({"shape": [1, 1, 1], "dtype": "uint8"}, b"\x07").shape == (1, 1, 1)
+    assert decode_frame({"shape": [1, 1, 1], "dtype": "uint8"}, b"\x07").image.shape == (1, 1)  # grey
     for bad in ({"shape": [2, 3, 3], "dtype": "uint8"}, {"shape": [2, True], "dtype": "uint8"}, {"dtype": "uint8"}):
         with pytest.raises(VistError):
-            decode_predict_frame(bad, bytes(6))
+            decode_frame(bad, bytes(6))
 
 
 def test_control_binds_loopback_only(ctx: zmq.Context) -> None:

@@ -123,11 +123,11 @@ def test_lockstep_predict_equals_offline_and_control_commands(tmp_path: Path, ru
                      "--pub", f"tcp://127.0.0.1:{free_port()}", "--record", str(tmp_path / "ls.h5"))  # fmt: skip
     try:
         with LockstepClient(ctl, timeout_ms=60_000) as client:
-            got = np.stack([client.predict(f)[1] for f in frames])
+            got = np.stack([client.predict(f, color="bgr")[1] for f in frames])  # OpenCV's order, as offline
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
             assert client.status()["ticks"] == 30
             client.reset()  # the next outputs equal a fresh stream's
-            again = np.stack([client.predict(f)[1] for f in frames[:10]])
+            again = np.stack([client.predict(f, color="bgr")[1] for f in frames[:10]])
             np.testing.assert_allclose(again, want[:10], rtol=0, atol=1e-4)
             client.pause()
             with pytest.raises(VistError, match="paused"):
@@ -162,9 +162,9 @@ def test_live_with_a_slow_feature_stage_holds_the_clock(tmp_path: Path, run_chec
     engine = Engine.from_files(run_checkpoint, log=lambda _: None)
     fast = engine.features
 
-    def slow(image):  # type: ignore[no-untyped-def]
+    def slow(image, color="bgr"):  # type: ignore[no-untyped-def]
         time.sleep(0.1)  # a ViT three times slower than the 30 Hz clock
-        return fast(image)
+        return fast(image, color)
 
     engine.features = slow  # type: ignore[method-assign]
     cfg = RunConfig(source="synthetic", checkpoint=str(run_checkpoint), max_frames=60, dashboard=False,
@@ -207,7 +207,7 @@ def failing_engine(checkpoint: Path, message: str, after: int = 3) -> Engine:
     engine = Engine.from_files(checkpoint, log=lambda _: None)
     fast, calls = engine.features, []
 
-    def failing(image):  # type: ignore[no-untyped-def]
+    def failing(image, color="bgr"):  # type: ignore[no-untyped-def]
         calls.append(1)
         if len(calls) > after:
             raise RuntimeError(message)
@@ -255,8 +255,11 @@ def test_realtime_replay_is_paced_after_a_pause(tmp_path: Path, run_checkpoint: 
 
 
 @pytest.mark.slow
-def test_golden_replay_is_deterministic_and_lockstep_equals_replay(tmp_path: Path, run_checkpoint: Path) -> None:
-    """Two replays of one file give identical numbers; lock-step on the frames each tick used gives them too."""
+def test_golden_replay_is_deterministic_and_lockstep_equals_replay_in_either_colour_order(
+    tmp_path: Path, colour_checkpoint: Path
+) -> None:
+    """Two replays of one colour video give identical numbers; lock-step on the frames each tick used gives them
+    too, whether the rig holds them as BGR or as RGB, as long as it says which (a model on colour patches)."""
     import threading
 
     from vist_rt.client import LockstepClient
@@ -265,24 +268,30 @@ def test_golden_replay_is_deterministic_and_lockstep_equals_replay(tmp_path: Pat
     video = write_video(tmp_path / "g.avi", smooth_frames(40, seed=5), fps=20.0)  # 20 fps at a 30 Hz model
     runs = []
     for name in ("a.h5", "b.h5"):
-        cfg = _live(run_checkpoint, source=f"video:{video}", replay=True, record=str(tmp_path / name))
+        cfg = _live(colour_checkpoint, source=f"video:{video}", replay=True, record=str(tmp_path / name))
         Runtime.from_config(cfg, log=lambda _: None).run()
         runs.append(read_recording(tmp_path / name))
     a, b = runs
     np.testing.assert_array_equal(a["rates"], b["rates"])  # replay determinism, bit for bit
     assert list(a["frame"]) == list(b["frame"]) and len(set(a["frame"])) == 40  # upsampled: frames repeat
-    frames = read_video(video)[a["frame"]]  # the frame each tick used
-    cfg = _live(run_checkpoint, source=None, lockstep=True)
+    frames = read_video(video)[a["frame"]]  # the frame each tick used, BGR as OpenCV decodes it
+    cfg = _live(colour_checkpoint, source=None, lockstep=True)
     rt = Runtime.from_config(cfg, log=lambda _: None)
     worker = threading.Thread(target=rt.run)
     worker.start()
     try:
         with LockstepClient(cfg.control, timeout_ms=30_000) as client:
-            lock = np.stack([client.predict(f)[1] for f in frames])
+            bgr = np.stack([client.predict(f, color="bgr")[1] for f in frames])
+            client.reset()
+            rgb = np.stack([client.predict(np.ascontiguousarray(f[..., ::-1]))[1] for f in frames])  # RGB: default
+            client.reset()
+            swapped = np.stack([client.predict(f)[1] for f in frames[:20]])  # BGR pixels said to be RGB
     finally:
         rt.stop()
         worker.join(timeout=30)
-    np.testing.assert_allclose(lock, a["rates"], rtol=0, atol=1e-6)  # lock-step equals replay
+    np.testing.assert_allclose(bgr, a["rates"], rtol=0, atol=1e-6)  # lock-step equals replay
+    np.testing.assert_allclose(rgb, a["rates"], rtol=0, atol=1e-6)  # whichever order the rig declares
+    assert np.abs(swapped - a["rates"][:20]).max() > 1e-2  # the channel order matters to this model
 
 
 def test_curve_keys_encrypt_the_stream(tmp_path: Path, run_checkpoint: Path) -> None:

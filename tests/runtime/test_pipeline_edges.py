@@ -242,10 +242,10 @@ def test_live_stops_when_its_last_frame_fails_in_the_feature_stage(run_checkpoin
     engine = Engine.from_files(run_checkpoint, log=lambda _: None)
     fast = engine.features
 
-    def picky(image):  # type: ignore[no-untyped-def]
+    def picky(image, color="bgr"):  # type: ignore[no-untyped-def]
         if not image.any():
             raise VistError("a black frame (simulated)")
-        return fast(image)
+        return fast(image, color)
 
     engine.features = picky  # type: ignore[method-assign]
     logs: list[str] = []

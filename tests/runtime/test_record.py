@@ -13,7 +13,7 @@ import pytest
 
 from tests.runtime.test_wire import make_header
 from vist_rt.errors import VistError
-from vist_rt.runtime.record import INT_COLUMNS, NOT_RECEIVED, Recorder, read_recording
+from vist_rt.runtime.record import INT_COLUMNS, NOT_RECEIVED, Recorder, read_recording, recover_recording
 from vist_rt.runtime.wire import Message, decode, encode_meta, encode_rates
 
 
@@ -200,8 +200,14 @@ def test_failed_flush_rolls_back_and_keeps_the_file_readable(tmp_path: Path, mon
     with pytest.raises(VistError, match="failed"):
         rec.add(rates_msg(8, np.full(2, 8, np.float32)))
     rec.close()  # writes nothing more, does not raise again
+    with h5py.File(path) as f:  # the file itself: readable, cut back to its last complete flush
+        assert f["seq"][()].tolist() == [0, 1, 2, 3]
+    with pytest.raises(VistError, match="has a journal"):
+        read_recording(path)  # not silently short: its journal holds rows the file lacks
+    monkeypatch.undo()  # the disk has room again
+    assert recover_recording(path)["rates"] == 8  # every row added before the failure, the failed flush's too
     data = read_recording(path)
-    assert data["seq"].tolist() == [0, 1, 2, 3] and data["cut_rows"] == 0
+    assert data["seq"].tolist() == list(range(8)) and data["cut_rows"] == 0
 
 
 def test_interrupted_flush_is_written_once_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -226,7 +232,9 @@ def test_disk_almost_full_stops_before_writing(tmp_path: Path) -> None:
     with pytest.raises(VistError, match=r"almost full .* holds the 0 rates rows written before"):
         rec.add(rates_msg(1, np.ones(2, np.float32)))
     rec.close()
-    assert read_recording(path)["seq"].tolist() == []
+    with h5py.File(path) as f:
+        assert f["seq"][()].tolist() == []
+    assert recover_recording(path)["rates"] == 2 and read_recording(path)["seq"].tolist() == [0, 1]
     with Recorder(tmp_path / "empty.h5", min_free_bytes=1 << 62):
         pass  # nothing to write: closing on a full disk is fine
 

@@ -144,8 +144,10 @@ def test_images_colour_and_errors(tmp_path: Path):
     empty.mkdir()
     with pytest.raises(VistError, match="no png/jpg"):
         ImagesSource(empty).open()
-    with pytest.raises(VistError, match="not a folder"):
+    with pytest.raises(VistError, match=r"nope: no such folder$"):
         ImagesSource(tmp_path / "nope").open()
+    with pytest.raises(VistError, match="is a file, not a folder"):
+        ImagesSource(tmp_path / "a.bmp").open()
     (empty / "x.png").write_bytes(b"bad")
     with pytest.raises(VistError, match="none of the 1"):
         ImagesSource(empty).open()

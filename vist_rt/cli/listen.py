@@ -1,4 +1,4 @@
-"""`vist-rt listen` (print the stream) and `vist-rt record` (write it to HDF5)."""
+"""`vist-rt listen` (print the stream), `vist-rt record` (write it to HDF5), `vist-rt recover` (a killed one)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add `listen` and `record`."""
+    """Add `listen`, `record` and `recover`."""
     p = sub.add_parser("listen", help="print the messages of a vist-rt publisher")
     p.add_argument("endpoint", nargs="?", default=DEFAULT_PUB, help=f"publisher endpoint (default {DEFAULT_PUB})")
     p.add_argument("--topics", type=_topics, default=("rates", "meta"), help="rates,meta (default: both)")
@@ -61,6 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     r.add_argument("--flush-every", type=int_at_least(1), default=100, metavar="N", help="messages per flush (100)")
     r.set_defaults(func=run_record)
+
+    v = sub.add_parser("recover", help="complete a recording whose process was killed, from its journal")
+    v.add_argument("path", help="the recording (OUT.h5, next to OUT.h5.journal)")
+    v.set_defaults(func=run_recover)
 
 
 @contextmanager
@@ -295,4 +299,14 @@ def run_record(args: argparse.Namespace) -> int:
         finally:
             summary = recording.close()
         print(f"{summary}; stopped ({why})", flush=True)
+    return 0
+
+
+def run_recover(args: argparse.Namespace) -> int:
+    """Rebuild a recording from its journal (every message its killed process had added)."""
+    from vist_rt.runtime.record import recover_recording
+
+    got = recover_recording(args.path)
+    torn = f"; a torn last record ({got['torn_bytes']} bytes) was left out" if got["torn_bytes"] else ""
+    print(f"recovered {args.path}: {got['rates']} rates and {got['meta']} meta messages, {got['gaps']} gaps{torn}")
     return 0

@@ -87,29 +87,31 @@ def run(args: argparse.Namespace) -> int:
     if dashboard and not sys.stdout.isatty():
         print("vist-rt: no terminal on stdout: running headless (status lines, then a summary)", file=sys.stderr)
         dashboard = False
-    # SIGTERM is handled from here on, model loading (and any engine build) included
-    terminated = threading.Event()
+    # SIGTERM and SIGHUP (a closed terminal or SSH session) stop the run cleanly from here on, model loading (and
+    # any engine build) included: the run ends its tick, and every published row is recorded
+    terminated: list[str] = []
     started: list[Any] = []
 
-    def on_sigterm(*_: Any) -> None:
-        terminated.set()
+    def on_signal(signum: int, _frame: Any) -> None:
+        terminated.append(signal.Signals(signum).name)
         for runtime in started:
             runtime.stop()
 
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, on_sigterm) if main_thread else None
+    stoppers = (signal.SIGTERM, signal.SIGHUP) if main_thread else ()
+    previous = {signum: signal.signal(signum, on_signal) for signum in stoppers}
     try:
         runtime = Runtime.from_config(cfg, log=print)
         started.append(runtime)
-        if terminated.is_set():
-            print("vist-rt: stopped by SIGTERM before the run started; nothing was published")
+        if terminated:
+            print(f"vist-rt: stopped by {terminated[0]} before the run started; nothing was published")
             return 0
         print(describe(runtime))
         with _dashboard(runtime) if dashboard else contextlib.nullcontext():
             summary = runtime.run()
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     _summary(summary)
     return 0
 

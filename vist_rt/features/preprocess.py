@@ -79,8 +79,8 @@ class Preprocessor:
         self._square = np.empty((s, s, 3), np.uint8)
         self._one = np.empty((1, 3, s, s), np.float32)
 
-    def _to_square(self, frame: np.ndarray, out: np.ndarray) -> None:
-        """One `[H,W,C]` frame -> `out` `[S,S,3]` uint8 RGB."""
+    def _to_square(self, frame: np.ndarray, out: np.ndarray, color: str) -> None:
+        """One `[H,W,C]` frame whose channels are in `color` order -> `out` `[S,S,3]` uint8 RGB."""
         s = self.spec.image_size
         h, w, c = frame.shape
         img = frame[:, :, 0] if c == 1 else frame
@@ -98,18 +98,25 @@ class Preprocessor:
         resized = cv2.resize(img, box, interpolation=interp)
         if c == 1:
             target[:] = resized[:, :, None]
-        elif self.spec.color == "bgr":
+        elif color == "bgr":
             target[:] = resized[:, :, ::-1]
         else:
             target[:] = resized
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 frames (any size) -> float32 `[N, 3, S, S]`. The single-frame result is a reused buffer."""
+    def __call__(self, frames: np.ndarray, color: str | None = None) -> np.ndarray:
+        """uint8 frames (any size) -> float32 `[N, 3, S, S]`. The single-frame result is a reused buffer.
+
+        `color`: the channel order of these frames ("bgr" | "rgb"), when it is not the spec's (e.g. a rig's RGB
+        frames for a model trained on OpenCV's BGR frames); grey frames ignore it."""
+        if color is None:
+            color = self.spec.color
+        elif color not in ("bgr", "rgb"):
+            raise VistError(f"color must be 'bgr' or 'rgb', got {color!r}")
         batch = as_batch(frames)
         n = batch.shape[0]
         out = self._one if n == 1 else np.empty((n, 3, self.spec.image_size, self.spec.image_size), np.float32)
         for i in range(n):
-            self._to_square(batch[i], self._square)
+            self._to_square(batch[i], self._square, color)
             chw = self._square.transpose(2, 0, 1)
             np.multiply(chw, self._a, out=out[i])
             out[i] += self._b

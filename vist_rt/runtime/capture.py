@@ -48,6 +48,7 @@ class CaptureThread:
         self._slot_index = [0] * self.ring
         self._slot_t = [0] * self.ring
         self._slot_recv = [0] * self.ring  # wall clock ns when each slot's frame was taken from the source
+        self._slot_color = ["bgr"] * self.ring  # channel order of each slot's frame
         self._slot_taken = [False] * self.ring
         self._written = 0  # frames published (newest seq = _written - 1)
         self._consumed = 0  # next seq for next_in_order()
@@ -187,6 +188,7 @@ class CaptureThread:
         self._slot_index[k] = frame.index
         self._slot_t[k] = frame.t_ns
         self._slot_recv[k] = time.time_ns()
+        self._slot_color[k] = frame.color
         self._slot_taken[k] = False
         self._slot_seq[k] = seq
         with self._cond:
@@ -205,11 +207,11 @@ class CaptureThread:
         if out is None:
             out = np.empty(buf.shape[1:], np.uint8)
         np.copyto(out, buf[k])
-        index, t_ns, recv_ns = self._slot_index[k], self._slot_t[k], self._slot_recv[k]
+        index, t_ns, recv_ns, color = self._slot_index[k], self._slot_t[k], self._slot_recv[k], self._slot_color[k]
         if self._slot_seq[k] != seq:  # overwritten while copying: the copy may be torn
             return None
         self._slot_taken[k] = True
-        return Frame(index, t_ns, out, seq, recv_ns)
+        return Frame(index, t_ns, out, seq, recv_ns, color)
 
     def latest(self, after: int | None = None, *, timeout: float = 0.0, out: np.ndarray | None = None) -> Frame | None:
         """The newest frame, as a copy (into `out` when given), unless it is the one you already have.

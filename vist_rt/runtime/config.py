@@ -9,6 +9,7 @@ from typing import Any
 
 from vist_rt.choices import BACKENDS, DEVICES, PRECISIONS, TEMPORAL
 from vist_rt.errors import VistError
+from vist_rt.runtime.frames import MAX_SIDE
 from vist_rt.tomlfile import read_toml
 
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
@@ -55,43 +56,18 @@ class RunConfig:
     status_every_s: float = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("source", "checkpoint", "vit_weights", "pub", "control", "record", "curve_keys", "engines"):
-            value = getattr(self, name)
-            if isinstance(value, str) and not value.strip():
-                raise VistError(f"{name} must not be empty")
+        for f in dataclasses.fields(self):
+            problem = _field_problem(f.name, getattr(self, f.name))
+            if problem:
+                raise VistError(problem)
         if self.lockstep and self.source is not None:
             raise VistError("a lock-step run has no source: drop source (or lockstep)")
         if self.lockstep and self.replay:
             raise VistError("--lockstep and --replay exclude each other")
         if self.realtime and not self.replay:
             raise VistError("--realtime paces a --replay; it means nothing without it")
-        if self.backend not in BACKENDS:
-            raise VistError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.device not in DEVICES:
-            raise VistError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.temporal not in TEMPORAL:
-            raise VistError(f"temporal must be one of {', '.join(TEMPORAL)}, got {self.temporal!r}")
         if self.temporal == "native" and self.device != "cpu":
             raise VistError("--temporal native runs on the CPU; with --device cuda the temporal model runs on the GPU")
-        if self.precision not in PRECISIONS:
-            raise VistError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise VistError(f"max_frames must be >= 1, got {self.max_frames}")
-        for name in ("meta_every_s", "status_every_s"):
-            if not 0 < getattr(self, name) < math.inf:
-                raise VistError(f"{name} must be a number of seconds > 0, got {getattr(self, name)}")
-        if self.fps is not None and not MIN_FPS <= self.fps <= MAX_FPS:
-            raise VistError(f"fps must be between {MIN_FPS:g} and {MAX_FPS:g}, got {self.fps}")
-        for name in ("threads", "width", "height"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise VistError(f"{name} must be >= 1, got {value}")
-        for name in ("tick_cpu", "io_cpu"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise VistError(f"{name} must be a CPU number >= 0, got {value}")
-        if not 1 <= self.hwm <= MAX_HWM:
-            raise VistError(f"hwm must be between 1 and {MAX_HWM}, got {self.hwm}")
 
     @property
     def mode(self) -> str:
@@ -116,14 +92,23 @@ class RunConfig:
                     raise VistError(f"run setting {key} must be true or false, got {value!r}")
                 name, value = "dashboard", not value
             data[TOML_ALIASES.get(name, name)] = value
+        for name, value in cls._typed(data).items():  # the file's own values, even those a flag overrides
+            problem = _field_problem(name, value)
+            if problem:
+                raise VistError(f"{path}: {problem}")
         return cls.from_dict({**data, **overrides})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Strict: unknown keys and wrong types are one-line errors."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
         if data.get("lockstep") and "source" not in data:
             data = {**data, "source": None}  # lock-step runs have no source
+        return cls(**cls._typed(data))
+
+    @classmethod
+    def _typed(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """`data` with each value checked against its field's type (ints made floats where floats are due)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise VistError(f"unknown run setting(s): {', '.join(unknown)}")
@@ -143,4 +128,33 @@ class RunConfig:
                 clean[key] = value
             else:
                 raise VistError(f"run setting {key} must be {' or '.join(allowed)}, got {value!r}")
-        return cls(**clean)
+        return clean
+
+
+_CHOICES = {"backend": BACKENDS, "device": DEVICES, "temporal": TEMPORAL, "precision": PRECISIONS}
+_PATHS = ("source", "checkpoint", "vit_weights", "pub", "control", "record", "curve_keys", "engines")
+
+
+def _field_problem(name: str, value: Any) -> str | None:
+    """What is wrong with one setting on its own (None: nothing); the combinations are checked by RunConfig."""
+    if name in _PATHS and isinstance(value, str) and not value.strip():
+        return f"{name} must not be empty"
+    if name in _CHOICES and value not in _CHOICES[name]:
+        return f"{name} must be one of {', '.join(_CHOICES[name])}, got {value!r}"
+    if value is None or isinstance(value, (bool, str)):
+        return None
+    if name == "max_frames" and value < 1:
+        return f"max_frames must be >= 1, got {value}"
+    if name in ("meta_every_s", "status_every_s") and not 0 < value < math.inf:
+        return f"{name} must be a number of seconds > 0, got {value}"
+    if name == "fps" and not MIN_FPS <= value <= MAX_FPS:
+        return f"fps must be between {MIN_FPS:g} and {MAX_FPS:g}, got {value}"
+    if name == "threads" and value < 1:
+        return f"threads must be >= 1, got {value}"
+    if name in ("width", "height") and not 1 <= value <= MAX_SIDE:
+        return f"{name} must be 1 to {MAX_SIDE} pixels, got {value}"
+    if name in ("tick_cpu", "io_cpu") and value < 0:
+        return f"{name} must be a CPU number >= 0, got {value}"
+    if name == "hwm" and not 1 <= value <= MAX_HWM:
+        return f"hwm must be between 1 and {MAX_HWM}, got {value}"
+    return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable, Collection, Mapping
 from types import TracebackType
 from typing import Any
@@ -12,46 +11,23 @@ from typing import Any
 import numpy as np
 import zmq
 
-from vist_rt.errors import VistError, first_line
+from vist_rt.errors import VistError, brief, first_line
+from vist_rt.runtime.frames import MAX_FRAME_BYTES, MAX_JSON_BYTES, MAX_JSON_DEPTH
 from vist_rt.runtime.publish import server_socket
 from vist_rt.runtime.wire import dumps, encode_rates, parse_json
 
 DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
 COMMANDS = ("status", "meta", "reset", "pause", "resume", "predict")
-FRAME_DTYPES = ("uint8",)
-MAX_REQUEST_BYTES = 1 << 28  # a larger request closes the connection (libzmq ZMQ_MAXMSGSIZE)
+MAX_ERROR_CHARS = 300  # an error reply's text, at most
 
 Handler = Callable[[dict[str, Any], bytes | None], tuple[dict[str, Any], bytes | memoryview | None]]
 log = logging.getLogger(__name__)
 
 
 def one_line(text: str) -> str:
-    """The first line of an error message, never empty."""
-    return first_line(text) or "error"
-
-
-def decode_predict_frame(request: Mapping[str, Any], payload: bytes | memoryview) -> np.ndarray:
-    """The frame of a predict request: shape [H, W] or [H, W, 1|3], dtype uint8, size matching; VistError else.
-
-    The returned uint8 array views `payload` (read-only).
-    """
-    shape = request.get("shape")
-    if (
-        not isinstance(shape, list)
-        or len(shape) not in (2, 3)
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
-    ):
-        raise VistError(f"predict: 'shape' must be [H, W] or [H, W, C] of positive integers, got {shape!r}")
-    if len(shape) == 3 and shape[2] not in (1, 3):
-        raise VistError(f"predict: the last dimension must be 1 (grey) or 3 (RGB), got shape {shape}")
-    dtype = request.get("dtype")
-    if dtype not in FRAME_DTYPES:
-        raise VistError(f"predict: 'dtype' must be one of {', '.join(FRAME_DTYPES)}, got {dtype!r}")
-    size = math.prod(shape)
-    got = memoryview(payload).nbytes
-    if got != size:
-        raise VistError(f"predict: frame payload has {got} bytes, shape {shape} of {dtype} needs {size}")
-    return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
+    """The first line of an error message, never empty, at most MAX_ERROR_CHARS characters."""
+    line = first_line(text) or "error"
+    return line if len(line) <= MAX_ERROR_CHARS else line[: MAX_ERROR_CHARS - 3] + "..."
 
 
 def predict_reply(header: Mapping[str, Any], rates: np.ndarray) -> tuple[dict[str, Any], memoryview]:
@@ -65,10 +41,14 @@ def predict_reply(header: Mapping[str, Any], rates: np.ndarray) -> tuple[dict[st
 class ControlServer:
     """A REP socket answering one request per `poll`; every request gets exactly one reply.
 
-    `handler(request, payload) -> (reply, payload or None)` sees only well-formed requests: a JSON object
-    with a known `cmd`; for `predict` the raw frame bytes as payload (see `decode_predict_frame`), None
-    otherwise. A VistError/ValueError it raises becomes `{"ok": false, "error": "..."}`; any other exception
-    is logged and answered as an internal error, the socket stays usable.
+    `handler(request, payload) -> (reply, payload or None)` sees only well-formed requests: a strict JSON
+    object of at most `MAX_JSON_BYTES`, nested at most `MAX_JSON_DEPTH`, with a known `cmd`; for `predict`
+    the raw frame bytes as payload (`vist_rt.runtime.frames.decode_frame` decodes it), None otherwise. A
+    VistError/ValueError it raises becomes `{"ok": false, "error": "..."}`; any other exception is logged
+    and answered as an internal error, the socket stays usable. Error replies quote at most a short prefix
+    of what was sent. A message part over `max_part_bytes` (default: a frame's limit when `predict` is
+    served, else `MAX_JSON_BYTES`) is refused by libzmq before it is read: the peer is disconnected and gets
+    no reply, and this thread never sees it.
     """
 
     def __init__(
@@ -80,17 +60,21 @@ class ControlServer:
         context: zmq.Context | None = None,
         commands: Collection[str] = COMMANDS,
         curve_secret_key: bytes | str | None = None,
+        max_part_bytes: int | None = None,
     ) -> None:
         if handler is None:
             raise VistError("ControlServer needs a handler")
         self.handler = handler
         self.commands = tuple(commands)
+        if max_part_bytes is None:
+            max_part_bytes = MAX_FRAME_BYTES if "predict" in self.commands else MAX_JSON_BYTES
+        self.max_part_bytes = max(int(max_part_bytes), MAX_JSON_BYTES)
         self.handled = 0
         self.errors = 0
         self._ctx = context or zmq.Context.instance()
         self._sock, self._endpoint = server_socket(
             self._ctx, zmq.REP, endpoint, allow_remote=allow_remote, curve_secret_key=curve_secret_key,
-            what="control socket", options={zmq.SNDHWM: 100, zmq.MAXMSGSIZE: MAX_REQUEST_BYTES},
+            what="control socket", options={zmq.SNDHWM: 100, zmq.MAXMSGSIZE: self.max_part_bytes},
         )  # fmt: skip
 
     @property
@@ -124,14 +108,14 @@ class ControlServer:
         if len(frames) not in (1, 2):
             raise VistError(f"a request has 1 part (2 for predict), got {len(frames)}")
         try:
-            request = parse_json(frames[0])
+            request = parse_json(frames[0], max_bytes=MAX_JSON_BYTES, max_depth=MAX_JSON_DEPTH)
         except ValueError as exc:
-            raise VistError(f"request is not UTF-8 JSON: {one_line(str(exc))}") from None
+            raise VistError(f"request is not strict UTF-8 JSON: {one_line(str(exc))}") from None
         if not isinstance(request, dict):
             raise VistError(f"request must be a JSON object, got {type(request).__name__}")
         cmd = request.get("cmd")
         if not isinstance(cmd, str) or cmd not in self.commands:
-            raise VistError(f"unknown cmd {cmd!r} (expected one of {', '.join(self.commands)})")
+            raise VistError(f"unknown cmd {brief(cmd)} (expected one of {', '.join(self.commands)})")
         want = 2 if cmd == "predict" else 1
         if len(frames) != want:
             raise VistError(f"{cmd} takes {want} message part{'s' if want > 1 else ''}, got {len(frames)}")

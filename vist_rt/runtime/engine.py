@@ -121,10 +121,10 @@ class Engine:
             "temporal": "cuda" if self.device == "cuda" else self.temporal,
         }
 
-    def features(self, image: np.ndarray) -> tuple[np.ndarray, float, float]:
-        """uint8 frame -> (tokens [1, T, D], preprocess ms, ViT ms)."""
+    def features(self, image: np.ndarray, color: str = "bgr") -> tuple[np.ndarray, float, float]:
+        """uint8 frame (3-channel: in `color` order, "bgr" or "rgb") -> (tokens [1, T, D], preprocess ms, ViT ms)."""
         t0 = time.perf_counter()
-        pixels = self.extractor.preprocess(image)
+        pixels = self.extractor.preprocess(image, color)
         t1 = time.perf_counter()
         tokens = self.extractor.tokens_from_pixels(pixels)
         t2 = time.perf_counter()

@@ -26,7 +26,16 @@ import numpy as np
 from vist_rt.errors import VistError
 
 BLOCK = 1024  # frames per independently drawn stretch of eye movements and events
+MIN_SIDE, MAX_SIDE = 8, 4096  # frame size; the texture is twice that each way (4096: ~1.5 GB while it is made)
 _MEAN, _STD = 128.0, 45.0  # grey level and contrast of the texture
+
+
+def check_size(size: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of a synthetic movie, each MIN_SIDE..MAX_SIDE pixels; one-line VistError otherwise."""
+    h, w = (int(v) for v in size)
+    if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
+        raise VistError(f"synthetic movie size must be {MIN_SIDE} to {MAX_SIDE} pixels each way, got {w}x{h} (WxH)")
+    return h, w
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,9 +83,7 @@ class SyntheticMovie:
         flash_s: float = 3.0,
         contrast_s: float = 4.0,
     ) -> None:
-        h, w = (int(v) for v in size)
-        if h < 8 or w < 8:
-            raise VistError(f"synthetic movie size must be at least 8x8, got {h}x{w}")
+        h, w = check_size(size)
         if not fps > 0:
             raise VistError(f"synthetic movie fps must be > 0, got {fps!r}")
         self.seed, self.size, self.fps, self.color = int(seed), (h, w), float(fps), bool(color)

@@ -78,6 +78,8 @@ class Runtime:
         checkpoint = cfg.checkpoint if cfg.checkpoint is not None else demo_checkpoint()
         if cfg.record:
             check_new_file(cfg.record)  # before minutes of model loading, not after
+        if not cfg.lockstep:
+            source_for(cfg, check=True)  # likewise: the file exists and decodes, the port binds, ...
         if cfg.low_latency:
             from vist_rt.runtime.lowlatency import CpuLatencyRequest
 
@@ -177,25 +179,28 @@ class Runtime:
             return {"ok": True, "reset": True, "tick": self.tick}, None
         if cmd in ("pause", "resume"):
             now = time.perf_counter()
+            changed = self.paused != (cmd == "pause")
             if cmd == "pause" and not self.paused:
                 self._paused_since = now
             elif cmd == "resume" and self.paused:
                 self._paused_s += now - self._paused_since
             self.paused = cmd == "pause"
+            if changed and self.publisher is not None:
+                self._publish_meta()  # subscribers learn of the pause now, not from a gap in `tick`
             return {"ok": True, "paused": self.paused}, None
-        # predict: lock-step only
+        # predict: lock-step only. Everything is checked before anything acts: a refused predict has no effect.
         if not self.cfg.lockstep:
             raise VistError("predict is for lock-step runs (vist-rt run --lockstep)")
         if self.paused:
             raise VistError("paused: send resume first")
-        from vist_rt.runtime.control import decode_predict_frame, predict_reply
+        from vist_rt.runtime.control import predict_reply
+        from vist_rt.runtime.frames import decode_frame
 
-        frame = decode_predict_frame(request, payload or b"")
-        t_ns, index = request.get("t_ns", time.time_ns()), request.get("index", self.tick)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (t_ns, index)):
-            raise VistError("predict: t_ns and index must be integers")
+        frame = decode_frame(request, payload or b"", "predict")
+        t_ns = time.time_ns() if frame.t_ns is None else frame.t_ns
+        index = self.tick if frame.index is None else frame.index
         got = time.perf_counter()
-        tokens, pre, vit = self.engine.features(frame)
+        tokens, pre, vit = self.engine.features(frame.image, frame.color)
         self.stats.features += 1
         header, rates = self._step_and_publish(self.tick, index, t_ns, got, tokens, pre, vit, stale=False)
         return predict_reply(header, rates)
@@ -219,7 +224,7 @@ class Runtime:
             self.recorder.add(Message(topic, header, rates))
 
     def _publish_meta(self) -> None:
-        self.publisher.publish_meta(self.meta)  # the publisher sends (and keeps) its own copy
+        self.publisher.publish_meta({**self.meta, "paused": self.paused})  # the publisher keeps its own copy
         self.stats.messages += 1
         self._record("meta", self.publisher.last_meta_header, None)
         self._last_meta = time.perf_counter()
@@ -253,6 +258,7 @@ class Runtime:
             "stale": stale,
             "lat_ms": {k: None if v is None else round(v, 4) for k, v in lat.items()},
             "mode": self.cfg.mode,
+            "paused_ticks": self.stats.paused_ticks,
         }
         self.publisher.publish_rates(header, rates)
         self._sent = time.perf_counter()  # the rates are out: what follows delays nothing (see _run_live)
@@ -328,6 +334,7 @@ class Runtime:
 
     def _run(self) -> dict[str, Any]:
         from vist_rt.runtime.control import ControlServer
+        from vist_rt.runtime.frames import MAX_JSON_BYTES
         from vist_rt.runtime.publish import Publisher, load_curve_keys
 
         cfg = self.cfg
@@ -344,7 +351,8 @@ class Runtime:
                 context = stack.enter_context(io_context(cfg.io_cpu))
             sockets = {"allow_remote": cfg.allow_remote, "curve_secret_key": secret, "context": context}
             self.publisher = stack.enter_context(Publisher(cfg.pub, hwm=cfg.hwm, **sockets))
-            self.control = stack.enter_context(ControlServer(cfg.control, self.handle, **sockets))
+            limit = None if cfg.lockstep else MAX_JSON_BYTES  # a frame's size in lock-step, else a request's JSON
+            self.control = stack.enter_context(ControlServer(cfg.control, self.handle, max_part_bytes=limit, **sockets))
             if cfg.lsl:  # before the recorder, so the recording is closed first (liblsl's teardown can crash)
                 from vist_rt.runtime.lsl import LslOutlet
 
@@ -381,18 +389,8 @@ class Runtime:
 
     def _open_source(self, *, drop: bool) -> Any:
         from vist_rt.runtime.capture import CaptureThread
-        from vist_rt.runtime.sources import make_source
 
-        cfg = self.cfg
-        source = make_source(
-            str(cfg.source), fps=cfg.fps, width=cfg.width, height=cfg.height, allow_remote=cfg.allow_remote
-        )
-        if cfg.replay and source.live:
-            synthetic = str(cfg.source).startswith("synthetic")
-            hint = " (the synthetic movie as a file: synthetic:replay)" if synthetic else ""
-            raise VistError(f"--replay needs a file source (video:PATH, images:DIR){hint}, not {cfg.source}")
-        if not cfg.replay and not source.live:
-            raise VistError(f"{cfg.source} is a file: play it with --replay (add --realtime to pace it)")
+        source = source_for(self.cfg, check=False)
         self.capture = CaptureThread(source, drop=drop)
         with self._off_tick_cpu():  # the capture thread and whatever opening the source starts
             self.capture.start()
@@ -485,7 +483,7 @@ class Runtime:
             if current.seq != used:  # the capture's seq: a source's index may repeat
                 wait = max(0.0, (got - self._got(current)) * 1e3)  # read ahead into the ring, then waited
                 try:
-                    tokens, pre, vit = self.engine.features(current.image)
+                    tokens, pre, vit = self.engine.features(current.image, current.color)
                 except VistError:
                     raise
                 except Exception as exc:  # a failing backend (out of memory, ...): one line, as in live mode
@@ -526,7 +524,7 @@ class Runtime:
                     continue
                 start = time.perf_counter()
                 try:
-                    tokens, pre, vit = self.engine.features(frame.image)
+                    tokens, pre, vit = self.engine.features(frame.image, frame.color)
                 except VistError as exc:  # a bad frame: counted, the run goes on
                     self.stats.error(f"frame {frame.index}: {exc}")
                     last = self._processed = frame.seq
@@ -604,6 +602,25 @@ class Runtime:
             return False
         latest = self._latest
         return self.paused or latest is None or latest[0] == used
+
+
+def source_for(cfg: RunConfig, *, check: bool) -> Any:
+    """The (unopened) source `cfg` names, suited to its mode; `check`: also open and close it once, so that what
+    is wrong with it (no such file, not a video, a port in use, ...) is said before any model loads."""
+    from vist_rt.runtime.sources import make_source
+
+    source = make_source(
+        str(cfg.source), fps=cfg.fps, width=cfg.width, height=cfg.height, allow_remote=cfg.allow_remote
+    )
+    if check:
+        source.check()
+    if cfg.replay and source.live:
+        synthetic = str(cfg.source).startswith("synthetic")
+        hint = " (the synthetic movie as a file: synthetic:replay)" if synthetic else ""
+        raise VistError(f"--replay needs a file source (video:PATH, images:DIR){hint}, not {cfg.source}")
+    if not cfg.replay and not source.live:
+        raise VistError(f"{cfg.source} is a file: play it with --replay (add --realtime to pace it)")
+    return source
 
 
 def check_new_file(path: str) -> None:

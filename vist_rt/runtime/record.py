@@ -1,4 +1,5 @@
-"""Lossless HDF5 recording of a vist-rt stream (`Recorder`) and its reader (`read_recording`)."""
+"""Lossless HDF5 recording of a vist-rt stream (`Recorder`), its reader (`read_recording`) and the recovery of a
+recording whose process was killed (`recover_recording`, from the recording's journal)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import datetime
 import json
 import os
 import shutil
+import struct
 import time
+import zlib
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,6 +28,10 @@ HEADER_COLUMNS = ("seq", "tick", "frame", "t_frame_ns", "t_pub_ns")  # rates hea
 INT_COLUMNS = (*HEADER_COLUMNS, "t_recv_ns")  # t_recv_ns: Message.t_recv_ns (absent in files before 2026-11-27)
 NOT_RECEIVED = -1  # t_recv_ns of a message recorded by the publishing run itself (never on a socket)
 STR = h5py.string_dtype("utf-8")
+JOURNAL_SUFFIX = ".journal"  # OUT.h5.journal: every message as it is added, until OUT.h5 is closed cleanly
+_JOURNAL_MAGIC = b"vist-rt/journal 1\n"
+_RECORD = struct.Struct("<cIIq")  # kind (R rates, M meta, G gap), header bytes, payload bytes, t_recv_ns
+_CRC = struct.Struct("<I")
 
 
 class RecordingError(VistError):
@@ -38,9 +45,20 @@ class CellCountError(VistError):
 _INT64 = np.iinfo(np.int64)
 
 
+def journal_path(path: str | os.PathLike[str]) -> Path:
+    """Where the journal of the recording at `path` lives: next to it, `OUT.h5.journal`."""
+    p = Path(path)
+    return p.with_name(p.name + JOURNAL_SUFFIX)
+
+
 class Recorder:
     """Append `Message`s to an HDF5 file; rows are buffered and written every `flush_every` messages, at least
     every `flush_interval_s` seconds while messages arrive (and on `flush_due`), and on close.
+
+    Every message is also appended to a journal next to the file (`OUT.h5.journal`, one write per message,
+    before it is buffered), which a clean close deletes. If the process is killed (SIGKILL, out of memory, a
+    crash), the journal holds every message added before that, and `recover_recording` rebuilds the file
+    from it, even if the kill came in the middle of an HDF5 write. `journal=False` writes none.
 
     Datasets: rates [N, C] float32; seq, tick, frame, t_frame_ns, t_pub_ns [N] int64 (header fields);
     t_recv_ns [N] int64 (when a subscriber took the message off the socket, NOT_RECEIVED when the run recorded
@@ -62,6 +80,7 @@ class Recorder:
         min_free_bytes: int = 64 << 20,
         source: str | None = None,
         overwrite: bool = False,
+        journal: bool = True,
     ) -> None:
         if flush_every < 1:
             raise VistError(f"flush_every must be >= 1, got {flush_every}")
@@ -85,14 +104,19 @@ class Recorder:
         self._gaps: list[tuple[int, int]] = []
         self._last_flush = time.monotonic()
         check_writable(self.path, overwrite=overwrite)
+        created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self._journal: int | None = None
+        if journal:
+            self._journal = _open_journal(self.path, {"cells": cells, "source": source or "", "created": created})
         try:
             self._file = h5py.File(self.path, "w")
         except OSError as exc:
+            self._drop_journal()
             raise VistError(f"cannot write {self.path}: {first_line(exc)}") from None
         f = self._file
         f.attrs["format"] = FORMAT
         f.attrs["version"] = FORMAT_VERSION
-        f.attrs["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        f.attrs["created"] = created
         f.attrs["source"] = source or ""
         for key in INT_COLUMNS:
             f.create_dataset(key, (0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
@@ -148,14 +172,19 @@ class Recorder:
                 if not _INT64.min <= value <= _INT64.max:
                     raise VistError(f"message seq {message.seq}: {key} {value} does not fit a 64-bit integer")
             ints += (NOT_RECEIVED if message.t_recv_ns is None else int(message.t_recv_ns),)
-            row = (np.array(rates, dtype=np.float32), ints, bool(header["stale"]), dumps(header).decode("utf-8"))
+            values = np.array(rates, dtype=np.float32)
+            text = dumps(header)
+            row = (values, ints, bool(header["stale"]), text.decode("utf-8"))
             if self.cells is None:
                 self._write(lambda: self._create_rates(int(rates.shape[0])))
+            self._journal_write(b"R", text, values.tobytes(), ints[-1])
             self._rows.append(row)
             self.rates_count += 1
         elif message.topic == "meta":
             check_meta_header(message.header)
-            self._meta.append(dumps(message.header).decode("utf-8"))
+            text = dumps(message.header)
+            self._journal_write(b"M", text, b"", NOT_RECEIVED)
+            self._meta.append(text.decode("utf-8"))
             self.meta_count += 1
         else:
             raise VistError(f"cannot record topic {message.topic!r}")
@@ -169,7 +198,24 @@ class Recorder:
 
     def add_gap(self, after_seq: int, missing: int) -> None:
         """Record a loss detected elsewhere (e.g. by a Subscriber on one topic)."""
-        self._gaps.append((int(after_seq), int(missing)))
+        gap = (int(after_seq), int(missing))
+        self._journal_write(b"G", b"", struct.pack("<qq", *gap), NOT_RECEIVED)
+        self._gaps.append(gap)
+
+    def _journal_write(self, kind: bytes, header: bytes, payload: bytes, t_recv_ns: int) -> None:
+        """Append one message to the journal: one write, so a killed process leaves whole records (and a torn
+        last one at worst, which its checksum tells). An OSError marks the recording failed."""
+        if self._journal is None:
+            return
+        record = _RECORD.pack(kind, len(header), len(payload), t_recv_ns) + header + payload
+        self._write(lambda: os.write(self._journal, record + _CRC.pack(zlib.crc32(record))))
+
+    def _drop_journal(self) -> None:
+        """Close and delete the journal (the HDF5 file holds everything it held)."""
+        if self._journal is not None:
+            os.close(self._journal)
+            self._journal = None
+            journal_path(self.path).unlink(missing_ok=True)
 
     def flush_due(self) -> None:
         """Flush if something has waited `flush_interval_s` or longer (call it while idle, too)."""
@@ -181,8 +227,14 @@ class Recorder:
         try:
             action()
         except OSError as exc:
-            self.failed = f"writing {self.path} failed: {first_line(exc)}"
-            raise RecordingError(self.failed) from None
+            self._fail(f"writing {self.path} failed: {first_line(exc)}")
+
+    def _fail(self, why: str) -> None:
+        """Stop recording for good (RecordingError), saying what the journal still holds."""
+        if self._journal is not None:
+            why += f"; its journal keeps every row: `vist-rt recover {self.path}` once the disk has room"
+        self.failed = why
+        raise RecordingError(why)
 
     def _columns(self) -> dict[str, np.ndarray]:
         """The buffered rows as one array per dataset (no file access)."""
@@ -208,12 +260,11 @@ class Recorder:
         need = sum(a.nbytes if a.dtype != object else sum(len(s) + 16 for s in a) for a in cols.values())
         free = shutil.disk_usage(self.path.parent).free if cols else 0
         if cols and free - need < self.min_free_bytes:
-            self.failed = (
+            self._fail(
                 f"the disk holding {self.path} is almost full ({free / 2**20:.0f} MiB free, "
                 f"{self.min_free_bytes / 2**20:.0f} MiB kept free): recording stopped; "
                 f"the file holds the {self._file['seq'].shape[0]} rates rows written before"
             )
-            raise RecordingError(self.failed)
         f = self._file
         before = {name: f[name].shape[0] for name in cols}
         try:
@@ -229,8 +280,7 @@ class Recorder:
                 with contextlib.suppress(Exception):
                     f[name].resize(n, axis=0)
             if isinstance(exc, OSError):
-                self.failed = f"writing {self.path} failed: {first_line(exc)}"
-                raise RecordingError(self.failed) from None
+                self._fail(f"writing {self.path} failed: {first_line(exc)}")
             raise
         self._rows.clear()
         self._meta.clear()
@@ -251,6 +301,11 @@ class Recorder:
         finally:
             with contextlib.suppress(OSError) if self.failed is not None else contextlib.nullcontext():
                 self._file.close()
+        if self.failed is None:
+            self._drop_journal()  # closed cleanly: the file holds every message (after a failure, the journal stays)
+        elif self._journal is not None:
+            os.close(self._journal)
+            self._journal = None
 
     def __enter__(self) -> Recorder:
         return self
@@ -262,10 +317,93 @@ class Recorder:
 
 
 def check_writable(path: Path, *, overwrite: bool = False) -> None:
-    """VistError (one line) unless a recording can be created at `path` (its folder must exist); creates nothing."""
+    """VistError (one line) unless a recording can be created at `path` (its folder must exist, no journal of
+    a killed recording may be there unless `overwrite`); creates nothing."""
     if not path.is_dir() and not path.parent.is_dir():
         raise VistError(f"cannot write {path}: no directory {path.parent}")
     check_output_file(path, overwrite=overwrite, hint="--force, or overwrite=True, replaces it")
+    journal = journal_path(path)
+    if journal.exists() and not overwrite:
+        raise VistError(
+            f"{journal} exists: the journal of a recording whose process was killed; "
+            f"`vist-rt recover {path}` rebuilds the recording from it (or remove it)"
+        )
+
+
+def _open_journal(path: Path, attrs: dict[str, Any]) -> int:
+    """Create `path`'s journal (a stale one is replaced: check_writable allowed it) with its first line and attrs."""
+    journal = journal_path(path)
+    journal.unlink(missing_ok=True)
+    try:
+        fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        os.write(fd, _JOURNAL_MAGIC + dumps(attrs) + b"\n")
+    except OSError as exc:
+        raise VistError(f"cannot write {journal}: {first_line(exc)}") from None
+    return fd
+
+
+def read_journal(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[Message], list[tuple[int, int]], int]:
+    """The journal of the recording at `path`: (attrs, messages in order, gaps added, bytes of a torn or
+    damaged end that were left out). VistError (one line) when there is no journal or it is not one."""
+    journal = journal_path(path)
+    try:
+        data = journal.read_bytes()
+    except OSError as exc:
+        raise VistError(f"cannot read {journal}: {first_line(exc)}") from None
+    if not data.startswith(_JOURNAL_MAGIC) or b"\n" not in data[len(_JOURNAL_MAGIC) :]:
+        raise VistError(f"{journal} is not a vist-rt journal")
+    end = data.index(b"\n", len(_JOURNAL_MAGIC))
+    try:
+        attrs = json.loads(data[len(_JOURNAL_MAGIC) : end])
+    except ValueError:
+        raise VistError(f"{journal}: its first line is not JSON") from None
+    messages: list[Message] = []
+    gaps: list[tuple[int, int]] = []
+    pos = end + 1
+    while pos + _RECORD.size <= len(data):
+        kind, head_len, payload_len, t_recv = _RECORD.unpack_from(data, pos)
+        stop = pos + _RECORD.size + head_len + payload_len
+        if stop + _CRC.size > len(data) or _CRC.unpack_from(data, stop)[0] != zlib.crc32(data[pos:stop]):
+            break  # torn or damaged: nothing after it can be trusted
+        head = data[pos + _RECORD.size : pos + _RECORD.size + head_len]
+        payload = data[pos + _RECORD.size + head_len : stop]
+        if kind == b"G":
+            after, missing = struct.unpack("<qq", payload)
+            gaps.append((after, missing))
+        else:
+            header = json.loads(head)
+            rates = np.frombuffer(payload, np.float32) if kind == b"R" else None
+            recv = None if t_recv == NOT_RECEIVED else t_recv
+            messages.append(Message("rates" if kind == b"R" else "meta", header, rates, recv))
+        pos = stop + _CRC.size
+    return attrs, messages, gaps, len(data) - pos
+
+
+def recover_recording(path: str | os.PathLike[str]) -> dict[str, int]:
+    """Rebuild the recording at `path` from its journal (every message its process added before it was killed),
+    replacing whatever the file holds (it may be cut short, or damaged by a kill in the middle of a write); the
+    journal is deleted once the new file is complete. Returns the counts: rates, meta, gaps, torn_bytes."""
+    p = Path(path)
+    attrs, messages, gaps, torn = read_journal(p)
+    temp = p.with_name(f".{p.name}.recovering")
+    rec = Recorder(temp, cells=attrs.get("cells"), source=attrs.get("source") or None, overwrite=True,
+                   journal=False, flush_every=1 << 30)  # fmt: skip
+    try:
+        for message in messages:
+            rec.add(message)
+        for gap in gaps:
+            rec.add_gap(*gap)
+        rec.close()
+        with h5py.File(temp, "a") as f:
+            f.attrs["created"] = attrs.get("created", "")
+            f.attrs["recovered"] = f"from {journal_path(p).name}: {len(messages)} messages, {torn} torn bytes dropped"
+    except BaseException:
+        rec.close()
+        temp.unlink(missing_ok=True)
+        raise
+    os.replace(temp, p)
+    journal_path(p).unlink()
+    return {"rates": rec.rates_count, "meta": rec.meta_count, "gaps": len(rec.tracker.gaps), "torn_bytes": torn}
 
 
 def read_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -277,6 +415,11 @@ def read_recording(path: str | os.PathLike[str]) -> dict[str, Any]:
     shortest, and `cut_rows` says how many rows the longest lost; VistError (one line) for an unreadable file.
     """
     p = Path(path)
+    if journal_path(p).exists():
+        raise VistError(
+            f"{p} has a journal ({journal_path(p).name}): it is still being recorded, or its process was killed; "
+            f"once it is not running, `vist-rt recover {p}` completes it"
+        )
     try:
         f = h5py.File(p, "r")
     except OSError as exc:

@@ -19,8 +19,6 @@ Contract (see docs/sources.md):
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import json
 import logging
 import math
 import re
@@ -33,7 +31,8 @@ import cv2
 import numpy as np
 
 from vist_rt.errors import VistError
-from vist_rt.runtime.movie import SyntheticMovie
+from vist_rt.runtime.frames import MAX_FRAME_BYTES, MAX_JSON_BYTES, FrameError, decode_frame_parts
+from vist_rt.runtime.movie import SyntheticMovie, check_size
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +52,13 @@ SPEC_FORMS = (
 
 @dataclasses.dataclass(frozen=True)
 class Frame:
-    """One frame: `index` from 0 in the source, capture time `t_ns`, uint8 `image` `[H,W]` or `[H,W,3]` (BGR).
+    """One frame: `index` from 0 in the source, capture time `t_ns`, uint8 `image` `[H,W]` or `[H,W,3]`.
 
-    `seq` is the capture thread's sequence number (from 0, +1 per captured frame); -1 straight from a source.
-    `recv_ns` is this machine's wall clock when the capture thread took it: latency is measured from there,
-    whatever clock `t_ns` is on (media time for files, the rig's clock for zmq:).
+    `color` is the channel order of a 3-channel image: "bgr" from OpenCV (cameras, files, the synthetic
+    movie), what the rig declared for zmq: (default "rgb"). `seq` is the capture thread's sequence number
+    (from 0, +1 per captured frame); -1 straight from a source. `recv_ns` is this machine's wall clock when
+    the capture thread took it: latency is measured from there, whatever clock `t_ns` is on (media time for
+    files, the rig's clock for zmq:).
     """
 
     index: int
@@ -65,6 +66,40 @@ class Frame:
     image: np.ndarray
     seq: int = -1
     recv_ns: int = 0  # wall clock (time.time_ns) when the capture thread took the frame; 0 straight from a source
+    color: str = "bgr"
+
+
+class ErrorLog:
+    """Log lines for a stream of run-time problems, bounded: the first problem is logged at once, later ones are
+    held and counted, and one summary line (how many, the last one) is logged at most every `interval_s`."""
+
+    def __init__(
+        self, logger: logging.Logger, interval_s: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.logger, self.interval_s, self.clock = logger, float(interval_s), clock
+        self.held = 0  # problems since the last line
+        self.lines = 0  # lines logged
+        self._last: str | None = None
+        self._since = -math.inf  # when the last line was logged
+
+    def error(self, message: str) -> None:
+        """One problem: logged now if no line was logged within `interval_s`, else held and counted."""
+        self._last = message
+        self.held += 1
+        self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        """Log the held problems if `interval_s` has passed since the last line (or `force`)."""
+        now = self.clock()
+        if not self.held or (not force and now - self._since < self.interval_s):
+            return
+        if self.held == 1:
+            self.logger.warning("%s", self._last)
+        else:
+            self.logger.warning("%d problems in the last %.0f s; the last: %s", self.held, now - self._since,
+                                self._last)  # fmt: skip
+        self.held, self._since = 0, now
+        self.lines += 1
 
 
 class Source:
@@ -82,6 +117,7 @@ class Source:
         self.state = "closed"
         self.borrow = False
         self._opened = False
+        self._log = ErrorLog(log)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -99,11 +135,19 @@ class Source:
         if self._opened:
             self._opened = False
             self._close()
+            self._log.flush(force=True)
         self.state = "closed"
 
     @property
     def is_open(self) -> bool:
         return self._opened
+
+    def check(self) -> None:
+        """Open and close again: a one-line VistError now for what open() would refuse later (cameras skip this:
+        some drivers take seconds to open, or refuse a second open soon after)."""
+        if not self._opened:
+            self.open()
+            self.close()
 
     def __enter__(self) -> Source:
         return self.open()
@@ -117,7 +161,10 @@ class Source:
             raise VistError(f"{self.describe()}: read() before open()")
         if self.ended:
             return None
-        return self._read(self.timeout if timeout is None else max(0.0, timeout))
+        frame = self._read(self.timeout if timeout is None else max(0.0, timeout))
+        if self._log.held:
+            self._log.flush()
+        return frame
 
     def __iter__(self) -> Iterator[Frame]:
         """Frames until the stream ends (live sources: until closed or ended)."""
@@ -142,10 +189,10 @@ class Source:
         raise NotImplementedError
 
     def _error(self, message: str) -> None:
-        """Count and log a run-time problem (never raises)."""
+        """Count and log a run-time problem (never raises; the log is rate-limited, see ErrorLog)."""
         self.errors += 1
         self.last_error = message
-        log.warning("%s", message)
+        self._log.error(message)
 
     def _finish(self) -> None:
         self.ended = True
@@ -178,7 +225,8 @@ class VideoSource(Source):
 
     def _open(self) -> None:
         if not self.path.is_file():
-            raise VistError(f"cannot open video {self.path}: no such file")
+            what = "a folder (images:PATH plays its images)" if self.path.is_dir() else "no such file"
+            raise VistError(f"cannot open video {self.path}: {what}")
         cap = cv2.VideoCapture(str(self.path))
         ok, first = cap.read() if cap.isOpened() else (False, None)
         if not ok or first is None:
@@ -262,7 +310,8 @@ class ImagesSource(Source):
 
     def _open(self) -> None:
         if not self.directory.is_dir():
-            raise VistError(f"images: {self.directory} is not a folder")
+            what = "is a file, not a folder (video:PATH plays a video)" if self.directory.exists() else "no such folder"
+            raise VistError(f"images: {self.directory}: {what}")
         files = [p for p in self.directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
         if not files:
             raise VistError(f"images: no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} files in {self.directory}")
@@ -326,7 +375,8 @@ class SyntheticSource(Source):
         super().__init__()
         if not fps or fps <= 0:
             raise VistError(f"synthetic: fps must be > 0, got {fps!r}")
-        self.seed, self.fps, self.size, self.live, self.color = int(seed), float(fps), tuple(size), live, color
+        size = check_size(size)  # before anything is allocated
+        self.seed, self.fps, self.size, self.live, self.color = int(seed), float(fps), size, live, color
         self.max_frames = max_frames
         self.movie: SyntheticMovie | None = None
         self.skipped = 0
@@ -429,6 +479,9 @@ class CameraSource(Source):
     def name(self) -> str:
         return f"camera {self.target}"
 
+    def check(self) -> None:
+        """Nothing: a camera is opened once, by the run (see Source.check)."""
+
     def describe(self) -> str:
         shape = "x".join(map(str, self.shape[1::-1])) if self.shape else "?"
         rate = f"{self.fps:g} fps" if self.fps else "fps unknown"
@@ -517,30 +570,16 @@ class CameraSource(Source):
 # frames pushed by a rig over ZeroMQ
 
 
-def _is_loopback(endpoint: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// on 127.x / ::1 / localhost."""
-    if endpoint.startswith(("ipc://", "inproc://")):
-        return True
-    m = re.fullmatch(r"tcp://(\[[^\]]*\]|[^:]*):(\d+|\*)", endpoint)
-    if not m:
-        return False
-    host = m.group(1).strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class ZmqFrameSource(Source):
-    """Frames pushed by a rig: a PULL socket bound at `endpoint`, two-part messages [JSON header, raw pixels].
+    """Frames pushed by a rig: a PULL socket bound at `endpoint`, two-part messages of the frame protocol
+    (`vist_rt.runtime.frames`: [JSON header, raw pixels], colour order declared, RGB by default).
 
-    Header: {"shape": [H, W] or [H, W, 1|3], "dtype": "uint8", optional "t_ns" (int, wall clock ns;
-    default: time of receipt) and "index" (int; default: a count from 0)}. Malformed messages are dropped,
-    counted in `errors` and described in `last_error`. `shape` comes from `shape=` or the first good frame;
-    frames of another shape are then dropped too. An endpoint with port 0 or * binds a free port
-    (`endpoint` then holds the real one). Binding a non-loopback address needs allow_remote=True.
+    Default `t_ns`: time of receipt; default `index`: a count from 0. Malformed messages are dropped, counted
+    in `errors`, described in `last_error` and logged at a bounded rate; a message part larger than
+    `max_frame_bytes` is refused by libzmq before it is read (ZMQ_MAXMSGSIZE: the peer is disconnected).
+    `shape` comes from `shape=` or the first good frame; frames of another shape are then dropped too. An
+    endpoint with port 0 or * binds a free port (`endpoint` then holds the real one). Binding a non-loopback
+    address needs allow_remote=True.
     """
 
     live = True
@@ -553,9 +592,12 @@ class ZmqFrameSource(Source):
         shape: tuple[int, ...] | None = None,
         hwm: int = 8,
         context: Any = None,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
     ) -> None:
         super().__init__()
-        if not allow_remote and not _is_loopback(endpoint):
+        from vist_rt.runtime.publish import is_loopback
+
+        if not allow_remote and not is_loopback(endpoint):
             raise VistError(
                 f"zmq: {endpoint} is not a loopback address; binding it exposes the rig input to the network "
                 "(pass allow_remote / --allow-remote to do it anyway)"
@@ -563,6 +605,7 @@ class ZmqFrameSource(Source):
         self.endpoint = endpoint
         self._want_shape = tuple(shape) if shape else None
         self._hwm, self._context = hwm, context
+        self.max_frame_bytes = int(max_frame_bytes)
         self._sock: Any = None
         self._count = 0
         self.received = 0
@@ -574,12 +617,13 @@ class ZmqFrameSource(Source):
     def _open(self) -> None:
         import zmq
 
+        from vist_rt.runtime.publish import bind_socket
+
         ctx = self._context or zmq.Context.instance()
         sock = ctx.socket(zmq.PULL)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, self._hwm)
-        from vist_rt.runtime.publish import bind_socket
-
+        sock.setsockopt(zmq.MAXMSGSIZE, max(self.max_frame_bytes, MAX_JSON_BYTES))  # per part, before reading it
         try:  # the loopback check was made in __init__; this resolves port 0 and sets IPv6 for [::1]
             self.endpoint = bind_socket(sock, self.endpoint, allow_remote=True, what="zmq frame source")
         except VistError:
@@ -594,45 +638,16 @@ class ZmqFrameSource(Source):
             self._sock.close(0)
             self._sock = None
 
-    def _parse(self, parts: list[Any]) -> Frame | str:
-        """Message parts -> Frame, or the reason it is malformed."""
-        if len(parts) != 2:
-            return f"expected 2 parts [header, pixels], got {len(parts)}"
-        try:
-            header = json.loads(bytes(parts[0].buffer))
-        except (ValueError, UnicodeDecodeError) as exc:
-            return f"header is not JSON ({exc})"
-        if not isinstance(header, dict):
-            return "header is not a JSON object"
-        shape = header.get("shape")
-        if (
-            not isinstance(shape, list)
-            or len(shape) not in (2, 3)
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
-            or (len(shape) == 3 and shape[2] not in (1, 3))
-        ):
-            return f"shape must be [H, W] or [H, W, 1|3] positive ints, got {shape!r}"
-        if header.get("dtype", "uint8") != "uint8":
-            return f"dtype must be 'uint8', got {header.get('dtype')!r}"
-        t_ns, index = header.get("t_ns"), header.get("index")
-        for key, v in (("t_ns", t_ns), ("index", index)):
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
-                return f"{key} must be an integer, got {v!r}"
-        buf = parts[1].buffer
-        n = math.prod(shape)
-        if buf.nbytes != n:
-            return f"payload is {buf.nbytes} bytes, shape {shape} needs {n}"
-        if len(shape) == 3 and shape[2] == 1:
-            shape = shape[:2]
-        image = np.frombuffer(buf, np.uint8).reshape(shape)  # read-only view of the message
-        if self.shape is None:
-            self.shape = tuple(shape)
-        elif tuple(shape) != self.shape:
-            return f"frame shape {shape} differs from the stream's {list(self.shape)}"
-        if index is None:
-            index = self._count
+    def _parse(self, parts: list[Any]) -> Frame:
+        """Message parts -> Frame; FrameError saying why it is dropped."""
+        got = decode_frame_parts(parts, "zmq frame")
+        shape = tuple(got.image.shape)
+        if self.shape is not None and shape != self.shape:
+            raise FrameError(f"zmq frame: shape {list(shape)} differs from the stream's {list(self.shape)}")
+        self.shape = shape
+        index = self._count if got.index is None else got.index
         self._count += 1
-        return Frame(index, time.time_ns() if t_ns is None else t_ns, image)
+        return Frame(index, time.time_ns() if got.t_ns is None else got.t_ns, got.image, color=got.color)
 
     def _read(self, timeout: float) -> Frame | None:
         deadline = time.monotonic() + timeout
@@ -642,10 +657,10 @@ class ZmqFrameSource(Source):
                 return None
             parts = self._sock.recv_multipart(copy=False)
             self.received += 1
-            got = self._parse(parts)
-            if isinstance(got, Frame):
-                return got
-            self._error(f"zmq: dropped a message: {got}")
+            try:
+                return self._parse(parts)
+            except FrameError as exc:
+                self._error(f"zmq: dropped a message: {exc}")
             if time.monotonic() >= deadline:
                 return None
 
@@ -712,4 +727,6 @@ def make_source(
         return ImagesSource(path, fps=fps or 30.0)
     if spec and path.is_file():
         return VideoSource(path, fps=fps)
+    if "/" in spec or path.suffix:
+        raise _unknown(spec, "no such file or folder, and not a source form:")
     raise _unknown(spec)

@@ -189,13 +189,40 @@ def decode(frames: Sequence[Any], t_recv_ns: int | None = None) -> Message:
     return Message("rates", header, np.frombuffer(payload, dtype=RATES_DTYPE), t_recv_ns)
 
 
-def parse_json(raw: bytes | memoryview) -> Any:
-    """UTF-8 JSON text -> value; ValueError (one line) for anything else, including JSON that Python
-    refuses to build (nesting deeper than the recursion limit, integers of more than 4300 digits)."""
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not strict JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # stateless: shared
+
+
+def json_depth(value: Any) -> int:
+    """How deeply objects and arrays nest in a parsed JSON value (a scalar: 0, `{"a": [1]}`: 2)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def parse_json(raw: bytes | memoryview, *, max_bytes: int | None = None, max_depth: int | None = None) -> Any:
+    """Strict UTF-8 JSON text -> value; ValueError (one short line) for anything else: not UTF-8, not JSON,
+    NaN/Infinity, more than `max_bytes` bytes (checked before decoding), nesting deeper than `max_depth`, and
+    JSON that Python refuses to build (nesting deeper than its recursion limit, integers of > 4300 digits)."""
+    view = memoryview(raw)
+    if max_bytes is not None and view.nbytes > max_bytes:
+        raise ValueError(f"{view.nbytes} bytes, more than the {max_bytes} allowed")
     try:
-        return json.loads(bytes(raw).decode("utf-8"))
+        value = _DECODER.decode(bytes(view).decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ValueError(error_line(exc)[:200]) from None
+    if max_depth is not None and json_depth(value) > max_depth:
+        raise ValueError(f"JSON nested deeper than {max_depth} levels")
+    return value
 
 
 def loads_header(raw: bytes | memoryview) -> dict[str, Any]:
