@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import socket
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -102,6 +104,12 @@ def _send_bare(pub: Any, messages: int, hz: float, size: int, results: Any) -> l
     return list(results.get(timeout=60.0))
 
 
+def _window(runtime: Any, stage: str) -> tuple[np.ndarray, int]:
+    """The run's latency samples of `stage` (ms) and how many were added."""
+    w = runtime.stats.latency[stage]
+    return w.values, w.count
+
+
 def _timed(values: np.ndarray, count: int, warmup: int) -> dict[str, float]:
     """Summary of a run's latency window (ms, one sample per tick, `count` added) without the first `warmup`."""
     return summarize(values[warmup : min(count, len(values))] / 1e3)
@@ -118,23 +126,44 @@ def run_pipeline_bench(
     low_latency: bool = False,
     tick_cpu: int | None = None,
     io_cpu: int | None = None,
+    record: bool = False,
 ) -> dict[str, Any]:
     """A live run of warmup + ticks model ticks with a subscriber attached, then `baseline` bare ZeroMQ
     messages at the same rate (the machine's delivery floor, same run); every figure as a dict.
 
     `low_latency`: the run holds its PM QoS request (`vist-rt run --low-latency`), and so does the
-    floor's measurement, so that both are measured alike; `tick_cpu` / `io_cpu` likewise pin both."""
+    floor's measurement, so that both are measured alike; `tick_cpu` / `io_cpu` likewise pin both. `record`: the
+    run records to a temporary file, as `--record` (the recorder's per-tick cost is part of `housekeeping`)."""
     from vist_rt.demo import demo_checkpoint
     from vist_rt.runtime.config import RunConfig
+
+    ckpt = checkpoint or str(demo_checkpoint())
+    pub = f"tcp://127.0.0.1:{free_port()}"
+    tmp = tempfile.TemporaryDirectory(prefix="vist-bench-") if record else contextlib.nullcontext(None)
+    with tmp as folder:
+        path = str(Path(folder) / "bench.h5") if folder else None
+        cfg = RunConfig(source=source, checkpoint=ckpt, pub=pub, control=f"tcp://127.0.0.1:{free_port()}",
+                        max_frames=warmup + ticks, dashboard=False, status_every_s=1e9, meta_every_s=1.0,
+                        temporal=temporal, low_latency=low_latency, tick_cpu=tick_cpu, io_cpu=io_cpu,
+                        record=path)  # fmt: skip
+        result = _pipeline_run(cfg, ticks=ticks, warmup=warmup, baseline=baseline)
+        if path:
+            from vist_rt.runtime.record import read_recording
+
+            rows = len(read_recording(path)["rates"])
+            result["recording"]["rows"] = rows
+            result["recording"]["complete"] = rows == result["recording"]["ticks"]
+    result.update({"checkpoint": "demo model (vist_rt/demo)" if checkpoint is None else checkpoint, "source": source})
+    return result
+
+
+def _pipeline_run(cfg: Any, *, ticks: int, warmup: int, baseline: int) -> dict[str, Any]:
+    """The run of `run_pipeline_bench`, its subscriber and the bare floor after it."""
     from vist_rt.runtime.lowlatency import CpuLatencyRequest
     from vist_rt.runtime.pipeline import Runtime
     from vist_rt.runtime.stats import RunStats
 
-    ckpt = checkpoint or str(demo_checkpoint())
-    pub = f"tcp://127.0.0.1:{free_port()}"
-    cfg = RunConfig(source=source, checkpoint=ckpt, pub=pub, control=f"tcp://127.0.0.1:{free_port()}",
-                    max_frames=warmup + ticks, dashboard=False, status_every_s=1e9, meta_every_s=1.0,
-                    temporal=temporal, low_latency=low_latency, tick_cpu=tick_cpu, io_cpu=io_cpu)  # fmt: skip
+    pub, low_latency, tick_cpu, io_cpu = cfg.pub, cfg.low_latency, cfg.tick_cpu, cfg.io_cpu
     runtime = Runtime.from_config(cfg, log=lambda _: None)
     runtime.stats = RunStats(window=warmup + ticks + 64)  # every tick kept (the default window is a ring)
     mp = multiprocessing.get_context("spawn")
@@ -165,10 +194,11 @@ def run_pipeline_bench(
     return {
         "bench": "pipeline",
         "machine": machine_info(),
-        "checkpoint": "demo model (vist_rt/demo)" if checkpoint is None else checkpoint,
         "extractor": summary["extractor"],
-        "source": source,
         "temporal": runtime.meta["temporal"],
+        "recording": None
+        if not cfg.record
+        else {"ticks": summary["ticks"], "add_ms": _timed(*_window(runtime, "record"), warmup)},
         "low_latency": summary["low_latency"],
         "tick_cpu": summary["tick_cpu"],
         "io_cpu": summary["io_cpu"],

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vist_rt.choices import TEMPORAL
-from vist_rt.cli.options import add_backend_args, add_extractor_args, int_at_least
+from vist_rt.cli.options import add_backend_args, add_extractor_args, float_in, int_at_least
 from vist_rt.errors import VistError
 
 _positive, _non_negative = int_at_least(1), int_at_least(0)
@@ -66,8 +66,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     help="as `vist-rt run --tick-cpu` (the floor's sender is pinned there too)")  # fmt: skip
     pl.add_argument("--io-cpu", type=_non_negative, metavar="CPU",
                     help="as `vist-rt run --io-cpu` (the floor's I/O thread too)")  # fmt: skip
+    pl.add_argument("--record", action="store_true",
+                    help="as `vist-rt run --record` (a temporary file): its cost shows in housekeeping")  # fmt: skip
     pl.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     pl.set_defaults(func=run_pipeline)
+
+    so = kinds.add_parser("soak", help="a long live run: memory growth, missed/stale ticks, recording completeness")
+    so.add_argument("--minutes", type=float_in(0.0, open_low=True), default=30.0, help="how long (default 30)")
+    so.add_argument("--checkpoint", metavar="PATH", help="model to run (default: the shipped demo model)")
+    so.add_argument("--source", default="synthetic", help="frame source (default synthetic, live at 30 Hz)")
+    so.add_argument("--fuzz-hz", type=float_in(0.0), default=2.0,
+                    help="malformed control requests per second meanwhile (default 2; 0: none)")  # fmt: skip
+    so.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
+    so.set_defaults(func=run_soak)
 
     g = kinds.add_parser("gpu", help="the device check: ViT and temporal step on CUDA, eager vs CUDA graphs (TensorRT)")
     g.add_argument("--frames", type=_positive, default=500, help="timed frames per variant (default 500)")
@@ -294,6 +305,8 @@ def _pipeline_table(result: dict[str, Any]) -> None:
     rows += [("pipeline overhead (wake to send, model compute excluded)", result["overhead_ms"])]
     rows += [("housekeeping after the send (record, meta, ...)", result["housekeeping_ms"])]
     rows += [("both: a tick's work outside model compute", result["tick_work_ms"])]
+    if result.get("recording"):
+        rows += [("  of which the recorder's (journal write + flushes)", result["recording"]["add_ms"])]
     rows += [("ZeroMQ delivery to a subscriber (send to off the socket)", result["delivery_ms"])]
     rows += [("then the subscriber's decode (Message built)", result["subscriber_decode_ms"])]
     if result.get("bare_zmq_delivery_ms"):
@@ -314,6 +327,10 @@ def _pipeline_table(result: dict[str, Any]) -> None:
         + ("; low latency (PM QoS held)" if result["low_latency"] else "")
         + (f"; {result['pinning']}" if result.get("pinning") else "")
     )
+    if result.get("recording"):
+        r = result["recording"]
+        state = "complete" if r["complete"] else "INCOMPLETE"
+        console.print(f"recording: {r['rows']} rows for {r['ticks']} ticks ({state})")
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
@@ -324,6 +341,47 @@ def run_pipeline(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, {"bench": "pipeline", "status": "running"})
     result = run_pipeline_bench(args.checkpoint, ticks=args.ticks, warmup=args.warmup, source=args.source,
-                                baseline=args.baseline, temporal=args.temporal,
-                                low_latency=args.low_latency, tick_cpu=args.tick_cpu, io_cpu=args.io_cpu)  # fmt: skip
+                                baseline=args.baseline, temporal=args.temporal, low_latency=args.low_latency,
+                                tick_cpu=args.tick_cpu, io_cpu=args.io_cpu, record=args.record)  # fmt: skip
     return _finish(args, result, _pipeline_table)
+
+
+def _soak_table(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    rss, rec, ctl, sub = result["rss_mib"], result["recording"], result["control"], result["subscriber"]
+    table = Table(title=f"vist-rt bench soak: {result['minutes']:g} min live, recording ({result['source']})")
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", justify="right")
+    hk = result["housekeeping_ms"]
+    for label, value in (
+        ("ticks (rate / target Hz)", f"{result['ticks']} ({result['rate_hz']:.2f} / {result['target_hz']:.0f})"),
+        ("missed / stale ticks", f"{result['missed']} / {result['stale']}"),
+        ("RSS first / settled / last / max (MiB)",
+         f"{rss['first']:.1f} / {rss['settled']:.1f} / {rss['last']:.1f} / {rss['max']:.1f}"),
+        (f"RSS slope after {result['warmup_s']:.0f} s (KiB/min)", f"{result['rss_slope_kib_per_min']:.1f}"),
+        ("RSS growth, settled to last (fit)",
+         f"{result['rss_growth_pct']:+.3f} % ({result['rss_fit_growth_pct']:+.3f} %)"),
+        ("recording rows / ticks",
+         f"{rec['rows']} / {rec['ticks']} ({'complete' if rec['complete'] else 'INCOMPLETE'})"),
+        ("subscriber: rates received, lost", f"{sub['rates']}, {sub['lost']}"),
+        ("control: answered / unanswered (malformed sent)",
+         f"{ctl['answered']} / {ctl['unanswered']} ({ctl['malformed_sent']})"),
+        ("housekeeping p50 / p99 (ms)", f"{hk['p50']:.3f} / {hk['p99']:.3f}" if hk else "-"),
+    ):  # fmt: skip
+        table.add_row(label, value)
+    console = _console()
+    console.print(table)
+    console.print(f"memory growth < {result['targets']['rss_growth_pct']:g} % and a complete recording: "
+                  f"{'met' if result['met']['memory'] else 'NOT met'}; features: {result['extractor']}")  # fmt: skip
+
+
+def run_soak(args: argparse.Namespace) -> int:
+    """Run the soak benchmark."""
+    from vist_rt.bench.soak import run_soak as soak
+    from vist_rt.bench.stats import write_json
+
+    if args.json:
+        write_json(args.json, {"bench": "soak", "status": "running"})
+    result = soak(args.minutes, checkpoint=args.checkpoint, source=args.source, fuzz_hz=args.fuzz_hz, log=print)
+    return _finish(args, result, _soak_table)

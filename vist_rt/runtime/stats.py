@@ -10,8 +10,9 @@ import numpy as np
 from vist_rt.bench.stats import summarize
 
 # overhead: a tick's work from the clock's wake-up to the send, model compute excluded; housekeeping: the
-# rest of a live tick, after the send (recording, counters, meta messages, flushes, status lines)
-STAGES = ("capture", "preprocess", "vit", "temporal", "publish", "e2e", "overhead", "housekeeping")
+# rest of a live tick, after the send (recording, counters, meta messages, flushes, status lines); record: the
+# recorder's share of it (the journal write, and an HDF5 flush when one is due)
+STAGES = ("capture", "preprocess", "vit", "temporal", "publish", "e2e", "overhead", "housekeeping", "record")
 
 
 class LatencyWindow:
