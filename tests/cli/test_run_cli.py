@@ -329,3 +329,9 @@ def test_sigkill_loses_at_most_the_last_100_ms(tmp_path: Path, run_checkpoint: P
     before = [h for h in got if h["t_pub_ns"] <= killed_ns - 100_000_000]
     assert len(before) >= 30 and all(h["seq"] in kept for h in before)  # nothing older than 100 ms is lost
     assert rec["tick"].tolist() == list(range(len(rec["tick"])))  # whole rows, in order
+
+
+def test_recover_without_a_journal_is_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["recover", str(tmp_path / "none.h5")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read" in err[0] and "none.h5.journal" in err[0]

@@ -23,13 +23,6 @@ from vist_rt.runtime.wire import Message, WireError, decode, encode_meta, encode
 RANDOM = "tcp://127.0.0.1:*"
 
 
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
 class ServerThread:
     """Polls a ControlServer in a thread while `serving` is set."""
 

@@ -38,13 +38,6 @@ def handler(request: dict[str, Any], payload: bytes | None) -> tuple[dict[str, A
 
 
 @pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture
 def server(ctx: zmq.Context) -> Iterator[ControlServer]:
     with ControlServer(RANDOM, handler, context=ctx) as srv:
         yield srv

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import zmq
 
 from tests.runtime.helpers import wait_for
+from tests.runtime.test_sources import read_frames
+from vist_rt.errors import VistError
 from vist_rt.runtime.frames import (
     MAX_JSON_BYTES,
     FrameError,
@@ -127,28 +127,11 @@ def test_error_log_is_rate_limited() -> None:
         logger.removeHandler(handler)
 
 
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
 def pushed(ctx: zmq.Context, src: ZmqFrameSource) -> zmq.Socket:
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 0)
     push.connect(src.endpoint)
     return push
-
-
-def read_some(src: ZmqFrameSource, n: int, deadline_s: float = 5.0) -> list:
-    out: list = []
-    end = time.monotonic() + deadline_s
-    while len(out) < n and time.monotonic() < end:
-        frame = src.read(timeout=0.1)
-        if frame is not None:
-            out.append(frame)
-    return out
 
 
 def test_zmq_source_drops_hostile_headers_and_goes_on(ctx: zmq.Context) -> None:
@@ -165,7 +148,7 @@ def test_zmq_source_drops_hostile_headers_and_goes_on(ctx: zmq.Context) -> None:
             push.send_multipart(bad)
         push.send_multipart(encode_frame(image, color="bgr", t_ns=5, index=9))
         push.send_multipart(encode_frame(image))
-        frames = read_some(src, 2)
+        frames = read_frames(src, 2)
         assert [(f.index, f.t_ns, f.color) for f in frames[:1]] == [(9, 5, "bgr")]
         assert len(frames) == 2 and frames[1].color == "rgb"  # the protocol's default
         assert src.errors == 5 and src.received == 7
@@ -176,11 +159,11 @@ def test_zmq_source_refuses_oversized_messages_before_reading_them(ctx: zmq.Cont
     with ZmqFrameSource("tcp://127.0.0.1:0", context=ctx, max_frame_bytes=64 * 1024) as src:
         with pushed(ctx, src) as push:
             push.send_multipart([b'{"shape": [4096, 4096]}', bytes(4096 * 4096)])  # 16 MiB > 64 KiB
-            assert read_some(src, 1, deadline_s=0.5) == []
+            assert read_frames(src, 1, deadline_s=0.5) == []
         assert src.received == 0  # never taken off the socket
         with pushed(ctx, src) as push:  # the next rig connection is served as usual
             push.send_multipart(encode_frame(np.zeros((H, W), np.uint8)))
-            assert len(read_some(src, 1)) == 1
+            assert len(read_frames(src, 1)) == 1
 
 
 def test_zmq_source_logs_a_flood_of_bad_messages_in_a_few_lines(ctx: zmq.Context, caplog) -> None:
@@ -196,3 +179,23 @@ def test_zmq_source_logs_a_flood_of_bad_messages_in_a_few_lines(ctx: zmq.Context
     lines = [r for r in caplog.records if r.name == "vist_rt.runtime.sources"]
     assert src.errors == 2000 and 1 <= len(lines) <= 3  # the first, then a summary at close
     assert "problems in the last" in lines[-1].getMessage()
+
+
+def test_zmq_source_check_finds_a_port_in_use_without_binding_it(ctx: zmq.Context) -> None:
+    with ZmqFrameSource("tcp://127.0.0.1:0", context=ctx) as first:
+        with pytest.raises(VistError, match=r"zmq: cannot bind tcp://127\.0\.0\.1:\d+: Address already in use"):
+            ZmqFrameSource(first.endpoint, context=ctx).check()
+        port = first.endpoint.rsplit(":", 1)[1]
+    free = ZmqFrameSource(f"tcp://127.0.0.1:{port}", context=ctx)
+
+    def checks() -> bool:
+        try:
+            free.check()
+        except VistError:
+            return False
+        return True
+
+    assert wait_for(checks)  # once libzmq has let go of the first socket (it closes asynchronously)
+    with free:  # check() bound nothing of libzmq's: opening at once works
+        assert free.endpoint.endswith(port)
+    ZmqFrameSource("ipc:///tmp/vist-check-test", context=ctx).check()  # ipc: nothing to probe

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import pytest
 import zmq
 
 from tests.runtime.helpers import free_port, wait_for
@@ -25,13 +24,6 @@ from vist_rt.runtime.record import read_recording
 from vist_rt.runtime.wire import decode
 
 SEED = 20261204
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
 
 
 class Rig:

@@ -6,7 +6,6 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +20,6 @@ from vist_rt.runtime.wire import Message, WireError
 
 RANDOM = "tcp://127.0.0.1:*"
 needs_curve = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CurveZMQ (no libsodium)")
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
 
 
 def handshake(pub: Publisher, sub: Subscriber, timeout_s: float = 5.0) -> Message:

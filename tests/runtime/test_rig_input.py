@@ -7,7 +7,6 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +21,6 @@ from vist_rt.errors import VistError
 from vist_rt.runtime.control import MAX_ERROR_CHARS
 from vist_rt.runtime.frames import encode_frame
 from vist_rt.runtime.record import read_recording
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
 
 
 def subscriber(ctx: zmq.Context, endpoint: str) -> zmq.Socket:

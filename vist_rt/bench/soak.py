@@ -16,6 +16,7 @@ import numpy as np
 
 from vist_rt.bench.pipeline import free_port
 from vist_rt.bench.stats import machine_info
+from vist_rt.errors import VistError
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -70,6 +71,8 @@ def run_soak(
     from vist_rt.runtime.pipeline import Runtime
     from vist_rt.runtime.record import read_recording
 
+    if not Path("/proc/self/statm").exists():
+        raise VistError("bench soak reads the resident memory from /proc/self/statm (Linux); there is none here")
     duration = minutes * 60.0
     warmup_s = min(warmup_s, duration / 4)
     with tempfile.TemporaryDirectory(prefix="vist-soak-") as tmp:

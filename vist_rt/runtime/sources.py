@@ -19,6 +19,7 @@ Contract (see docs/sources.md):
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import math
 import re
@@ -570,6 +571,14 @@ class CameraSource(Source):
 # frames pushed by a rig over ZeroMQ
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class ZmqFrameSource(Source):
     """Frames pushed by a rig: a PULL socket bound at `endpoint`, two-part messages of the frame protocol
     (`vist_rt.runtime.frames`: [JSON header, raw pixels], colour order declared, RGB by default).
@@ -613,6 +622,27 @@ class ZmqFrameSource(Source):
     def describe(self) -> str:
         shape = "x".join(map(str, self.shape[1::-1])) if self.shape else "shape from first frame"
         return f"zmq frames at {self.endpoint} ({shape})"
+
+    def check(self) -> None:
+        """The endpoint's form, and for tcp:// a port that can be bound now (by a plain socket, closed at once:
+        libzmq closes its sockets asynchronously, so a bind-and-close of its own could race the real bind)."""
+        import socket
+
+        from vist_rt.runtime.publish import split_tcp
+
+        if not self.endpoint.startswith("tcp://"):
+            return
+        host, port = split_tcp(self.endpoint)
+        host = {"*": "0.0.0.0", "localhost": "127.0.0.1"}.get(host, host)
+        if port in ("0", "*") or not _is_ip(host):  # a free port is picked; an interface name is libzmq's to resolve
+            return
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as libzmq does
+            try:
+                probe.bind((host, int(port)))
+            except OSError as exc:
+                raise VistError(f"zmq: cannot bind {self.endpoint}: {exc.strerror or exc}") from None
 
     def _open(self) -> None:
         import zmq
