@@ -15,6 +15,11 @@ trap 'rm -rf "$cache"' EXIT
 "$VIST" bench temporal --config docs/bench/overhead.toml --json "$out/temporal-overhead.json"
 "$VIST" bench features --engines "$cache" --json "$out/features.json"
 "$VIST" bench pipeline --json "$out/pipeline.json"
+"$VIST" bench pipeline --record --json "$out/pipeline-record.json"
+# the 30-minute soak: SOAK_MINUTES=0 skips it
+if [ "${SOAK_MINUTES:-30}" != 0 ]; then
+  "$VIST" bench soak --minutes "${SOAK_MINUTES:-30}" --json "$out/soak.json"
+fi
 # the pinned runs need CPUs 0 and 1 (skipped, saying so, where this process may not use both)
 pin=0
 python3 -c 'import os, sys; sys.exit(not {0, 1} <= os.sched_getaffinity(0))' 2>/dev/null && pin=1
