@@ -56,9 +56,9 @@ def test_data_reproduced_bit_for_bit_and_vist_beats_ln_on_an_unseen_movie(tmp_pa
                      tuple(sim["size"]), sim["fps"])  # fmt: skip
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     if digest != load_checkpoint(DEMO_CHECKPOINT).meta["provenance"]["dataset_sha256"]:
-        # numpy and OpenCV choose SIMD kernels per CPU, and their float64 exp/log differ in the last bits between
-        # AVX-512 and AVX2: the demo's data (made on an AVX-512 Xeon) are reproduced bit for bit only there. On
-        # any other CPU the same simulation is regenerated, and the model must still do as well on it.
+        # numpy and OpenCV choose SIMD kernels per CPU: the demo's data (made on an AVX-512 Xeon) were not
+        # reproduced bit for bit on an AVX2-only CPU. There, the same simulation is regenerated and the model
+        # must still do as well on it.
         assert not _has_avx512(), "an AVX-512 CPU, as the demo's build machine, yet other bits"
     result, _ = evaluate_checkpoint(DEMO_CHECKPOINT, out, "movie3")
     vist, ln = result["vist"], result["ln"]
