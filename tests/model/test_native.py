@@ -165,7 +165,7 @@ def test_kernels_share_torchs_openmp_runtime(make_model, tiny, cache: Path) -> N
 def test_set_rf_numpy_float64_and_flat_memory(make_model, tiny, cache: Path) -> None:
     import numpy as np
 
-    from tests.model.test_streaming import _rss_bytes
+    from vist_rt.bench.soak import rss_bytes
 
     model = make_model(seed=8)
     rf1, rf2 = torch.rand(2, 1, tiny.cells, tiny.grid, tiny.grid, generator=torch.Generator().manual_seed(4))
@@ -184,10 +184,10 @@ def test_set_rf_numpy_float64_and_flat_memory(make_model, tiny, cache: Path) -> 
         x = feats[:, 0]
         for _ in range(300):
             stream.step(x)
-        before = _rss_bytes()
+        before = rss_bytes()
         for _ in range(3000):
             stream.step(x)
-        assert _rss_bytes() - before < 8 * 2**20  # no per-step growth
+        assert rss_bytes() - before < 8 * 2**20  # no per-step growth
 
 
 def test_features_that_overflow_the_projection_are_refused(make_model, tiny, cache: Path) -> None:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from vist_rt.bench.soak import rss_bytes
 from vist_rt.errors import VistError
 from vist_rt.model import StreamingViST, ViSTConfig
 from vist_rt.model.exact import exact_fp32
@@ -196,21 +197,16 @@ def test_step_flops_match_the_published_cost() -> None:
     assert 0.98 * step_macs(cfg) < macs <= step_macs(cfg)
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * 4096
-
-
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc to read the resident size")
 def test_memory_does_not_grow_with_steps(make_model, tiny) -> None:
     stream = StreamingViST.from_model(make_model(), torch.rand(tiny.cells, tiny.grid, tiny.grid))
     feats = torch.randn(1, tiny.tokens, tiny.feature_dim)
     for _ in range(300):
         stream.step(feats)
-    before = _rss_bytes()
+    before = rss_bytes()
     for _ in range(3000):
         stream.step(feats)
-    assert _rss_bytes() - before < 8 * 2**20  # 3000 steps; any per-step leak of >= 3 KB would show
+    assert rss_bytes() - before < 8 * 2**20  # 3000 steps; any per-step leak of >= 3 KB would show
 
 
 @pytest.mark.gpu

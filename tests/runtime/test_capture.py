@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 
@@ -231,3 +232,21 @@ def test_an_open_source_is_left_open_and_bad_ring():
         assert cap.next_in_order(timeout=2.0).index == 0
         cap.stop()
         assert src.is_open  # the caller opened it, the caller closes it
+
+
+def test_a_resolution_change_is_logged_in_a_few_lines_not_one_per_frame(caplog) -> None:
+    class Resized(CountingSource):
+        def _read(self, timeout: float) -> Frame | None:
+            frame = super()._read(timeout)
+            if frame is None or frame.index == 0:
+                return frame
+            return Frame(frame.index, frame.t_ns, np.zeros((H + 2, W), np.uint8))  # every frame after the first
+
+    with (
+        caplog.at_level(logging.WARNING, logger="vist_rt.runtime.capture"),
+        CaptureThread(Resized(n=500), ring=4, drop=True) as cap,
+    ):
+        assert wait_for(lambda: cap.ended)
+    assert cap.skipped == 499 and "frame 499" in cap.last_error  # every skip counted, the last one kept
+    lines = [r.getMessage() for r in caplog.records if r.name == "vist_rt.runtime.capture"]
+    assert 1 <= len(lines) <= 3 and "problems in the last" in lines[-1]

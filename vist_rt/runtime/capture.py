@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from vist_rt.errors import VistError
-from vist_rt.runtime.sources import Frame, Source
+from vist_rt.runtime.sources import ErrorLog, Frame, Source
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class CaptureThread:
         self.overwritten = 0  # frames overwritten before anyone consumed them (drop=True only)
         self.skipped = 0  # frames the ring could not take (other size/dtype than the ring's)
         self.last_skip: str | None = None
+        self._log = ErrorLog(log)  # a source that changed resolution would skip (and log) every frame
         self.failure: str | None = None  # an unexpected exception that stopped the thread
         self._buf: np.ndarray | None = None  # [ring, H, W(,C)] uint8
         self._slot_seq = [-1] * self.ring  # seq of the frame in each slot; -1 = empty or being written
@@ -143,6 +144,8 @@ class CaptureThread:
         try:
             while not self._stop.is_set():
                 frame = self.source.read(self.poll)
+                if self._log.held:
+                    self._log.flush()  # skipped frames held back: said once the interval has passed
                 if frame is None:
                     if self.source.ended:
                         break
@@ -152,6 +155,7 @@ class CaptureThread:
             self.failure = f"{type(exc).__name__}: {exc}"
             log.exception("capture thread failed")
         finally:
+            self._log.flush(force=True)
             with self._cond:
                 self._finished = True
                 self._cond.notify_all()
@@ -159,7 +163,7 @@ class CaptureThread:
     def _skip(self, message: str) -> None:
         self.skipped += 1
         self.last_skip = message
-        log.warning("%s", message)
+        self._log.error(message)
 
     def _put(self, frame: Frame) -> None:
         image = frame.image

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from vist_rt.errors import VistError, brief
-from vist_rt.runtime.wire import dumps, parse_json
+from vist_rt.runtime.wire import dumps, is_int, parse_json
 
 COLORS = ("rgb", "bgr")
 DEFAULT_COLOR = "rgb"  # numpy / PsychoPy rigs think in RGB
@@ -46,10 +46,6 @@ class RigFrame:
     index: int | None = None
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def parse_rig_json(raw: bytes | memoryview, what: str) -> dict[str, Any]:
     """A rig's JSON part -> dict: strict JSON, at most MAX_JSON_BYTES, nested at most MAX_JSON_DEPTH; else
     FrameError (one line, quoting nothing of the input)."""
@@ -67,7 +63,7 @@ def check_shape(shape: Any, what: str) -> tuple[int, ...]:
     if (
         not isinstance(shape, (list, tuple))
         or len(shape) not in (2, 3)
-        or not all(_is_int(s) and 1 <= s <= MAX_SIDE for s in shape)
+        or not all(is_int(s) and 1 <= s <= MAX_SIDE for s in shape)
     ):
         raise FrameError(f"{what}: 'shape' must be [H, W] or [H, W, C] of integers 1-{MAX_SIDE}, got {brief(shape)}")
     if len(shape) == 3 and shape[2] not in (1, 3):
@@ -82,14 +78,13 @@ def _stamp(header: Mapping[str, Any], key: str, what: str) -> int | None:
     value = header.get(key)
     if value is None:
         return None
-    if not _is_int(value) or not 0 <= value <= INT64_MAX:
+    if not is_int(value) or not 0 <= value <= INT64_MAX:
         raise FrameError(f"{what}: {key!r} must be an integer from 0 to 2**63-1, got {brief(value)}")
     return value
 
 
-def decode_frame(header: Mapping[str, Any], payload: bytes | memoryview | Any, what: str = "frame") -> RigFrame:
-    """A parsed header and the raw pixels -> RigFrame, or FrameError naming the first problem (nothing acts
-    on a frame before this returns). `payload`: bytes, a memoryview or a zmq.Frame; the image views it."""
+def _fields(header: Mapping[str, Any], what: str) -> tuple[tuple[int, ...], str, int | None, int | None]:
+    """(shape, color, t_ns, index) of a frame header, each checked; FrameError naming the first problem."""
     shape = check_shape(header.get("shape"), what)
     dtype = header.get("dtype", "uint8")
     if dtype != "uint8":
@@ -97,7 +92,13 @@ def decode_frame(header: Mapping[str, Any], payload: bytes | memoryview | Any, w
     color = header.get("color", DEFAULT_COLOR)
     if color not in COLORS:
         raise FrameError(f"{what}: 'color' must be 'rgb' or 'bgr', got {brief(color)}")
-    t_ns, index = _stamp(header, "t_ns", what), _stamp(header, "index", what)
+    return shape, color, _stamp(header, "t_ns", what), _stamp(header, "index", what)
+
+
+def decode_frame(header: Mapping[str, Any], payload: bytes | memoryview | Any, what: str = "frame") -> RigFrame:
+    """A parsed header and the raw pixels -> RigFrame, or FrameError naming the first problem (nothing acts
+    on a frame before this returns). `payload`: bytes, a memoryview or a zmq.Frame; the image views it."""
+    shape, color, t_ns, index = _fields(header, what)
     buffer = getattr(payload, "buffer", payload)  # zmq.Frame -> its memoryview
     size = memoryview(buffer).nbytes
     need = math.prod(shape)
@@ -123,17 +124,11 @@ def frame_header(
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         raise FrameError(f"frame must be uint8, got {arr.dtype}")
-    shape = check_shape(list(arr.shape), "frame")
-    header: dict[str, Any] = {"shape": list(shape), "dtype": "uint8"}
-    if len(shape) == 3 and shape[2] == 3:
-        if color not in COLORS:
-            raise FrameError(f"frame: color must be 'rgb' or 'bgr', got {brief(color)}")
+    header: dict[str, Any] = {"shape": list(arr.shape), "dtype": "uint8"}
+    if arr.ndim == 3 and arr.shape[2] == 3:
         header["color"] = color
-    for key, value in (("t_ns", t_ns), ("index", index)):
-        if value is not None:
-            if not _is_int(value) or not 0 <= value <= INT64_MAX:
-                raise FrameError(f"frame: {key} must be an integer from 0 to 2**63-1, got {brief(value)}")
-            header[key] = value
+    header.update((key, value) for key, value in (("t_ns", t_ns), ("index", index)) if value is not None)
+    _fields(header, "frame")  # the decoder's own checks
     return header
 
 

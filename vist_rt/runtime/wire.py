@@ -51,7 +51,8 @@ class Message:
         return int(self.header["seq"])
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An integer (Python or numpy), not a bool."""
     if type(value) is int:  # the usual case, without the ABC check (this runs on every message)
         return True
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
@@ -89,7 +90,7 @@ def check_rates_header(header: Mapping[str, Any]) -> None:
     if missing:
         raise WireError(f"rates header lacks {', '.join(missing)}")
     for key in INT_FIELDS:
-        if not _is_int(header[key]):
+        if not is_int(header[key]):
             raise WireError(f"rates header field {key!r} must be an integer, got {header[key]!r}")
     if header["seq"] < 0 or header["n"] < 1:
         raise WireError(f"rates header needs seq >= 0 and n >= 1, got seq={header['seq']} n={header['n']}")
@@ -106,7 +107,7 @@ def check_rates_header(header: Mapping[str, Any]) -> None:
 def check_meta_header(header: Mapping[str, Any]) -> None:
     if "seq" not in header:
         raise WireError("meta header lacks seq")
-    if not _is_int(header["seq"]) or header["seq"] < 0:
+    if not is_int(header["seq"]) or header["seq"] < 0:
         raise WireError(f"meta header field 'seq' must be an integer >= 0, got {header['seq']!r}")
     ids = header.get("cell_ids")
     if ids is not None and (not isinstance(ids, Sequence) or isinstance(ids, str)):
@@ -176,7 +177,7 @@ def decode(frames: Sequence[Any], t_recv_ns: int | None = None) -> Message:
         raise WireError(f"a {topic} message has {want} parts, got {len(parts)}")
     header = loads_header(parts[1])
     v = header.get("v")
-    if v != VERSION or not _is_int(v):
+    if v != VERSION or not is_int(v):
         raise WireError(f"unsupported wire version {v!r} (this is v{VERSION})")
     if topic == "meta":
         check_meta_header(header)
