@@ -20,13 +20,23 @@ import numpy as np
 import zmq
 
 from vist_rt.errors import VistError
+from vist_rt.net import DEFAULT_CONTROL, DEFAULT_PUB
 from vist_rt.runtime.frames import encode_frame
-from vist_rt.runtime.wire import Message, SeqTracker, WireError, decode, dumps, loads_header
+from vist_rt.runtime.wire import (
+    STREAM_NAME,
+    Message,
+    SeqTracker,
+    WireError,
+    check_stream_name,
+    decode,
+    dumps,
+    loads_header,
+    topic_for,
+)
 
-__all__ = ["LockstepClient", "Message", "Subscriber", "WireError", "curve_client_options"]
+__all__ = ["DEFAULT_CONTROL", "DEFAULT_PUB", "LockstepClient", "Message", "Subscriber", "WireError",
+           "curve_client_options"]  # fmt: skip
 
-DEFAULT_PUB = "tcp://127.0.0.1:5556"
-DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
 _SLICE_MS = 200  # long waits are cut in slices so that Ctrl-C is seen promptly
 
 
@@ -81,9 +91,11 @@ def _poll(sock: zmq.Socket, timeout_ms: int | None) -> bool:
 class Subscriber:
     """SUB socket on a vist-rt publisher; iterate for `Message`s (header dict + float32 rates).
 
-    Loss detection: with both topics subscribed (the default) a jump in `seq` is recorded in `gaps` as
-    (last seen seq, number missing) and summed in `lost`. The first messages after connecting are always
-    missed (ZeroMQ's late joiner); `first_seq` says where this subscriber started.
+    `streams`: the named streams to receive (topics `rates/NAME`, `meta/NAME`); None (the default) receives
+    every message, the unnamed stream's and every named stream's (`Message.stream` tells them apart).
+    Loss detection: with both topics and every stream subscribed (the default) a jump in `seq` is recorded
+    in `gaps` as (last seen seq, number missing) and summed in `lost`. The first messages after connecting are
+    always missed (ZeroMQ's late joiner); `first_seq` says where this subscriber started.
     Iteration ends when no message arrives within `timeout_ms` (None: waits forever).
     A malformed message raises WireError from `recv` (the socket stays usable; `bad` counts them).
     """
@@ -97,17 +109,23 @@ class Subscriber:
         curve_server_key: bytes | str | os.PathLike[str] | None = None,
         hwm: int = 1000,
         context: zmq.Context | None = None,
+        streams: Iterable[str] | None = None,
     ) -> None:
         self.topics = tuple(topics)
         unknown = [t for t in self.topics if t not in ("rates", "meta")]
         if unknown or not self.topics:
             raise VistError(f"topics must be among rates, meta; got {', '.join(self.topics) or 'none'}")
+        self.streams = None if streams is None else tuple(dict.fromkeys(map(check_stream_name, streams)))
+        if self.streams == ():
+            raise VistError("streams: name at least one stream (None receives them all)")
+        # the exact topics wanted (ZeroMQ matches prefixes: rates/a also brings rates/ab); None: all
+        self._wanted = None if self.streams is None else {topic_for(t, n) for t in self.topics for n in self.streams}
         self.endpoint = endpoint
         self.timeout_ms = timeout_ms
         self.received = 0
         self.bad = 0
         self._tracker = SeqTracker()
-        self.tracks_gaps = set(self.topics) == {"rates", "meta"}
+        self.tracks_gaps = set(self.topics) == {"rates", "meta"} and self.streams is None
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.SUB)
         try:
@@ -115,8 +133,8 @@ class Subscriber:
             self._sock.setsockopt(zmq.RCVHWM, hwm)
             if curve_server_key is not None:
                 curve_client_options(self._sock, curve_server_key)
-            for topic in self.topics:
-                self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            for topic in sorted(self._wanted) if self._wanted is not None else [t.encode() for t in self.topics]:
+                self._sock.setsockopt(zmq.SUBSCRIBE, topic)
             _connect(self._sock, endpoint)
         except BaseException:
             self._sock.close(0)
@@ -149,10 +167,15 @@ class Subscriber:
     def recv(self, timeout_ms: int | None = -1) -> Message | None:
         """The next message, or None after `timeout_ms` (default: the subscriber's timeout; None: forever)."""
         wait = self.timeout_ms if timeout_ms == -1 else timeout_ms
-        if not _poll(self._sock, wait):
-            return None
-        frames = self._sock.recv_multipart()
-        t_recv_ns = time.time_ns()
+        deadline = None if wait is None else time.monotonic() + max(0, wait) / 1000.0
+        while True:
+            remaining = None if deadline is None else max(0, round((deadline - time.monotonic()) * 1000))
+            if not _poll(self._sock, remaining):
+                return None
+            frames = self._sock.recv_multipart()
+            t_recv_ns = time.time_ns()
+            if self._wanted is None or frames[0] in self._wanted:
+                break  # else another stream whose name starts with a wanted one's: not counted, not decoded
         self.received += 1
         try:
             msg = decode(frames, t_recv_ns)
@@ -249,7 +272,12 @@ class LockstepClient:
         return reply
 
     def request(self, cmd: str, **kw: Any) -> dict[str, Any]:
-        """Send `{"cmd": cmd, **kw}`; the JSON reply (ok true) or VistError."""
+        """Send `{"cmd": cmd, **kw}`; the JSON reply (ok true) or VistError. A `stream` keyword that is not None
+        must be a stream name (the request is then about that stream of a several-stream run)."""
+        if kw.get("stream") is None:
+            kw.pop("stream", None)
+        else:
+            check_stream_name(kw["stream"])
         frames = self._exchange([dumps({"cmd": cmd, **kw})], cmd)
         reply = self._reply_header(frames, cmd)
         if len(frames) != 1:
@@ -257,37 +285,52 @@ class LockstepClient:
         return reply
 
     def predict(
-        self, frame: np.ndarray, *, color: str = "rgb", t_ns: int | None = None, index: int | None = None
+        self,
+        frame: np.ndarray,
+        *,
+        color: str = "rgb",
+        t_ns: int | None = None,
+        index: int | None = None,
+        stream: str | None = None,
     ) -> tuple[dict[str, Any], np.ndarray]:
         """Send one uint8 frame ([H, W] or [H, W, 1|3]; a colour frame's channels in `color` order, "rgb" or
         "bgr") and get (rates header, float32 rates) for it. `t_ns` / `index` (integers 0 .. 2**63-1) go into the
-        rates header as `t_frame_ns` / `frame`. A frame the protocol refuses is a VistError before sending."""
-        parts = encode_frame(frame, color=color, t_ns=t_ns, index=index, extra={"cmd": "predict"})
+        rates header as `t_frame_ns` / `frame`; `stream` (a name) goes into the request. A frame the protocol
+        refuses is a VistError before sending."""
+        extra = {"cmd": "predict"} if stream is None else {"cmd": "predict", "stream": check_stream_name(stream)}
+        parts = encode_frame(frame, color=color, t_ns=t_ns, index=index, extra=extra)
         frames = self._exchange(parts, "predict")
         reply = self._reply_header(frames, "predict")
         if len(frames) != 2:
             raise VistError(f"predict: expected a 2-part reply (header, rates), got {len(frames)} parts")
+        name = reply.get("stream")  # a named stream's rates header names it (a bad name: decode says so)
+        topic = topic_for("rates", name) if isinstance(name, str) and STREAM_NAME.fullmatch(name) else b"rates"
         try:
-            msg = decode([b"rates", frames[0], frames[1]])
+            msg = decode([topic, frames[0], frames[1]])
         except WireError as exc:
             raise VistError(f"predict: bad reply: {exc}") from None
         assert msg.rates is not None
         return reply, msg.rates
 
-    def status(self) -> dict[str, Any]:
-        return self.request("status")
+    def status(self, stream: str | None = None) -> dict[str, Any]:
+        """The run's status (`stream`: that stream's)."""
+        return self.request("status", stream=stream)
 
-    def meta(self) -> dict[str, Any]:
-        return self.request("meta")
+    def meta(self, stream: str | None = None) -> dict[str, Any]:
+        """The meta fields, also published as a `meta` message (`stream`: that stream's)."""
+        return self.request("meta", stream=stream)
 
-    def reset(self) -> dict[str, Any]:
-        return self.request("reset")
+    def reset(self, stream: str | None = None) -> dict[str, Any]:
+        """Reset the temporal state to zeros (`stream`: only that stream's)."""
+        return self.request("reset", stream=stream)
 
-    def pause(self) -> dict[str, Any]:
-        return self.request("pause")
+    def pause(self, stream: str | None = None) -> dict[str, Any]:
+        """Stop the model clock (`stream`: only that stream)."""
+        return self.request("pause", stream=stream)
 
-    def resume(self) -> dict[str, Any]:
-        return self.request("resume")
+    def resume(self, stream: str | None = None) -> dict[str, Any]:
+        """Restart the model clock (`stream`: only that stream)."""
+        return self.request("resume", stream=stream)
 
     def close(self) -> None:
         if not self._sock.closed:

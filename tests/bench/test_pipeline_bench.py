@@ -43,3 +43,29 @@ def test_bench_pipeline_reports_its_figures(tmp_path: Path, run_checkpoint: Path
     out_text = capsys.readouterr().out
     assert "pipeline overhead" in out_text and "bare ZeroMQ" in out_text and "decode" in out_text
     assert f"tick thread on CPU {cpu}" in out_text
+
+
+@pytest.mark.slow
+def test_bench_pipeline_streams_compares_counts_in_one_run(tmp_path: Path, run_checkpoint: Path) -> None:
+    out = tmp_path / "s.json"
+    args = ["bench", "pipeline", "--checkpoint", str(run_checkpoint), "--ticks", "20", "--warmup", "5",
+            "--baseline", "10", "--streams", "1,2", "--json", str(out)]  # fmt: skip
+    assert main(args) == 0
+    r = json.loads(out.read_text())
+    one, two = r["runs"]
+    assert one["streams"] == 1 and two["streams"] == 2
+    assert 2 * 15 <= two["received"] <= 2 * 20  # every stream's timed ticks reached the subscriber
+    rows = r["streams"]["rows"]
+    assert [row["streams"] for row in rows] == [1, 2] and rows[0]["per_stream_cost_vs_1"] == pytest.approx(1.0)
+    assert rows[1]["per_stream_cost_vs_1"] > 0 and rows[1]["overhead_p99_ms"] > 0
+    growth = r["streams"]["overhead_p99_growth_ms_per_stream"]
+    assert growth == pytest.approx(rows[1]["overhead_p99_ms"] - rows[0]["overhead_p99_ms"])
+    assert r["streams"]["largest_streams_holding_clock"] in (None, 1, 2)
+
+
+def test_bench_pipeline_streams_refuses_bad_counts(capsys) -> None:
+    for bad in ("0", "2,1", "a", "1,1"):
+        with pytest.raises(SystemExit):
+            main(["bench", "pipeline", "--streams", bad])
+        err = capsys.readouterr().err
+        assert "increasing counts" in err or "expected counts like" in err, err

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from vist_rt.bench.stats import matmul_gflops, summarize, time_calls
+from vist_rt.bench.stats import matmul_gflops, time_calls
 from vist_rt.errors import VistError
+from vist_rt.latency import summarize
 
 
 def test_summary_in_milliseconds() -> None:

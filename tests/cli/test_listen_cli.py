@@ -352,3 +352,85 @@ def test_record_skips_a_message_it_cannot_store_and_goes_on(tmp_path: Path, caps
     captured = capsys.readouterr()
     assert "message not recorded" in captured.err and "does not fit a 64-bit integer" in captured.err
     assert "refused" in captured.out
+
+
+class StreamsPubThread(PubThread):
+    """Like PubThread, with two named streams of 3 and 2 cells (each: a meta every 10th tick, then rates)."""
+
+    def _run(self) -> None:
+        end = time.monotonic() + self.duration
+        tick = 0
+        while not self.stop_event.is_set() and time.monotonic() < end:
+            for name, cells in (("cam", 3), ("cam2", 2)):  # "cam" is a prefix of "cam2" on the wire
+                if tick % 10 == 0:
+                    self.pub.publish_meta({"model": name, "cell_ids": list("abc"[:cells]), "fps": 30.0}, stream=name)
+                self.pub.publish_rates(make_header(tick=tick), np.full(cells, tick, np.float32), stream=name)
+            tick += 1
+            time.sleep(self.period)
+
+
+@pytest.fixture
+def streams_publisher() -> Iterator[PubThread]:
+    pt = StreamsPubThread()
+    yield pt
+    pt.stop()
+
+
+def test_listen_one_stream_json(streams_publisher: PubThread, capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse("listen", streams_publisher.endpoint, "--stream", "cam", "--count", "12", "--json", "--timeout", "5")
+    assert listen.run_listen(args) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(records) == 12 and {r["stream"] for r in records} == {"cam"}
+    assert all(r["header"]["stream"] == "cam" and list(r)[:2] == ["topic", "stream"] for r in records)
+    assert all(len(r["rates"]) == 3 for r in records if r["topic"] == "rates")
+
+
+def test_listen_every_stream_says_which(streams_publisher: PubThread, capsys: pytest.CaptureFixture[str]) -> None:
+    assert listen.run_listen(parse("listen", streams_publisher.endpoint, "--count", "30", "--timeout", "5")) == 0
+    body = capsys.readouterr().out.strip().splitlines()[:-1]
+    assert len(body) == 30 and all(line.endswith(("stream cam", "stream cam2")) for line in body)
+    assert {line.rsplit(" ", 1)[1] for line in body} == {"cam", "cam2"}
+
+
+def test_listen_unnamed_stream_has_no_stream_key(publisher: PubThread, capsys: pytest.CaptureFixture[str]) -> None:
+    assert listen.run_listen(parse("listen", publisher.endpoint, "--count", "3", "--json", "--timeout", "5")) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(records) == 3 and not any("stream" in r or "stream" in r["header"] for r in records)
+
+
+def test_record_one_stream(streams_publisher: PubThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rec.h5"
+    args = parse("record", streams_publisher.endpoint, str(out), "--stream", "cam2", "--count", "20", "--timeout", "5")
+    assert listen.run_record(args) == 0
+    data = read_recording(out)
+    assert data["rates"].shape[1] == 2 and len(data["seq"]) + len(data["meta"]) == 20
+    assert all(h["stream"] == "cam2" for h in data["headers"]) and all(m["stream"] == "cam2" for m in data["meta"])
+    assert data["gaps"].shape == (0, 2) and data["attrs"]["lost"] == 0  # seq jumps over the other stream's
+    assert "; loss not tracked (one stream of several)" in capsys.readouterr().out
+
+
+def test_record_refuses_several_streams(streams_publisher: PubThread, tmp_path: Path) -> None:
+    out = tmp_path / "rec.h5"
+    with pytest.raises(VistError, match=r"several streams \(('cam', 'cam2'|'cam2', 'cam')\).*pass --stream") as info:
+        listen.run_record(parse("record", streams_publisher.endpoint, str(out), "--timeout", "5"))
+    assert "\n" not in str(info.value) and str(out) in str(info.value)
+    data = read_recording(out)  # closed cleanly, with what came before: one stream's
+    assert len({h["stream"] for h in data["headers"]} | {m["stream"] for m in data["meta"]}) == 1
+
+
+def test_record_takes_one_stream_option(tmp_path: Path) -> None:
+    out = tmp_path / "rec.h5"
+    with pytest.raises(VistError, match="record takes one --stream"):
+        listen.run_record(parse("record", "tcp://127.0.0.1:1", str(out), "--stream", "a", "--stream", "b"))
+    assert not out.exists()
+
+
+def test_stream_argument_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (("listen", "--stream", "a b"), ("listen", "--stream", ""), ("record", "e", "o.h5", "--stream", "x/y")):
+        with pytest.raises(SystemExit) as info:
+            parse(*argv)
+        assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "bad stream name" in err and "Traceback" not in err
+    assert parse("listen", "--stream", "a", "--stream", "b").stream == ["a", "b"]
+    assert parse("listen").stream is None

@@ -40,6 +40,7 @@ FLAGS = {
     "--status-every": ("0.5", "status_every_s", 0.5),
     "--tick-cpu": ("1", "tick_cpu", 1),
     "--io-cpu": ("0", "io_cpu", 0),
+    "--rf": ("off.npy", "rf", "off.npy"),
 }
 SWITCHES = {
     "--replay": ("replay", True),
@@ -69,8 +70,9 @@ def test_every_flag_reaches_the_configuration():
     assert cfg.realtime and cfg.mode == "replay"
     cfg = parse("--lockstep")
     assert cfg.lockstep and cfg.source is None and cfg.mode == "lockstep"
-    # every RunConfig field has a flag (or is covered above)
+    # every RunConfig field has a flag (or is covered above; streams come from [[stream]] tables only)
     covered = {f for _, f, _ in FLAGS.values()} | {f for f, _ in SWITCHES.values()} | {"realtime", "lockstep"}
+    covered.add("streams")
     assert covered == {f.name for f in dataclasses.fields(RunConfig)}
 
 

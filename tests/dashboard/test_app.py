@@ -51,12 +51,12 @@ def test_frame_keys_and_clock(run_checkpoint: Path) -> None:
     dash.on_key("p")
     assert not rt.paused  # requests run on the tick thread, at its next housekeeping
     rt._last_meta = time.perf_counter()  # no periodic meta due (the sockets are not open in this test)
-    rt._housekeeping()
+    rt.housekeeping()
     assert rt.paused
     dash.on_key("P")  # case does not matter
     dash.on_key("r")
     dash.on_key("x")  # ignored
-    rt._housekeeping()
+    rt.housekeeping()
     assert not rt.paused and len(rt.history.recent()) == 0  # reset clears what is drawn
     dash.on_key("q")
     assert rt.stopping
@@ -132,9 +132,9 @@ def test_two_quick_pauses_cancel_out_and_the_rate_excludes_paused_time(run_check
     dash = Dashboard(rt, console=Console(record=True, width=110), stdin=io.StringIO())
     dash.on_key("p")
     dash.on_key("p")
-    rt._housekeeping()
+    rt.housekeeping()
     assert not rt.paused  # pause then resume, decided on the tick thread
-    rt._mark_start()
+    rt.pauses.restart()
     rt.handle({"cmd": "pause"}, None)
     time.sleep(0.3)
     s = rt.status()

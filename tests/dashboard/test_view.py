@@ -132,3 +132,24 @@ def test_a_small_terminal_gets_one_line_not_a_traceback() -> None:
 def test_empty_history_and_paused() -> None:
     out = text_of(render(snap(history=np.zeros((0, 3), np.float32), paused=True), 100, 30), width=100)
     assert "PAUSED" in out and "last 0 ticks" in out
+
+
+def test_several_streams_get_one_row_each() -> None:
+    rows = [
+        {"name": "left", "source": "camera 0", "source_state": "running", "stopped": None, "paused": False,
+         "ticks": 290, "stale": 3, "paused_ticks": 0, "dropped": 1, "source_errors": 0},
+        {"name": "right", "source": "zmq", "source_state": "ended", "stopped": "the source ended (zmq)",
+         "paused": False, "ticks": 120, "stale": 0, "paused_ticks": 0, "dropped": 0, "source_errors": 7},
+        {"name": "rig3", "source": "camera 1", "source_state": "running", "stopped": None, "paused": True,
+         "ticks": 44, "stale": 2, "paused_ticks": 9, "dropped": 0, "source_errors": 0},
+    ]  # fmt: skip
+    ramp = np.linspace(0.0, 4.0, 30, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    s = Snapshot(status=status(streams=rows), meta=META, history=ramp, picks=(0,),
+                 stream_history=(ramp, ramp[:0], ramp * 0))  # fmt: skip
+    out = text_of(render(s, 120, 40))
+    lines = {name: next(line for line in out.splitlines() if f" {name} " in line) for name in ("left", "right", "rig3")}
+    assert "running" in lines["left"] and "290" in lines["left"] and SPARK[-1] in lines["left"]
+    assert "stopped" in lines["right"] and "120" in lines["right"] and "7" in lines["right"]
+    assert "PAUSED" in lines["rig3"] and "44" in lines["rig3"]
+    one = text_of(render(snap(), 120, 40))  # one stream: no streams panel
+    assert "streams (population rate)" in out and "streams (population rate)" not in one

@@ -30,11 +30,12 @@ def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
     return cond()
 
 
-def make_run_checkpoint(path: Path, channels: str = "grey") -> Path:
-    """Write the tiny run checkpoint to `path` (`channels="rgb"`: colour patches, where channel order matters)."""
+def make_run_checkpoint(path: Path, channels: str = "grey", seed: int = 1) -> Path:
+    """Write the tiny run checkpoint to `path` (`channels="rgb"`: colour patches, where channel order matters;
+    `seed`: of its random weights)."""
     torch.manual_seed(0)
     cfg = RUN_CFG if channels == "grey" else dataclasses.replace(RUN_CFG, feature_dim=3 * 196)
-    model = randomize(ViST(cfg), seed=1)
+    model = randomize(ViST(cfg), seed=seed)
     rf = torch.rand(cfg.cells, cfg.grid, cfg.grid, generator=torch.Generator().manual_seed(2))
     extractor = PatchesExtractor(image_size=IMAGE, channels=channels).spec
     save_checkpoint(path, model, rf=rf, fps=30.0, extractor=extractor, cell_ids=[f"c{i}" for i in range(5)])

@@ -266,3 +266,128 @@ def test_json_headers_are_plain_dicts(ctx: zmq.Context) -> None:
         last = pub.publish_rates(make_header(), np.ones(2, np.float32))
         msg = drain(sub, last)[-1]
         assert json.loads(json.dumps(msg.header)) == msg.header
+
+
+def _publish_streams(pub: Publisher, names: tuple[str | None, ...]) -> int:
+    """One meta and one rates message of each stream (None: unnamed); the last seq."""
+    for name in names:
+        pub.publish_meta({"model": "m"}, stream=name)
+        pub.publish_rates(make_header(), np.ones(2, np.float32), stream=name)
+    return pub.seq - 1
+
+
+def test_subscriber_streams_receives_only_those_streams(ctx: zmq.Context) -> None:
+    names = ("a", "ab", "b", "a-1")  # "a" is a prefix of "ab" and "a-1" on the wire: ZeroMQ alone would mix them
+    with Publisher(RANDOM, context=ctx) as pub, Subscriber(pub.endpoint, context=ctx, streams=["a", "b"]) as only:
+        assert only.streams == ("a", "b") and not only.tracks_gaps
+        for _ in range(250):  # handshake on a wanted stream
+            pub.publish_meta({"model": "hello"}, stream="a")
+            if only.recv(20) is not None:
+                break
+        while only.recv(50) is not None:
+            pass
+        before = only.received
+        for _ in range(3):
+            _publish_streams(pub, (None, *names))
+        got = list(iter(lambda: only.recv(300), None))
+    assert [(m.topic, m.stream) for m in got] == [("meta", "a"), ("rates", "a"), ("meta", "b"), ("rates", "b")] * 3
+    assert only.received == before + len(got) and only.bad == 0  # the other streams' messages are not counted
+
+
+def test_subscriber_streams_and_topics_combine(ctx: zmq.Context) -> None:
+    with Publisher(RANDOM, context=ctx) as pub:
+        with Subscriber(pub.endpoint, context=ctx, topics=["rates"], streams=["cam"], timeout_ms=300) as sub:
+            for _ in range(250):
+                pub.publish_rates(make_header(), np.ones(2, np.float32), stream="cam")
+                if sub.recv(20) is not None:
+                    break
+            while sub.recv(50) is not None:
+                pass
+            _publish_streams(pub, (None, "cam", "eye", "camera"))
+            got = list(sub)
+        assert [(m.topic, m.stream) for m in got] == [("rates", "cam")]
+
+
+def test_subscriber_without_streams_gets_every_stream_and_tracks_gaps(ctx: zmq.Context) -> None:
+    with Publisher(RANDOM, context=ctx) as pub, Subscriber(pub.endpoint, context=ctx) as sub:
+        assert sub.streams is None and sub.tracks_gaps
+        handshake(pub, sub)
+        last = _publish_streams(pub, (None, "cam", "eye"))
+        got = drain(sub, last)
+    assert [m.stream for m in got[-6:]] == [None, None, "cam", "cam", "eye", "eye"] and sub.lost == 0
+
+
+def test_subscriber_stream_argument_errors(ctx: zmq.Context) -> None:
+    with pytest.raises(VistError, match="bad stream name 'a/b'"):
+        Subscriber(context=ctx, streams=["ok", "a/b"])
+    with pytest.raises(VistError, match="name at least one stream"):
+        Subscriber(context=ctx, streams=[])
+    with Subscriber(context=ctx, streams=["x", "y", "x"]) as sub:
+        assert sub.streams == ("x", "y")
+
+
+def test_control_requests_carry_the_stream(ctx: zmq.Context, served: ServerThread) -> None:
+    with LockstepClient(served.server.endpoint, timeout_ms=2000, context=ctx) as client:
+        assert client.status("cam")["echo"] == {"cmd": "status", "stream": "cam"}
+        assert client.status()["echo"] == {"cmd": "status"}  # no stream: not sent
+        assert client.reset(stream="eye")["echo"] == {"cmd": "reset", "stream": "eye"}
+        assert client.request("status", stream=None)["echo"] == {"cmd": "status"}
+        with pytest.raises(VistError, match=r"^pause: cannot pause now$"):
+            client.pause("cam")
+        with pytest.raises(VistError, match="bad stream name"):
+            client.resume("no good")
+        with pytest.raises(VistError, match="bad stream name"):
+            client.meta(stream="")
+        assert client.meta("cam") == {"ok": True, "meta": {}}
+
+
+def test_predict_with_a_stream(ctx: zmq.Context) -> None:
+    """The request names the stream; a named stream's reply header (with `stream`) decodes."""
+    from vist_rt.runtime.control import predict_reply
+    from vist_rt.runtime.frames import decode_frame
+
+    requests: list[dict] = []
+
+    def named(request: dict, payload: bytes | None) -> tuple[dict, object]:
+        requests.append(request)
+        assert payload is not None
+        frame = decode_frame(request, payload, "predict").image
+        header = make_header(tick=7, stream=request["stream"]) if "stream" in request else make_header(tick=7)
+        return predict_reply(header, np.full(2, frame.mean(), np.float32))
+
+    with ControlServer(RANDOM, named, context=ctx) as srv:
+        st = ServerThread(srv)
+        st.serving.set()
+        try:
+            with LockstepClient(srv.endpoint, timeout_ms=2000, context=ctx) as client:
+                header, rates = client.predict(np.full((2, 2), 4, np.uint8), stream="cam")
+                assert header["stream"] == "cam" and rates.tolist() == [4.0, 4.0]
+                header, _ = client.predict(np.zeros((2, 2), np.uint8))
+                assert "stream" not in header
+                with pytest.raises(VistError, match="bad stream name"):
+                    client.predict(np.zeros((2, 2), np.uint8), stream="a b")
+        finally:
+            st.stop()
+    assert [r.get("stream") for r in requests] == ["cam", None] and requests[0]["cmd"] == "predict"
+
+
+def test_timeout_holds_while_only_other_streams_arrive(ctx: zmq.Context) -> None:
+    pub, endpoint = raw_pub(ctx)
+    stop = threading.Event()
+
+    def flood() -> None:
+        while not stop.is_set():
+            pub.send_multipart(encode_meta({"seq": 0}, "camera"))  # rates/cam's prefix matches: never wanted
+            time.sleep(0.001)
+
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    try:
+        with Subscriber(endpoint, context=ctx, streams=["cam"]) as sub:
+            t0 = time.monotonic()
+            assert sub.recv(300) is None
+            assert 0.25 < time.monotonic() - t0 < 3.0 and sub.received == 0
+    finally:
+        stop.set()
+        sender.join(5)
+        pub.close(0)

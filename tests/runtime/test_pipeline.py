@@ -170,7 +170,7 @@ def test_live_with_a_slow_feature_stage_holds_the_clock(tmp_path: Path, run_chec
     cfg = RunConfig(source="synthetic", checkpoint=str(run_checkpoint), max_frames=60, dashboard=False,
                     pub=f"tcp://127.0.0.1:{free_port()}", control=f"tcp://127.0.0.1:{free_port()}",
                     status_every_s=100.0, record=str(tmp_path / "live.h5"))  # fmt: skip
-    rt = Runtime(cfg, engine, log=lambda _: None)
+    rt = Runtime.from_engine(cfg, engine, log=lambda _: None)
     summary = rt.run()
     from vist_rt.runtime.record import read_recording
 
@@ -220,7 +220,7 @@ def failing_engine(checkpoint: Path, message: str, after: int = 3) -> Engine:
 def test_live_stops_with_one_line_when_the_feature_stage_fails(run_checkpoint: Path) -> None:
     engine = failing_engine(run_checkpoint, "CUDA out of memory (simulated)")
     with pytest.raises(VistError, match="the feature stage failed: RuntimeError: CUDA out of memory"):
-        Runtime(_live(run_checkpoint, source="synthetic"), engine, log=lambda _: None).run()
+        Runtime.from_engine(_live(run_checkpoint, source="synthetic"), engine, log=lambda _: None).run()
 
 
 def test_file_sources_need_replay_and_a_failed_start_leaves_no_recording(tmp_path: Path, run_checkpoint: Path):
@@ -246,7 +246,7 @@ def test_realtime_replay_is_paced_after_a_pause(tmp_path: Path, run_checkpoint: 
     cfg = _live(run_checkpoint, source=f"video:{video}", replay=True, realtime=True, paused=True,
                 record=str(tmp_path / "p.h5"))  # fmt: skip
     rt = Runtime.from_config(cfg, log=lambda _: None)
-    threading.Timer(1.0, lambda: setattr(rt, "paused", False)).start()  # as a control `resume` would
+    threading.Timer(1.0, lambda: rt.request("resume")).start()  # as a control `resume` (or the p key) would
     rt.run()
     from vist_rt.runtime.record import read_recording
 
@@ -315,7 +315,7 @@ def test_curve_keys_encrypt_the_stream(tmp_path: Path, run_checkpoint: Path) -> 
         with Subscriber(cfg.pub, curve_server_key=public, timeout_ms=10_000) as sub:
             first = sub.recv()
             assert first is not None and first.topic == "meta"  # the key holder hears the stream
-            rt.paused = False
+            rt.request("resume")
             got: list = []
             while len(got) < 20 and (m := sub.recv(5_000)) is not None:
                 got += [m] if m.topic == "rates" else []

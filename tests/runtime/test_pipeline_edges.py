@@ -65,10 +65,12 @@ def test_the_recording_is_closed_before_the_lsl_outlet(tmp_path: Path, run_check
     from vist_rt.runtime import lsl, record
 
     order: list[str] = []
+    outlets: list[Any] = []
 
     class FakeLsl:
-        def __init__(self, meta: dict[str, Any]) -> None:
+        def __init__(self, meta: dict[str, Any], name: str = "vist-rt") -> None:
             self.pushed = 0
+            outlets.append(self)
 
         def push(self, rates: np.ndarray, age_s: float) -> None:
             self.pushed += 1
@@ -91,14 +93,14 @@ def test_the_recording_is_closed_before_the_lsl_outlet(tmp_path: Path, run_check
     cfg = _live(run_checkpoint, source="synthetic", lsl=True, record=str(rec), max_frames=5)
     rt = Runtime.from_config(cfg, log=lambda _: None)
     rt.run()
-    assert order == ["recorder closed", "lsl closed; recording has 5 rows"] and rt.lsl.pushed == 5
+    assert order == ["recorder closed", "lsl closed; recording has 5 rows"] and [o.pushed for o in outlets] == [5]
 
 
 def test_a_failing_lsl_outlet_leaves_no_recording(tmp_path: Path, run_checkpoint: Path, monkeypatch):
     from vist_rt.runtime import lsl
 
     class NoLsl:
-        def __init__(self, meta: dict[str, Any]) -> None:
+        def __init__(self, meta: dict[str, Any], name: str = "vist-rt") -> None:
             raise VistError('--lsl needs pylsl: pip install "vist-rt[lsl]" (simulated)')
 
     monkeypatch.setattr(lsl, "LslOutlet", NoLsl)
@@ -206,7 +208,7 @@ def test_replay_stops_with_one_line_when_the_feature_stage_fails(run_checkpoint:
     engine = failing_engine(run_checkpoint, "CUDA out of memory (simulated)\nmore detail")
     cfg = _live(run_checkpoint, source="synthetic:replay", replay=True)
     with pytest.raises(VistError, match=r"^the feature stage failed: RuntimeError: CUDA out of memory \(simulated\)$"):
-        run_in_thread(Runtime(cfg, engine, log=lambda _: None))
+        run_in_thread(Runtime.from_engine(cfg, engine, log=lambda _: None))
 
 
 def test_live_stops_when_its_source_ends_while_paused(run_checkpoint: Path, monkeypatch) -> None:
@@ -249,7 +251,7 @@ def test_live_stops_when_its_last_frame_fails_in_the_feature_stage(run_checkpoin
 
     engine.features = picky  # type: ignore[method-assign]
     logs: list[str] = []
-    summary = run_in_thread(Runtime(_live(run_checkpoint, source="synthetic"), engine, log=logs.append), 10.0)
+    summary = run_in_thread(Runtime.from_engine(_live(run_checkpoint, source="synthetic"), engine, log=logs.append), 10.0)
     assert any("the source ended" in line for line in logs)
     assert any("black frame" in e for e in summary["errors"]), summary["errors"]
 
@@ -263,25 +265,25 @@ def test_the_feature_thread_does_not_spin_after_the_source_ended(run_checkpoint:
             return None  # at once, as CaptureThread.latest does once the capture has ended
 
     rt = Runtime.from_config(_live(run_checkpoint, source="synthetic"), log=lambda _: None)
-    rt.capture = Ended()
-    worker = threading.Thread(target=rt._feature_loop, daemon=True)
+    ended = rt.streams[0].capture = Ended()  # type: ignore[assignment]
+    worker = threading.Thread(target=rt.groups[0].feature_loop, args=(rt.stop_event, rt.stats), daemon=True)
     worker.start()
     time.sleep(0.5)
     rt.stop()
     worker.join(5)
-    assert not worker.is_alive() and rt.capture.calls <= 20, rt.capture.calls
+    assert not worker.is_alive() and ended.calls <= 20, ended.calls
 
 
 def test_work_after_the_send_is_housekeeping_not_overhead(run_checkpoint: Path, monkeypatch) -> None:
     """Periodic work (meta, flushes, status lines) runs after the send: it delays no rates, and is reported apart."""
-    periodic = Runtime._periodic
+    periodic = Runtime.periodic
 
     def slow_periodic(self: Runtime) -> None:
         time.sleep(0.005)  # a slow disk flush
         periodic(self)
 
     monkeypatch.setattr(sources, "make_source", lambda *a, **k: sources.SyntheticSource(size=SIZE))
-    monkeypatch.setattr(Runtime, "_periodic", slow_periodic)
+    monkeypatch.setattr(Runtime, "periodic", slow_periodic)
     rt = Runtime.from_config(_live(run_checkpoint, source="synthetic", max_frames=12), log=lambda _: None)
     summary = run_in_thread(rt)
     lat = summary["latency_ms"]
@@ -294,7 +296,7 @@ def test_a_key_pressed_during_the_wait_acts_on_that_tick(run_checkpoint: Path, m
     """pause from the dashboard (queued while the clock waits) stops the very next tick, as before the send."""
     monkeypatch.setattr(sources, "make_source", lambda *a, **k: sources.SyntheticSource(size=SIZE))
     rt = Runtime.from_config(_live(run_checkpoint, source="synthetic"), log=lambda _: None)
-    wait = rt._poll_control
+    wait = rt.poll_control
 
     def poll(seconds: float) -> None:
         if rt.stats.ticks == 10 and not rt.paused and "queued" not in rt.__dict__:
@@ -302,7 +304,7 @@ def test_a_key_pressed_during_the_wait_acts_on_that_tick(run_checkpoint: Path, m
             rt.request("toggle-pause")
         wait(seconds)
 
-    rt._poll_control = poll  # type: ignore[method-assign]
+    rt.poll_control = poll  # type: ignore[method-assign]
     worker = threading.Thread(target=rt.run, daemon=True)
     worker.start()
     try:

@@ -15,7 +15,7 @@ import zmq
 from tests.runtime.test_wire import make_header
 from vist_rt.client import Subscriber
 from vist_rt.errors import VistError
-from vist_rt.runtime.publish import Publisher, is_loopback, load_curve_keys, make_curve_keys
+from vist_rt.runtime.publish import Publisher, load_curve_keys, make_curve_keys
 from vist_rt.runtime.wire import Message, WireError
 
 RANDOM = "tcp://127.0.0.1:*"
@@ -156,15 +156,9 @@ def test_slow_subscriber_neither_blocks_nor_grows_the_publisher(ctx: zmq.Context
     ["tcp://0.0.0.0:*", "tcp://*:*", "tcp://*:0", "tcp://eth0:*", "tcp://192.168.1.10:5556", "tcp://[::]:*", "pgm://x"],
 )
 def test_non_loopback_needs_allow_remote(ctx: zmq.Context, endpoint: str) -> None:
-    assert not is_loopback(endpoint)
     with pytest.raises(VistError, match=r"refusing to bind the publisher to non-loopback.*allow_remote=True") as info:
         Publisher(endpoint, context=ctx)
     assert "\n" not in str(info.value)
-
-
-def test_loopback_forms() -> None:
-    for ep in ("tcp://127.0.0.1:5556", "tcp://localhost:*", "tcp://[::1]:0", "tcp://127.0.0.2:1", "ipc:///tmp/x"):
-        assert is_loopback(ep), ep
 
 
 def test_allow_remote_binds_all_interfaces(ctx: zmq.Context) -> None:
@@ -248,3 +242,37 @@ def test_load_curve_keys_errors(tmp_path: Path) -> None:
     (tmp_path / "server.key").write_text("garbage\n")
     with pytest.raises(VistError):
         load_curve_keys(tmp_path)
+
+
+def test_named_streams_share_one_socket_and_one_seq(ctx: zmq.Context) -> None:
+    with Publisher(RANDOM, context=ctx) as pub, Subscriber(pub.endpoint, context=ctx) as sub:
+        handshake(pub, sub)
+        first = pub.publish_meta({"model": "m", "cell_ids": ["a", "b"]}, stream="cam")
+        assert pub.last_meta_header == {"model": "m", "cell_ids": ["a", "b"], "seq": first, "v": 1, "stream": "cam"}
+        for tick in range(5):
+            pub.publish_rates(make_header(tick=tick), np.full(2, tick, np.float32), stream="cam")
+            pub.publish_rates(make_header(tick=tick, stream="eye"), np.full(3, tick, np.float32), stream="eye")
+        sent = pub.last_rates_header
+        last = pub.publish_meta({"model": "m"}, stream="eye")
+        got = drain(sub, last)
+    assert [m.seq for m in got] == list(range(first, last + 1)) and sub.lost == 0  # one seq for every stream
+    assert [m.stream for m in got if m.topic == "rates"] == ["cam", "eye"] * 5
+    assert [(m.topic, m.stream) for m in got if m.topic == "meta"] == [("meta", "cam"), ("meta", "eye")]
+    assert all(m.header["stream"] == m.stream for m in got)
+    assert [m.rates.size for m in got if m.topic == "rates"] == [2, 3] * 5  # type: ignore[union-attr]
+    # the header as sent, fields and order (t_pub_ns last, stamped at the send) is what arrived
+    assert sent is not None and got[-2].header == sent and list(got[-2].header) == list(sent)
+    assert list(sent)[-2:] == ["stream", "t_pub_ns"] and sent["t_pub_ns"] != 10**18
+
+
+def test_a_bad_stream_uses_no_seq(ctx: zmq.Context) -> None:
+    with Publisher(RANDOM, context=ctx) as pub:
+        with pytest.raises(VistError, match="bad stream name"):
+            pub.publish_rates(make_header(), np.ones(2, np.float32), stream="a/b")
+        with pytest.raises(WireError, match="not the message's stream"):
+            pub.publish_rates(make_header(stream="eye"), np.ones(2, np.float32), stream="cam")
+        with pytest.raises(VistError, match="bad stream name"):
+            pub.publish_meta({"model": "m"}, stream="")
+        assert pub.seq == 0 and pub.last_rates_header is None and pub.last_meta_header is None
+        assert pub.publish_rates(make_header(), np.ones(2, np.float32)) == 0
+        assert "stream" not in pub.last_rates_header  # type: ignore[operator]

@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 from vist_rt.errors import VistError
-from vist_rt.runtime.movie import SyntheticMovie
+from vist_rt.movie import SyntheticMovie
 from vist_rt.runtime.sources import (
     CameraSource,
     Frame,

@@ -15,9 +15,15 @@ from vist_rt.runtime.wire import (
     Message,
     SeqTracker,
     WireError,
+    check_meta_header,
+    check_rates_header,
+    check_stream_name,
     decode,
     encode_meta,
     encode_rates,
+    meta_message,
+    rates_message,
+    topic_for,
 )
 
 
@@ -166,3 +172,130 @@ def test_seq_tracker() -> None:
     gaps = [t.update(s) for s in (5, 6, 9, 10, 11, 15, 2, 3)]
     assert gaps == [None, None, (6, 2), None, None, (11, 3), None, None]
     assert t.first_seq == 5 and t.last_seq == 3 and t.gaps == [(6, 2), (11, 3)] and t.lost == 5 and t.restarts == 1
+
+
+# named streams: topics rates/NAME and meta/NAME, header field `stream`
+
+
+@pytest.mark.parametrize("name", ["a", "cam0", "left_eye", "A-B_9", "x" * 32, "rates", "0"])
+def test_named_rates_round_trip(name: str) -> None:
+    rates = np.array([1.5, np.nan, -2.0], np.float32)
+    assert check_stream_name(name) == name
+    sent, parts = rates_message(make_header(seq=4), rates, name)
+    assert parts[0] == topic_for("rates", name) == f"rates/{name}".encode() and len(parts) == 3
+    assert json.loads(parts[1]) == sent and sent["stream"] == name and list(sent)[-1] == "stream"
+    msg = decode([bytes(p) for p in parts])
+    assert msg.topic == "rates" and msg.stream == name and msg.header == sent and msg.seq == 4
+    assert msg.rates is not None and msg.rates.tobytes() == rates.tobytes()
+    again = encode_rates(msg.header, msg.rates)  # a decoded header encodes to the same message
+    assert [bytes(p) for p in again] == [bytes(p) for p in parts]
+    assert [bytes(p) for p in encode_rates(msg.header, msg.rates, msg.stream)] == [bytes(p) for p in parts]
+
+
+def test_named_meta_round_trip() -> None:
+    meta = {"seq": 2, "model": "m", "cell_ids": ["a", "b"]}
+    sent, parts = meta_message(meta, "eye")
+    assert parts == [b"meta/eye", parts[1]] and sent == {**meta, "v": 1, "stream": "eye"}
+    msg = decode(parts)
+    assert msg == Message("meta", sent, None, stream="eye") and msg.stream == "eye" and msg.topic == "meta"
+    assert encode_meta(msg.header) == parts and encode_meta(msg.header, "eye") == parts
+    assert meta == {"seq": 2, "model": "m", "cell_ids": ["a", "b"]}  # the caller's dict is not touched
+
+
+def test_unnamed_messages_are_v1_as_before() -> None:
+    parts = encode_rates(make_header(), np.ones(2, np.float32))
+    assert parts[0] == b"rates" and "stream" not in json.loads(parts[1])
+    assert decode(parts).stream is None and decode(encode_meta({"seq": 0})).stream is None
+    assert encode_meta({"seq": 0})[0] == b"meta" and b"stream" not in encode_meta({"seq": 0})[1]
+
+
+def test_the_header_stream_field_must_match_the_given_stream() -> None:
+    assert rates_message(make_header(stream="a"), [1.0], "a")[0]["stream"] == "a"  # said twice, the same: fine
+    with pytest.raises(WireError, match="header field 'stream' 'b' is not the message's stream 'a'"):
+        encode_rates(make_header(stream="b"), [1.0], "a")
+    with pytest.raises(WireError, match="is not the message's stream"):
+        encode_meta({"seq": 0, "stream": "b"}, "a")
+    for bad in (None, 5, "", "a b", "x" * 33):  # a header's own stream field, no stream given: checked as a name
+        with pytest.raises(WireError, match="header field 'stream' must be a stream name"):
+            encode_rates(make_header(stream=bad), [1.0])
+        with pytest.raises(WireError, match="header field 'stream' must be a stream name"):
+            encode_meta({"seq": 0, "stream": bad})
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 33, "a/b", "a b", "é", "a\n", "a.b", "*", 5, b"ab", ["a"]])
+def test_bad_stream_names_are_refused(bad: Any) -> None:
+    for call in (
+        lambda: check_stream_name(bad),
+        lambda: topic_for("rates", bad),
+        lambda: encode_rates(make_header(), [1.0], bad),
+        lambda: encode_meta({"seq": 0}, bad),
+    ):
+        with pytest.raises(VistError, match="stream name") as info:
+            call()
+        assert "\n" not in str(info.value) and len(str(info.value)) < 120
+
+
+def test_check_headers_accept_an_optional_stream_field() -> None:
+    full = {**make_header(), "v": 1, "n": 1}
+    check_rates_header(full)
+    check_rates_header({**full, "stream": "cam"})
+    check_meta_header({"seq": 0, "stream": "cam"})
+    with pytest.raises(WireError, match="'stream' must be a stream name"):
+        check_rates_header({**full, "stream": 3})
+    with pytest.raises(WireError, match="'stream' must be a stream name"):
+        check_meta_header({"seq": 0, "stream": "a/b"})
+
+
+def _named(topic: bytes, **changes: Any) -> list[bytes]:
+    """A rates message (or, for a meta topic, a meta one) with its topic and header fields replaced."""
+    if topic.startswith(b"meta"):
+        head: dict[str, Any] = {"v": 1, "seq": 0}
+        tail: list[bytes] = []
+    else:
+        head = {**make_header(), "v": 1, "n": 1}
+        tail = [np.ones(1, "<f4").tobytes()]
+    head.update(changes)
+    head = {k: v for k, v in head.items() if v is not ...}  # ...: leave the field out
+    return [topic, json.dumps(head).encode(), *tail]
+
+
+@pytest.mark.parametrize(
+    ("frames", "match"),
+    [
+        (_named(b"rates/cam"), "topic b'rates/cam' carries a header with no stream field"),
+        (_named(b"meta/cam"), "topic b'meta/cam' carries a header with no stream field"),
+        (_named(b"rates/cam", stream="eye"), "topic b'rates/cam' carries a header with stream 'eye'"),
+        (_named(b"meta/cam", stream="eye"), "carries a header with stream 'eye'"),
+        (_named(b"rates", stream="cam"), "topic b'rates' carries a header with stream 'cam'"),
+        (_named(b"meta", stream="cam"), "topic b'meta' carries a header with stream 'cam'"),
+        (_named(b"rates", stream=None), "'stream' must be a stream name"),
+        (_named(b"meta", stream=None), "'stream' must be a stream name"),
+        (_named(b"rates/cam", stream=["cam"]), "carries a header with stream \\['cam'\\]"),
+        (_named(b"rates/", stream=""), "topic b'rates/': a stream's name is 1 to 32"),
+        (_named(b"rates/a b", stream="a b"), "a stream's name is"),
+        (_named(b"meta/" + b"x" * 33, stream="x" * 33), "a stream's name is"),
+        (_named(b"rates/caf\xc3\xa9", stream="caf\u00e9"), "a stream's name is"),
+        (_named(b"rates/a/b", stream="a/b"), "a stream's name is"),
+        (_named(b"ratescam", stream="cam"), "unknown topic b'ratescam'"),
+        (_named(b"video/cam", stream="cam"), "unknown topic"),
+        (_named(b"rates/cam", stream="cam", v=2), "unsupported wire version 2"),
+    ],
+)
+def test_decode_named_stream_validation(frames: list[bytes], match: str) -> None:
+    with pytest.raises(WireError, match=match) as info:
+        decode(frames)
+    assert "\n" not in str(info.value)
+
+
+def test_decode_named_streams_as_sent() -> None:
+    for frames in (_named(b"rates/cam", stream="cam"), _named(b"meta/cam", stream="cam")):
+        msg = decode(frames)
+        assert msg.stream == "cam" and msg.topic == frames[0].decode().split("/")[0]
+
+
+def test_message_stream_field() -> None:
+    header = {"seq": 1, "stream": "cam"}
+    assert Message("meta", header).stream == "cam"  # positional construction as before: from the header
+    assert Message("meta", {"seq": 1}, None, 5).stream is None and Message("meta", {"seq": 1}, None, 5).t_recv_ns == 5
+    assert Message("meta", {"seq": 1}, None, None, "eye").stream == "eye"
+    assert Message("meta", header) == Message("meta", header, None, 9, "cam")  # t_recv_ns is not compared

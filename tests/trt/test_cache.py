@@ -12,12 +12,12 @@ import pytest
 
 from tests.trt.conftest import IDENTITY
 from vist_rt.errors import VistError
+from vist_rt.trt.build import get_or_build
 from vist_rt.trt.cache import (
     EngineCache,
     EngineKey,
     describe_changes,
     engine_key,
-    get_or_build,
     parse_shape_arg,
     resolve_profile,
 )

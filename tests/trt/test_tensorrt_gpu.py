@@ -13,7 +13,8 @@ import torch
 
 from vist_rt.errors import VistError
 from vist_rt.export.ort import make_session
-from vist_rt.trt.cache import EngineCache, get_or_build
+from vist_rt.trt.build import get_or_build
+from vist_rt.trt.cache import EngineCache
 
 pytestmark = [pytest.mark.trt, pytest.mark.gpu]
 

@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from vist_rt.bench.stats import machine_info, matmul_gflops, summarize, time_calls
+from vist_rt.bench.stats import machine_info, matmul_gflops, time_calls
 from vist_rt.features.backbones import PATCH
 from vist_rt.features.extractor import DINOv2Extractor
 from vist_rt.features.vit import DINOv2Tokens
+from vist_rt.latency import summarize
 
 
 def vit_flops(module: DINOv2Tokens) -> int:

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vist_rt.bench.stats import machine_info, summarize
+from vist_rt.bench.stats import machine_info
 from vist_rt.errors import VistError
+from vist_rt.latency import summarize
 
 
 def cuda_time(fn: Callable[[], object], n: int, warmup: int) -> dict[str, dict[str, float]]:

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from vist_rt.bench.stats import machine_info, summarize
+from vist_rt.bench.stats import machine_info
+from vist_rt.latency import summarize
 
 TARGETS = {"overhead_p99_ms": 0.5, "delivery_p99_ms": 0.3}
 
@@ -127,10 +128,13 @@ def run_pipeline_bench(
     tick_cpu: int | None = None,
     io_cpu: int | None = None,
     record: bool = False,
+    streams: int = 1,
 ) -> dict[str, Any]:
     """A live run of warmup + ticks model ticks with a subscriber attached, then `baseline` bare ZeroMQ
     messages at the same rate (the machine's delivery floor, same run); every figure as a dict.
 
+    `streams` > 1: that many named streams (s0, s1, ...) of `source` with different seeds for the synthetic movie,
+    on one checkpoint: one batch per tick.
     `low_latency`: the run holds its PM QoS request (`vist-rt run --low-latency`), and so does the
     floor's measurement, so that both are measured alike; `tick_cpu` / `io_cpu` likewise pin both. `record`: the
     run records to a temporary file, as `--record` (the recorder's per-tick cost is part of `housekeeping`)."""
@@ -142,19 +146,65 @@ def run_pipeline_bench(
     tmp = tempfile.TemporaryDirectory(prefix="vist-bench-") if record else contextlib.nullcontext(None)
     with tmp as folder:
         path = str(Path(folder) / "bench.h5") if folder else None
-        cfg = RunConfig(source=source, checkpoint=ckpt, pub=pub, control=f"tcp://127.0.0.1:{free_port()}",
-                        max_frames=warmup + ticks, dashboard=False, status_every_s=1e9, meta_every_s=1.0,
-                        temporal=temporal, low_latency=low_latency, tick_cpu=tick_cpu, io_cpu=io_cpu,
-                        record=path)  # fmt: skip
+        many = {"source": None, "streams": stream_configs(source, streams)} if streams > 1 else {"source": source}
+        cfg = RunConfig.from_dict(dict(checkpoint=ckpt, pub=pub, control=f"tcp://127.0.0.1:{free_port()}",
+                                       max_frames=warmup + ticks, dashboard=False, status_every_s=1e9, meta_every_s=1.0,
+                                       temporal=temporal, low_latency=low_latency, tick_cpu=tick_cpu, io_cpu=io_cpu,
+                                       record=path, **many))  # fmt: skip
         result = _pipeline_run(cfg, ticks=ticks, warmup=warmup, baseline=baseline)
         if path:
+            from vist_rt.runtime.pipeline import record_paths
             from vist_rt.runtime.record import read_recording
 
-            rows = len(read_recording(path)["rates"])
+            rows = sum(len(read_recording(p)["rates"]) for p in record_paths(cfg).values())
             result["recording"]["rows"] = rows
-            result["recording"]["complete"] = rows == result["recording"]["ticks"]
-    result.update({"checkpoint": "demo model (vist_rt/demo)" if checkpoint is None else checkpoint, "source": source})
+            result["recording"]["complete"] = rows == result["recording"]["ticks"] * streams
+    result.update({"checkpoint": "demo model (vist_rt/demo)" if checkpoint is None else checkpoint, "source": source,
+                   "streams": streams})  # fmt: skip
     return result
+
+
+def stream_configs(source: str, n: int) -> tuple[Any, ...]:
+    """n streams s0..s{n-1} of `source` (the synthetic movie: seeds 0..n-1, so that their frames differ)."""
+    from vist_rt.runtime.config import StreamConfig
+
+    def spec(i: int) -> str:
+        return f"synthetic:{i}" if source == "synthetic" else source
+
+    return tuple(StreamConfig(name=f"s{i}", source=spec(i)) for i in range(n))
+
+
+def compare_streams(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Figures across runs of 1..N streams measured in one invocation: per-tick work and model compute per
+    stream relative to one stream, the overhead p99's growth per extra stream, the largest N that held the clock."""
+    base = results[0]
+
+    def per_tick_model(r: dict[str, Any]) -> float:  # p50 ms of the batched temporal step + the batched ViT call
+        st = r["stages_ms"]
+        return sum(st[k]["p50"] for k in ("temporal", "preprocess", "vit") if st.get(k))
+
+    rows = []
+    for r in results:
+        n = r["streams"]
+        rows.append({
+            "streams": n,
+            "tick_work_p99_ms": r["tick_work_ms"]["p99"],
+            "overhead_p99_ms": r["overhead_ms"]["p99"],
+            "model_p50_ms": per_tick_model(r),
+            "per_stream_cost_vs_1": (per_tick_model(r) + r["tick_work_ms"]["p50"]) / n
+            / (per_tick_model(base) + base["tick_work_ms"]["p50"]),
+            "missed": r["missed"],
+            "stale": r["stale"],
+            "held_clock": r["missed"] == 0 and r["rate_hz"] >= 0.99 * r["target_hz"],
+        })  # fmt: skip
+    growth = [(r["overhead_p99_ms"] - rows[0]["overhead_p99_ms"]) / (r["streams"] - rows[0]["streams"])
+              for r in rows[1:] if r["streams"] > rows[0]["streams"]]  # fmt: skip
+    held = [r["streams"] for r in rows if r["held_clock"]]
+    return {
+        "rows": rows,
+        "overhead_p99_growth_ms_per_stream": max(growth) if growth else None,
+        "largest_streams_holding_clock": max(held) if held else None,
+    }
 
 
 def _pipeline_run(cfg: Any, *, ticks: int, warmup: int, baseline: int) -> dict[str, Any]:
@@ -179,9 +229,14 @@ def _pipeline_run(cfg: Any, *, ticks: int, warmup: int, baseline: int) -> dict[s
     delivery, decode, headers = results.get(timeout=60.0)
     listener.join(timeout=10.0)
     kept = [(h, d, c) for h, d, c in zip(headers, delivery, decode) if h["tick"] >= warmup]
+    # several streams: the same batched step is in each stream's header; one sample per tick (the first stream's)
+    first = {h["stream"] for h, _, _ in kept if "stream" in h}
+    one = sorted(first)[0] if first else None
+    per_tick = [(h, d, c) for h, d, c in kept if h.get("stream") == one]
     stages = {}
     for stage in ("preprocess", "vit", "temporal", "e2e"):
-        values = [h["lat_ms"][stage] / 1e3 for h, _, _ in kept if not h["stale"] and h["lat_ms"].get(stage) is not None]
+        values = [h["lat_ms"][stage] / 1e3 for h, _, _ in per_tick
+                  if not h["stale"] and h["lat_ms"].get(stage) is not None]  # fmt: skip
         stages[stage] = summarize(values) if values else None
     windows = [runtime.stats.latency[k] for k in ("overhead", "housekeeping")]
     overhead, housekeeping = (_timed(w.values, w.count, warmup) for w in windows)

@@ -1,4 +1,6 @@
-"""Latency summaries in the field's convention: min / p50 / p90 / p99 / max and jitter (p99 - p50), in ms."""
+"""Benchmark helpers: timed calls, the machine's description, a matmul rate, figures written as JSON.
+
+Latency summaries (`summarize`) are in `vist_rt.latency`."""
 
 from __future__ import annotations
 
@@ -6,31 +8,14 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vist_rt.errors import VistError
-
-
-def summarize(samples_s: Sequence[float] | np.ndarray) -> dict[str, float]:
-    """Durations in seconds -> {n, min, p50, p90, p99, max, mean, jitter} in milliseconds."""
-    ms = np.asarray(samples_s, dtype=np.float64) * 1e3
-    if ms.size == 0:
-        raise VistError("no samples to summarise")
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return {
-        "n": int(ms.size),
-        "min": float(ms.min()),
-        "p50": float(p50),
-        "p90": float(p90),
-        "p99": float(p99),
-        "max": float(ms.max()),
-        "mean": float(ms.mean()),
-        "jitter": float(p99 - p50),
-    }
+from vist_rt.files import atomic_write
 
 
 def time_calls(fn: Callable[[], object], n: int, warmup: int = 0) -> list[float]:
@@ -103,12 +88,7 @@ def matmul_gflops(n: int = 1024, repeats: int = 30, device: str = "cpu") -> floa
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
     """Write figures as JSON, atomically (a temporary file next to `path`, then a rename over it: a reader
     never sees half a file); an unwritable path is a one-line VistError."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # created with the usual permissions
     try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, target)
+        atomic_write(path, json.dumps(data, indent=2) + "\n")  # created with the usual permissions
     except OSError as exc:
         raise VistError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)

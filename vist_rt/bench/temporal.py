@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from vist_rt.bench.stats import machine_info, matmul_gflops, summarize, time_calls
+from vist_rt.bench.stats import machine_info, matmul_gflops, time_calls
+from vist_rt.latency import summarize
 from vist_rt.model.config import ViSTConfig
 from vist_rt.model.native import NativeStreamingViST
 from vist_rt.model.step_graph import OnnxStreamingViST

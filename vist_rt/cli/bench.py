@@ -68,6 +68,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     help="as `vist-rt run --io-cpu` (the floor's I/O thread too)")  # fmt: skip
     pl.add_argument("--record", action="store_true",
                     help="as `vist-rt run --record` (a temporary file): its cost shows in housekeeping")  # fmt: skip
+    pl.add_argument(
+        "--streams",
+        type=_stream_counts,
+        default=(1,),
+        metavar="N[,N...]",
+        help="named streams per run (default 1); several counts (1,2,4): one run each, compared",
+    )
     pl.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     pl.set_defaults(func=run_pipeline)
 
@@ -86,6 +93,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--engines", default="engines", metavar="DIR", help="cache of ONNX graphs and engines (engines/)")
     g.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     g.set_defaults(func=run_gpu)
+
+
+def _stream_counts(text: str) -> tuple[int, ...]:
+    """ "1,2,4" -> (1, 2, 4): increasing counts from 1 to 64."""
+    try:
+        counts = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected counts like 1,2,4, got {text!r}") from None
+    if not counts or any(not 1 <= n <= 64 for n in counts) or list(counts) != sorted(set(counts)):
+        raise argparse.ArgumentTypeError(f"expected increasing counts from 1 to 64, like 1,2,4; got {text!r}")
+    return counts
 
 
 def _console():  # type: ignore[no-untyped-def]
@@ -340,10 +358,40 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
     if args.json:
         write_json(args.json, {"bench": "pipeline", "status": "running"})
-    result = run_pipeline_bench(args.checkpoint, ticks=args.ticks, warmup=args.warmup, source=args.source,
-                                baseline=args.baseline, temporal=args.temporal, low_latency=args.low_latency,
-                                tick_cpu=args.tick_cpu, io_cpu=args.io_cpu, record=args.record)  # fmt: skip
-    return _finish(args, result, _pipeline_table)
+    runs = [
+        run_pipeline_bench(args.checkpoint, ticks=args.ticks, warmup=args.warmup, source=args.source,
+                           baseline=args.baseline, temporal=args.temporal, low_latency=args.low_latency,
+                           tick_cpu=args.tick_cpu, io_cpu=args.io_cpu, record=args.record, streams=n)
+        for n in args.streams
+    ]  # fmt: skip
+    if len(runs) == 1:
+        return _finish(args, runs[0], _pipeline_table)
+    from vist_rt.bench.pipeline import compare_streams
+
+    result = {"bench": "pipeline", "runs": runs, "streams": compare_streams(runs)}
+    return _finish(args, result, _streams_table)
+
+
+def _streams_table(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    for run in result["runs"]:
+        _pipeline_table(run)
+    cmp = result["streams"]
+    table = Table(title="vist-rt bench pipeline --streams: one run per N, same invocation")
+    cols = ("streams", "model p50 ms", "tick work p99 ms", "overhead p99 ms", "per-stream cost vs 1", "missed",
+            "stale", "held 30 Hz")  # fmt: skip
+    for col in cols:
+        table.add_column(col, justify="right")
+    for r in cmp["rows"]:
+        table.add_row(str(r["streams"]), _ms(r["model_p50_ms"]), _ms(r["tick_work_p99_ms"]), _ms(r["overhead_p99_ms"]),
+                      f"{r['per_stream_cost_vs_1']:.2f}", str(r["missed"]), str(r["stale"]),
+                      "yes" if r["held_clock"] else "NO")  # fmt: skip
+    console = _console()
+    console.print(table)
+    growth = cmp["overhead_p99_growth_ms_per_stream"]
+    console.print(f"overhead p99 growth per extra stream: {'-' if growth is None else f'{growth:.3f} ms'} "
+                  f"(limit 0.1 ms); largest N holding the clock: {cmp['largest_streams_holding_clock']}")  # fmt: skip
 
 
 def _soak_table(result: dict[str, Any]) -> None:

@@ -138,8 +138,7 @@ def run_build(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vist_rt.trt.build import build_engine
-    from vist_rt.trt.cache import get_or_build
+    from vist_rt.trt.build import build_engine, get_or_build
 
     if args.workspace_gib <= 0:
         raise VistError(f"--workspace-gib must be > 0, got {args.workspace_gib}")

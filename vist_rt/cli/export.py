@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _check_out(args: argparse.Namespace) -> None:
     """VistError before any work when --out exists (and --force is not given), is a folder or cannot be written."""
-    from vist_rt.data.paths import check_output_file
+    from vist_rt.files import check_output_file
 
     check_output_file(args.out, overwrite=args.force, flag="--out")
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from vist_rt.cli.options import int_at_least
+from vist_rt.net import DEFAULT_PUB
 
-DEFAULT_PUB = "tcp://127.0.0.1:5556"
 _SLICE_MS = 200
 
 
@@ -39,10 +39,22 @@ def _topics(text: str) -> tuple[str, ...]:
     return topics
 
 
+def _stream_name(text: str) -> str:
+    from vist_rt.errors import VistError
+    from vist_rt.runtime.wire import check_stream_name
+
+    try:
+        return check_stream_name(text)
+    except VistError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int_at_least(1), metavar="N", help="stop after N messages (default: no limit)")
     p.add_argument("--timeout", type=_positive_seconds, metavar="S", help="stop when no message arrives for S seconds")
     p.add_argument("--server-key", metavar="KEY", help="CurveZMQ: the publisher's public key (file or Z85 text)")
+    p.add_argument("--stream", type=_stream_name, action="append", metavar="NAME",
+                   help="only this named stream of a several-stream run (repeatable; default: all)")  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -55,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run_listen)
 
     r = sub.add_parser("record", help="record a vist-rt stream to HDF5, losslessly")
-    r.add_argument("endpoint", help="publisher endpoint, e.g. tcp://127.0.0.1:5556")
+    r.add_argument("endpoint", help=f"publisher endpoint, e.g. {DEFAULT_PUB}")
     r.add_argument("out", help="output file (.h5)")
     _common(r)
     r.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
@@ -95,6 +107,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 
 
 _BAD = object()  # what _recv returns for a message that is not wire format v1
+_UNSEEN = object()  # _Recording.stream before the first message
 
 
 def _recv(sub: Any, wait_ms: int) -> Any:
@@ -174,19 +187,24 @@ def run_listen(args: argparse.Namespace) -> int:
         counts[msg.topic] += 1
         h = msg.header
         if args.json:
-            record = {"topic": msg.topic, "header": h}
+            record: dict[str, Any] = {"topic": msg.topic}
+            if msg.stream is not None:
+                record["stream"] = msg.stream
+            record["header"] = h
             if msg.rates is not None:  # strict JSON: a non-finite rate is null
                 values = msg.rates.tolist()
                 finite = np.isfinite(msg.rates).all()
                 record["rates"] = values if finite else [v if math.isfinite(v) else None for v in values]
             print(json.dumps(record, separators=(",", ":")), file=out, flush=True)
             return
+        name = "" if msg.stream is None else f"  stream {msg.stream}"
         if msg.topic == "rates":
             e2e = (h.get("lat_ms") or {}).get("e2e")
             e2e_text = f"{e2e:7.2f} ms" if isinstance(e2e, (int, float)) else "      - ms"
             print(
                 f"seq {h['seq']:>8}  tick {h['tick']:>8}  frame {h['frame']:>8}  "
-                f"stale {'yes' if h['stale'] else 'no ':3}  e2e {e2e_text}  mean {_mean(msg.rates):.4g}  n {h['n']}",
+                f"stale {'yes' if h['stale'] else 'no ':3}  e2e {e2e_text}  mean {_mean(msg.rates):.4g}  n {h['n']}"
+                f"{name}",
                 file=out,
                 flush=True,
             )
@@ -194,12 +212,12 @@ def run_listen(args: argparse.Namespace) -> int:
             ids = h.get("cell_ids")
             print(
                 f"seq {h['seq']:>8}  meta  model {h.get('model', '?')}  cells {len(ids) if ids else '?'}  "
-                f"fps {h.get('fps', '?')}  units {h.get('units', '?')}",
+                f"fps {h.get('fps', '?')}  units {h.get('units', '?')}{name}",
                 file=out,
                 flush=True,
             )
 
-    with Subscriber(args.endpoint, topics=args.topics, curve_server_key=args.server_key) as sub:
+    with Subscriber(args.endpoint, topics=args.topics, curve_server_key=args.server_key, streams=args.stream) as sub:
         seen_gaps = 0
 
         def on_message(msg: Any) -> None:
@@ -230,22 +248,33 @@ def _next_free(path: Path) -> Path:
 
 
 class _Recording:
-    """The recorder(s) of `vist-rt record`: a publisher restart with another cell count opens OUT-2.h5, ..."""
+    """The recorder(s) of `vist-rt record`: a publisher restart with another cell count opens OUT-2.h5, ...;
+    messages of a second stream stop the recording (a file holds one stream)."""
 
     def __init__(self, out: Path, args: argparse.Namespace) -> None:
         from vist_rt.runtime.record import Recorder
 
+        self.tracks_gaps = not args.stream  # seq counts every stream's messages: one stream's jumps over the others'
         self._make = lambda path, force: Recorder(
-            path, flush_every=args.flush_every, source=args.endpoint, overwrite=force
+            path, flush_every=args.flush_every, source=args.endpoint, overwrite=force, gaps=self.tracks_gaps
         )
         self.files = [out]
         self.totals = {"rates": 0, "meta": 0, "lost": 0, "gaps": 0, "refused": 0}
+        self.stream: Any = _UNSEEN  # the stream being recorded (None: a run's one unnamed stream)
         self.rec = self._make(out, args.force)
 
     def add(self, msg: Any) -> None:
         from vist_rt.errors import VistError
         from vist_rt.runtime.record import CellCountError, RecordingError
 
+        if self.stream is _UNSEEN:
+            self.stream = msg.stream
+        elif msg.stream != self.stream:
+            names = ", ".join("unnamed" if name is None else repr(name) for name in (self.stream, msg.stream))
+            raise VistError(
+                f"messages of several streams ({names}): a recording holds one, pass --stream NAME "
+                f"(stopped; {self.files[-1]} holds what came before)"
+            )
         try:
             self.rec.add(msg)
         except RecordingError:
@@ -273,10 +302,13 @@ class _Recording:
         """Close the current file; a summary of everything recorded."""
         self._close()
         t, cells = self.totals, self.rec.cells
+        loss = (
+            f"lost {t['lost']} in {t['gaps']} gaps" if self.tracks_gaps else "loss not tracked (one stream of several)"
+        )
         return (
             f"recorded {t['rates']} rates and {t['meta']} meta messages"
             f"{f' ({cells} cells)' if cells and len(self.files) == 1 else ''} to {', '.join(map(str, self.files))}"
-            f"; lost {t['lost']} in {t['gaps']} gaps" + (f"; {t['refused']} refused" if t["refused"] else "")
+            f"; {loss}" + (f"; {t['refused']} refused" if t["refused"] else "")
         )
 
 
@@ -287,11 +319,14 @@ def run_record(args: argparse.Namespace) -> int:
     file as it was at the last flush (exit 2).
     """
     from vist_rt.client import Subscriber
+    from vist_rt.errors import VistError
     from vist_rt.runtime.record import check_writable
 
+    if args.stream and len(set(args.stream)) > 1:
+        raise VistError("record takes one --stream: a recording holds one stream (record each to its own file)")
     out = Path(args.out)
     check_writable(out, overwrite=args.force)
-    with Subscriber(args.endpoint, curve_server_key=args.server_key) as sub:
+    with Subscriber(args.endpoint, curve_server_key=args.server_key, streams=args.stream) as sub:
         recording = _Recording(out, args)
         try:
             with _stop_on_signals() as stop:

@@ -11,6 +11,7 @@ from typing import Any
 
 from vist_rt.choices import BACKENDS, DEVICES, PRECISIONS, TEMPORAL
 from vist_rt.cli.options import float_in, int_at_least
+from vist_rt.net import DEFAULT_CONTROL, DEFAULT_PUB
 
 S = argparse.SUPPRESS  # flags not given do not override the TOML file or the defaults
 
@@ -21,18 +22,21 @@ _positive_float = float_in(0.0, open_low=True)  # a finite number > 0
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `run`."""
     p = sub.add_parser("run", help="run the retina emulator: frames in, rates out over ZeroMQ", argument_default=S)
-    p.add_argument("--config", metavar="TOML", help="settings from a [run] table; flags given override it")
+    p.add_argument("--config", metavar="TOML",
+                   help="settings from a [run] table (and several streams from [[stream]] tables); flags given "
+                   "override it")  # fmt: skip
     src = p.add_mutually_exclusive_group()
     src.add_argument("--source", help="camera:N, rtsp://.., video:PATH, images:DIR, synthetic[:SEED], zmq:ENDPOINT")
     src.add_argument("--lockstep", action="store_true", help="no source: one control `predict` = one model tick")
     p.add_argument("--checkpoint", metavar="PATH", help="vist-rt checkpoint (.safetensors)")
     p.add_argument("--vit-weights", metavar="PATH", help="DINOv2 weights the checkpoint's features need")
+    p.add_argument("--rf", metavar="NPY", help="an RF set for the checkpoint, .npy [C, g, g] (default: its own)")
     p.add_argument("--backend", choices=BACKENDS, help="feature backend (default auto: best available, shown)")
     p.add_argument("--device", choices=DEVICES, help="default cpu")
     p.add_argument("--precision", choices=PRECISIONS, help="default fp32")
     p.add_argument("--temporal", choices=TEMPORAL, help="CPU temporal model: torch (default) or native (C kernels)")
-    p.add_argument("--pub", metavar="ENDPOINT", help="PUB endpoint (default tcp://127.0.0.1:5556)")
-    p.add_argument("--control", metavar="ENDPOINT", help="control REP endpoint (default tcp://127.0.0.1:5557)")
+    p.add_argument("--pub", metavar="ENDPOINT", help=f"PUB endpoint (default {DEFAULT_PUB})")
+    p.add_argument("--control", metavar="ENDPOINT", help=f"control REP endpoint (default {DEFAULT_CONTROL})")
     p.add_argument("--replay", action="store_true", help="every frame of a file source, in order, at the model rate")
     p.add_argument("--realtime", action="store_true", help="pace a --replay to real time")
     p.add_argument("--paused", action="store_true", help="start paused; a control `resume` starts the ticks")
@@ -127,10 +131,14 @@ def describe(runtime: Any) -> str:
     from vist_rt.dashboard.view import model_line
 
     rt = runtime.engine.extractor.runtime
+    n = len(runtime.streams)
+    batches = f"{n} streams in {len(runtime.groups)} batch(es)"
+    sources = f"source: {runtime.source_desc}" if n == 1 else f"{batches}: {runtime.source_desc}"
     return (
         f"model: {model_line(runtime.meta)}; features: {runtime.engine.extractor.describe()}; "
         f"backend {rt.get('backend')} on {rt.get('device', 'cpu')} ({rt.get('precision', 'fp32')}); "
-        f"temporal model: {runtime.meta.get('temporal')}; source: {runtime.source_desc}"
+        f"temporal model: {runtime.meta.get('temporal')}; "
+        + sources
         + ("; low latency: idle CPUs kept polling (PM QoS) while it runs" if runtime.cfg.low_latency else "")
         + (f"; {runtime.cfg.pinning}" if runtime.cfg.pinning else "")
     )

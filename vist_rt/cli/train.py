@@ -107,7 +107,8 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 def run_eval(args: argparse.Namespace) -> int:
     """Evaluate and print the headline figures."""
     from vist_rt.bench.stats import write_json
-    from vist_rt.data.paths import check_output_dir, check_output_file
+    from vist_rt.data.paths import check_output_dir
+    from vist_rt.files import check_output_file
     from vist_rt.model import load_checkpoint
     from vist_rt.train.evaluate import evaluate_checkpoint, write_plots
 

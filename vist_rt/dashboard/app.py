@@ -80,6 +80,7 @@ class Dashboard:
             status=status,
             meta=self.runtime.meta,
             history=self.runtime.history.recent(),
+            stream_history=tuple(s.history.recent() for s in self.runtime.streams),
             picks=self.picks,
             missed_recent=max(0, recent),
             stale_recent=max(0, stale_recent),

@@ -27,8 +27,9 @@ OK, AMBER, RED = "green", "dark_orange", "red"
 class Snapshot:
     """One moment of a run, everything the dashboard draws.
 
-    status: `Runtime.status()`; meta: the run's meta message; history: rates `[H, C]`, oldest first;
-    picks: cells given sparklines; missed_recent / stale_recent: ticks missed / stale since the previous
+    status: `Runtime.status()`; meta: the (first) stream's meta message; history: its rates `[H, C]`, oldest
+    first; stream_history: each stream's rates `[H, C]` (in the order of status["streams"]); picks: cells given
+    sparklines; missed_recent / stale_recent: ticks missed / stale since the previous
     refresh; uptime_s: by the dashboard's clock; log: the last few log lines.
     """
 
@@ -36,6 +37,7 @@ class Snapshot:
     meta: dict[str, Any]
     history: np.ndarray
     picks: tuple[int, ...]
+    stream_history: tuple[np.ndarray, ...] = ()
     missed_recent: int = 0
     stale_recent: int = 0
     uptime_s: float = 0.0
@@ -209,6 +211,25 @@ def traces(snap: Snapshot, width: int) -> Panel:
     return Panel(table, title=f"rates, last {shown} ticks ({snap.meta.get('units', '')})", title_align="left")
 
 
+def streams(snap: Snapshot, width: int) -> Panel:
+    """One row per stream of a several-stream run: its name, source state, messages, stale, dropped, source
+    errors, whether it is paused or stopped, and its population rate's sparkline."""
+    table = Table(box=None, pad_edge=False)
+    for col in ("stream", "source", "msgs", "stale", "dropped", "errors", "rate"):
+        table.add_column(col, justify="right" if col in ("msgs", "stale", "dropped", "errors") else "left",
+                         no_wrap=True)  # fmt: skip
+    spark_w = max(8, width - 60)
+    for i, st in enumerate(snap.status.get("streams") or []):
+        hist = snap.stream_history[i] if i < len(snap.stream_history) else np.zeros((0, 0))
+        mean = hist.mean(axis=1) if hist.size else np.zeros(0)
+        state = "stopped" if st.get("stopped") else "PAUSED" if st.get("paused") else str(st.get("source_state"))
+        style = OK if state in ("running", "ok", "ended") else RED if state == "stopped" else AMBER
+        counts = (str(st[k]) for k in ("ticks", "stale", "dropped", "source_errors"))
+        table.add_row(str(st.get("name")), Text(state, style=style), *counts,
+                      Text(sparkline(mean, spark_w), style="cyan"))  # fmt: skip
+    return Panel(table, title="streams (population rate)", title_align="left")
+
+
 def render(snap: Snapshot, width: int, height: int) -> RenderableType:
     """The whole screen for a terminal of `width` x `height` characters."""
     s = snap.status
@@ -222,7 +243,10 @@ def render(snap: Snapshot, width: int, height: int) -> RenderableType:
     body.add_column(ratio=1)
     body.add_column(ratio=1)
     body.add_row(timing(snap), mosaic(snap, max(10, left_w - 6), map_rows))
-    parts: list[RenderableType] = [header(snap), body, traces(snap, width - 4)]
+    parts: list[RenderableType] = [header(snap), body]
+    if len(s.get("streams") or []) > 1:
+        parts.append(streams(snap, width - 4))
+    parts.append(traces(snap, width - 4))
     if snap.log:
         parts.append(Text("\n".join(snap.log[-3:]), style="dim"))
     return Group(*parts)

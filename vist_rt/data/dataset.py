@@ -21,7 +21,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vist_rt.data.paths import check_output_file
 from vist_rt.errors import VistError
+from vist_rt.files import atomic_path, check_output_file
 
 
 def _check_movie_arrays(name: str, stimulus: Any, rates: Any, spikes: Any, shape_hw: tuple[int, int] | None) -> None:
@@ -124,12 +123,7 @@ def write_dataset(
     check_output_file(path, overwrite=overwrite)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise VistError(f"cannot write {path}: {exc.strerror or exc}") from None
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             f.attrs["fps"] = fps
             f.attrs["units"] = str(units)
             f.attrs["source"] = str(source)
@@ -149,13 +143,8 @@ def write_dataset(
                     g.create_dataset("spikes", data=spikes, compression="gzip", compression_opts=4)
                 for key, value in (extras or {}).get(name, {}).items():
                     g.create_dataset(key, data=np.asarray(value))
-        os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise VistError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 
 from vist_rt.data.dataset import write_dataset
-from vist_rt.data.paths import check_output_file
 from vist_rt.errors import VistError, first_line
+from vist_rt.files import check_output_file
 
 
 def _natural_key(path: Path) -> list[Any]:

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from vist_rt.data.dataset import write_dataset
-from vist_rt.data.paths import check_output_file
 from vist_rt.errors import VistError
-from vist_rt.runtime.movie import SyntheticMovie
+from vist_rt.files import check_output_file
+from vist_rt.movie import SyntheticMovie
 
 CALIBRATION_FRAMES = 240  # frames of the calibration movie that fix each cell's generator scale
 FPS_RANGE = (0.1, 1000.0)  # Hz: frame (= bin) rates the simulator accepts

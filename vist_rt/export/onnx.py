@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from vist_rt.errors import VistError
+from vist_rt.files import atomic_path
 
 FORMAT = "vist-rt/onnx"
 VERSION = 1
@@ -85,38 +85,30 @@ def export_module(
         raise OnnxFileError(f"cannot write the ONNX file: {path} is a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        with atomic_path(path) as tmp:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the exporter's deprecation/tracer chatter is not the user's business
+                torch.onnx.export(
+                    module,
+                    args,
+                    str(tmp),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=list(input_names),
+                    output_names=list(output_names),
+                    dynamic_axes={k: dict(v) for k, v in (dynamic_axes or {}).items()},
+                    do_constant_folding=True,
+                )
+            model = onnx.load(str(tmp))
+            _fix_output_shapes(model, module, args, output_names, dynamic_axes or {})
+            del model.metadata_props[:]
+            prop = model.metadata_props.add()
+            prop.key = META_KEY
+            prop.value = json.dumps({"format": FORMAT, "version": VERSION, "kind": kind, "spec": dict(spec)})
+            onnx.checker.check_model(model)
+            onnx.save(model, str(tmp))
     except OSError as exc:
         raise OnnxFileError(f"cannot write the ONNX file {path}: {exc.strerror or exc}") from None
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's deprecation/tracer chatter is not the user's business
-            torch.onnx.export(
-                module,
-                args,
-                tmp,
-                dynamo=False,
-                opset_version=opset,
-                input_names=list(input_names),
-                output_names=list(output_names),
-                dynamic_axes={k: dict(v) for k, v in (dynamic_axes or {}).items()},
-                do_constant_folding=True,
-            )
-        model = onnx.load(tmp)
-        _fix_output_shapes(model, module, args, output_names, dynamic_axes or {})
-        del model.metadata_props[:]
-        prop = model.metadata_props.add()
-        prop.key = META_KEY
-        prop.value = json.dumps({"format": FORMAT, "version": VERSION, "kind": kind, "spec": dict(spec)})
-        onnx.checker.check_model(model)
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OnnxFileError(f"cannot write the ONNX file {path}: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -8,20 +8,19 @@ Layout (format "vist-rt/checkpoint", version 1):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 import vist_rt
 from vist_rt.errors import CheckpointError, VistError, first_line
+from vist_rt.files import atomic_path
 from vist_rt.model.config import ViSTConfig
 from vist_rt.model.tensors import mismatch_report
 from vist_rt.model.vist import ViST
@@ -129,18 +128,16 @@ def save_checkpoint(
     from safetensors import SafetensorError
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        save_file(tensors, str(tmp), metadata={META_KEY: text})
-        os.replace(tmp, path)
-    except (OSError, SafetensorError) as exc:  # safetensors reports a missing folder as its own error
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={META_KEY: text})
+    except (OSError, SafetensorError) as exc:  # safetensors reports its write errors as its own error
         raise CheckpointError(f"cannot write checkpoint {path}: {getattr(exc, 'strerror', None) or exc}") from None
     return path
 
 
-def _read_file(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _read_file(path: Path, *, tensors: bool = True) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The checked header and (unless `tensors` is False) every tensor of a checkpoint file."""
     from safetensors import SafetensorError, safe_open
 
     if path.is_dir():
@@ -150,10 +147,35 @@ def _read_file(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             metadata = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+            found = {k: fh.get_tensor(k) for k in fh.keys()} if tensors else {}  # noqa: SIM118 (no __iter__)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         reason = first_line(exc) or type(exc).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated?): {reason}") from None
+    return _parse_header(path, metadata), found
+
+
+class Summary(NamedTuple):
+    """What a checkpoint's header says, read without its tensors (cheap: checks before any model loads)."""
+
+    config: ViSTConfig
+    fps: float
+    extractor: dict[str, Any]
+
+
+def read_summary(path: str | Path) -> Summary:
+    """A checkpoint's config, frame rate and extractor spec from its header only; one CheckpointError line."""
+    path = Path(path)
+    header, _ = _read_file(path, tensors=False)
+    try:
+        return Summary(ViSTConfig.from_dict(header["model"]), _check_fps(header["fps"]), dict(header["extractor"]))
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: checkpoint config lacks '{exc.args[0]}'") from None
+    except (VistError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: {first_line(exc)}") from None
+
+
+def _parse_header(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
+    """The vist-rt header in a safetensors file's metadata, checked (format and version)."""
     if META_KEY not in metadata:
         raise CheckpointError(f"{path} is a safetensors file but not a vist-rt checkpoint (no '{META_KEY}' metadata)")
     try:
@@ -166,7 +188,7 @@ def _read_file(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         raise CheckpointError(
             f"{path}: checkpoint format version {header.get('version')!r}, this vist-rt reads {VERSION}"
         )
-    return header, tensors
+    return header
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:

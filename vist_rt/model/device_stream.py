@@ -18,7 +18,7 @@ from vist_rt.errors import VistError
 from vist_rt.model.exact import exact_context, exact_fp32
 from vist_rt.model.inputs import check_features, check_rf
 from vist_rt.model.step_graph import StepGraph
-from vist_rt.model.streaming import StreamingViST
+from vist_rt.model.streaming import StreamingViST, check_row
 from vist_rt.model.vist import ViST
 
 
@@ -80,8 +80,13 @@ class DeviceStreamingViST(nn.Module):
         self.static_in["one_plus_scale"].copy_(scale)
         self.static_in["gate"].copy_(gate)
 
-    def reset(self) -> None:
-        """Every stream back to the zero state."""
+    def reset(self, row: int | None = None) -> None:
+        """Every stream (or stream `row` only) back to the zero state."""
+        if row is not None:
+            check_row(row, self.batch)
+            for ring in (*self.tcn, *self.cmst.values()):
+                ring[:, row].zero_()
+            return
         for ring in (*self.tcn, *self.cmst.values()):
             ring.zero_()
         self.t_dev.zero_()

@@ -15,7 +15,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 from typing import NamedTuple
@@ -25,9 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from vist_rt.errors import VistError
+from vist_rt.files import atomic_path
 from vist_rt.model.config import ViSTConfig
 from vist_rt.model.inputs import check_features, check_rf
-from vist_rt.model.streaming import StreamingViST, StreamState, adaln_terms, restore_rings
+from vist_rt.model.streaming import StreamingViST, StreamState, adaln_terms, check_row, restore_rings
 from vist_rt.model.vist import ViST
 
 SOURCE = Path(__file__).with_name("native_kernels.c")
@@ -111,22 +111,23 @@ def load_kernels(cache_dir: str | Path | None = None, compiler: str | None = Non
 
 
 def _compile(cc: str, lib_path: Path) -> None:
+    """Compile the kernels into `lib_path` atomically: a failed or interrupted build leaves nothing behind."""
     try:
         lib_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=lib_path.parent, prefix=".build-", suffix=".so")
-        os.close(fd)
+        with atomic_path(lib_path) as tmp:
+            command = [cc, *FLAGS, "-o", str(tmp), str(SOURCE)]
+            try:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+            except subprocess.TimeoutExpired:
+                raise VistError(f"compiling the native kernels with {cc} took over 300 s; gave up") from None
+            except OSError as e:
+                raise VistError(f"cannot run the C compiler {cc}: {e.strerror or e}") from None
+            if done.returncode != 0:
+                lines = (done.stderr or done.stdout).strip().splitlines()
+                why = lines[-1] if lines else done.returncode
+                raise VistError(f"compiling the native kernels with {cc} failed: {why}")
     except OSError as e:
         raise VistError(f"cannot write compiled kernels to {lib_path.parent}: {e.strerror or e}") from None
-    try:
-        done = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=300)
-        if done.returncode != 0:
-            lines = (done.stderr or done.stdout).strip().splitlines()
-            raise VistError(f"compiling the native kernels with {cc} failed: {lines[-1] if lines else done.returncode}")
-        os.replace(tmp, lib_path)
-    except subprocess.TimeoutExpired:
-        raise VistError(f"compiling the native kernels with {cc} took over 300 s; gave up") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _pad(n: int) -> int:
@@ -298,8 +299,13 @@ class NativeStreamingViST:
         for dst, term in zip((self._shift, self._one_plus_scale, self._gate), terms):
             dst.view(self.batch, g, g, -1)[..., :c].copy_(term.expand(self.batch, g, g, c))
 
-    def reset(self) -> None:
-        """Return every stream to the zero state (as if no frame had been seen)."""
+    def reset(self, row: int | None = None) -> None:
+        """Return every stream (or stream `row` only) to the zero state, as if no frame had been seen."""
+        if row is not None:
+            check_row(row, self.batch)
+            for ring in self._rings:  # every ring is [slots, B, ...]
+                ring[:, row].zero_()
+            return
         for ring in self._rings:
             ring.zero_()
         self.t = 0

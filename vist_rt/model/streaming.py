@@ -35,6 +35,7 @@ class _RingModule(nn.Module):
     """
 
     ring: torch.Tensor
+    batch_dim = 0  # the ring's stream axis
 
     def _init_ring(self, shape: tuple[int, ...], like: torch.Tensor) -> None:
         self.register_buffer("ring", torch.zeros(shape, dtype=like.dtype, device=like.device), persistent=False)
@@ -49,9 +50,12 @@ class _RingModule(nn.Module):
         self._make_views()
         return out
 
-    def reset(self) -> None:
-        """Back to the zero state (the offline model's zero padding)."""
-        self.ring.zero_()
+    def reset(self, row: int | None = None) -> None:
+        """Back to the zero state (the offline model's zero padding): every stream, or stream `row` only."""
+        if row is None:
+            self.ring.zero_()
+        else:
+            self.ring.select(self.batch_dim, row).zero_()
 
 
 class StreamingC3TCNLayer(_RingModule):
@@ -61,6 +65,8 @@ class StreamingC3TCNLayer(_RingModule):
     slot `(t // d) % 3`; the phase `t % d` then holds exactly frames t-2d, t-d, t as one
     contiguous block, in a rotated order that a pre-rotated copy of the kernel undoes.
     """
+
+    batch_dim = 1
 
     def __init__(self, layer: C3TCNLayer, batch: int, side: int) -> None:
         super().__init__()
@@ -166,6 +172,12 @@ class StreamingCMSTBlock(_RingModule):
         return out.addmm_(pooled, self.wt_res).view(b, o, o, c)
 
 
+def check_row(row: int, batch: int) -> None:
+    """VistError unless `row` is a stream of a batch of `batch`."""
+    if not 0 <= row < batch:
+        raise VistError(f"stream row {row} is not in 0..{batch - 1}")
+
+
 @torch.no_grad()
 def adaln_terms(
     rf: torch.Tensor, w_mod: torch.Tensor, b_mod: torch.Tensor
@@ -254,11 +266,15 @@ class StreamingViST(nn.Module):
         """Frames that influence one output."""
         return self.config.receptive_field
 
-    def reset(self) -> None:
-        """Return every stream to the zero state (as if no frame had been seen)."""
+    def reset(self, row: int | None = None) -> None:
+        """Return every stream (or stream `row` only) to the zero state, as if no frame had been seen: its next
+        outputs equal a fresh stream's (a zero ring is the offline model's zero padding, at any phase)."""
+        if row is not None:
+            check_row(row, self.batch)
         for layer in (*self.layers, *self.blocks):
-            layer.reset()
-        self.t = 0
+            layer.reset(row)
+        if row is None:
+            self.t = 0
 
     def get_state(self) -> StreamState:
         """A copy of the current state (for snapshots, tests and export)."""
@@ -294,5 +310,53 @@ class StreamingViST(nn.Module):
             x = block.step(x, t)
         self.t = t + 1
         return torch.addmm(self.b_read, x.reshape(b, -1), self.wt_read)
+
+    forward = step
+
+
+class RowStreams(nn.Module):
+    """B one-stream `StreamingViST`s stepped one after the other: the interface of a B-stream StreamingViST whose
+    rows are each bit for bit a one-stream step (a batched torch step is not: BLAS blocks, and vectorised
+    element-wise loops split, by the tensor's size, so a row's rounding depends on B). Each row has its own t:
+    `reset(row)` makes that row a fresh stream exactly."""
+
+    def __init__(self, model: ViST, rf: torch.Tensor) -> None:
+        super().__init__()
+        rf = check_rf(rf, model.config)
+        self.config: ViSTConfig = model.config
+        self.batch = int(rf.shape[0])
+        self.rows = nn.ModuleList(StreamingViST.from_model(model, rf[b : b + 1]) for b in range(self.batch))
+
+    @classmethod
+    def from_model(cls, model: ViST, rf: torch.Tensor) -> RowStreams:
+        """Snapshot `model`'s weights for streams conditioned on rf: [B, C, g, g]."""
+        return cls(model, rf).eval()
+
+    @property
+    def receptive_field(self) -> int:
+        """Frames that influence one output."""
+        return self.config.receptive_field
+
+    def set_rf(self, rf: torch.Tensor) -> None:
+        """New RF sets ([B or 1, C, g, g]); the ring states are kept."""
+        rf = check_rf(rf, self.config, streams=self.batch)
+        for b, row in enumerate(self.rows):
+            row.set_rf(rf[b : b + 1] if rf.shape[0] > 1 else rf)
+
+    def reset(self, row: int | None = None) -> None:
+        """Every stream (or stream `row` only) back to a fresh stream's state."""
+        if row is not None:
+            check_row(row, self.batch)
+        for b, stream in enumerate(self.rows):
+            if row is None or b == row:
+                stream.reset()
+
+    @torch.inference_mode()
+    def step(self, features_t: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """features_t: [B, grid*grid, D] -> rates [B, C]; invalid input raises VistError and changes no state."""
+        if isinstance(features_t, np.ndarray):
+            features_t = torch.from_numpy(features_t)
+        check_features(features_t, self.config, streaming=True, batch=self.batch)
+        return torch.cat([row.step(features_t[b : b + 1]) for b, row in enumerate(self.rows)])
 
     forward = step

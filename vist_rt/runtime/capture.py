@@ -33,7 +33,12 @@ log = logging.getLogger(__name__)
 class CaptureThread:
     """Runs `source.read()` in a daemon thread into a ring of `ring` preallocated frames."""
 
-    def __init__(self, source: Source, *, ring: int = 8, drop: bool = True, poll: float = 0.1) -> None:
+    def __init__(
+        self, source: Source, *, ring: int = 8, drop: bool = True, poll: float = 0.1,
+        notify: threading.Event | None = None,
+    ) -> None:  # fmt: skip
+        """`notify`: an event set on every frame written and when the thread ends (a consumer of several rings
+        waits on one event)."""
         if ring < 2:
             raise VistError(f"capture ring must hold at least 2 frames, got {ring}")
         self.source = source
@@ -58,6 +63,7 @@ class CaptureThread:
         self._thread: threading.Thread | None = None
         self._opened_source = False
         self._finished = False  # the thread left its loop (stream ended, stopped or failed)
+        self._notify = notify
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -159,6 +165,8 @@ class CaptureThread:
             with self._cond:
                 self._finished = True
                 self._cond.notify_all()
+            if self._notify is not None:
+                self._notify.set()
 
     def _skip(self, message: str) -> None:
         self.skipped += 1
@@ -199,6 +207,8 @@ class CaptureThread:
             self._written = seq + 1
             self.captured += 1
             self._cond.notify_all()
+        if self._notify is not None:
+            self._notify.set()
 
     # -- consumer side ----------------------------------------------------------------------------
 

@@ -67,3 +67,39 @@ class ModelClock:
             return 0.0
         elapsed = self._now() - self.start
         return ticks_served / elapsed if elapsed > 0 else 0.0
+
+
+class PauseAccount:
+    """Whether the run is paused, and the time spent paused since `restart()` (the rate and a paced replay's
+    schedule are over the time not paused)."""
+
+    def __init__(self, *, paused: bool = False, now: Callable[[], float] = time.perf_counter) -> None:
+        self._now = now
+        self.paused = paused
+        self.restart()
+
+    def restart(self) -> None:
+        """The time origin: now (paused time is counted from here)."""
+        self.origin = self._now()
+        self._paused_s, self._since = 0.0, self.origin
+
+    def set(self, paused: bool) -> bool:
+        """Pause or resume; True if that changed anything."""
+        if paused == self.paused:
+            return False
+        now = self._now()
+        if paused:
+            self._since = now
+        else:
+            self._paused_s += now - self._since
+        self.paused = paused
+        return True
+
+    def paused_s(self, now: float | None = None) -> float:
+        """Seconds spent paused since the origin (the current pause included)."""
+        now = self._now() if now is None else now
+        return self._paused_s + (now - self._since if self.paused else 0.0)
+
+    def elapsed_s(self, now: float | None = None) -> float:
+        """Seconds since the origin."""
+        return (self._now() if now is None else now) - self.origin

@@ -1,4 +1,5 @@
-"""`vist-rt run` settings: a frozen dataclass, loadable from TOML ([run] table), overridden by flags."""
+"""`vist-rt run` settings: frozen dataclasses, loadable from TOML (a [run] table and [[stream]] tables), overridden
+by flags."""
 
 from __future__ import annotations
 
@@ -9,15 +10,49 @@ from typing import Any
 
 from vist_rt.choices import BACKENDS, DEVICES, PRECISIONS, TEMPORAL
 from vist_rt.errors import VistError
+from vist_rt.net import DEFAULT_CONTROL, DEFAULT_PUB
 from vist_rt.runtime.frames import MAX_SIDE
 from vist_rt.tomlfile import read_toml
 
-DEFAULT_PUB = "tcp://127.0.0.1:5556"
-DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
 MIN_FPS, MAX_FPS = 0.01, 1000.0  # a source rate outside these is a typo, not a camera
 MAX_HWM = 2**31 - 1  # ZeroMQ's high-water marks are C ints
 # TOML keys are the flags' names; these flags store under another name
 TOML_ALIASES = {"meta_every": "meta_every_s", "status_every": "status_every_s"}
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamConfig:
+    """One stream of a several-stream run: a `[[stream]]` table of the run's TOML file.
+
+    Streams naming the same checkpoint (or none: the run's) are stepped as one batch, each with its own RF set
+    (`rf`: a .npy file [C, g, g] on the checkpoint's token grid; default the checkpoint's own)."""
+
+    name: str
+    source: str
+    checkpoint: str | None = None  # default: the run's checkpoint (or the demo model)
+    rf: str | None = None
+    fps: float | None = None  # as RunConfig's: source rate where the source has none, camera request
+    width: int | None = None
+    height: int | None = None
+
+    def __post_init__(self) -> None:
+        from vist_rt.runtime.wire import check_stream_name
+
+        check_stream_name(self.name)
+        for f in dataclasses.fields(self):
+            problem = _field_problem(f.name, getattr(self, f.name))
+            if problem:
+                raise VistError(f"stream {self.name}: {problem}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StreamConfig:
+        """Strict: unknown keys, missing name/source and wrong types are one-line errors."""
+        name = data.get("name")
+        where = f"stream {name}" if isinstance(name, str) else "a [[stream]] table"
+        for key in ("name", "source"):
+            if key not in data:
+                raise VistError(f"{where} has no {key}")
+        return cls(**_typed(cls, data, what=f"{where} setting"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +89,8 @@ class RunConfig:
     io_cpu: int | None = None  # pin ZeroMQ's I/O thread (the run's PUB and control sockets) to this CPU
     meta_every_s: float = 5.0
     status_every_s: float = 5.0
+    rf: str | None = None  # an RF set for the checkpoint (.npy [C, g, g]); default the checkpoint's own
+    streams: tuple[StreamConfig, ...] = ()  # several named streams (from [[stream]] tables) instead of `source`
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -68,6 +105,35 @@ class RunConfig:
             raise VistError("--realtime paces a --replay; it means nothing without it")
         if self.temporal == "native" and self.device != "cpu":
             raise VistError("--temporal native runs on the CPU; with --device cuda the temporal model runs on the GPU")
+        if self.streams:
+            self._check_streams()
+
+    def _check_streams(self) -> None:
+        if self.lockstep:
+            raise VistError("a lock-step run serves one stream: drop the [[stream]] tables (or lockstep)")
+        if self.source is not None:
+            raise VistError("source names one stream, but the config has [[stream]] tables: give each its source")
+        given = [name for name in ("rf", "fps", "width", "height") if getattr(self, name) is not None]
+        if given:
+            raise VistError(f"{', '.join(given)} belong(s) in each [[stream]] table of a several-stream run")
+        names = [s.name for s in self.streams]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise VistError(f"two streams are named {twice[0]}: stream names must differ")
+        from vist_rt.runtime.sources import device_key
+
+        seen: dict[str, str] = {}
+        for stream in self.streams:
+            key = device_key(stream.source)
+            if key is not None and key in seen:
+                raise VistError(f"streams {seen[key]} and {stream.name} both read {key}: one device, one stream")
+            if key is not None:
+                seen[key] = stream.name
+
+    @property
+    def stream_configs(self) -> tuple[StreamConfig | None, ...]:
+        """The streams: the [[stream]] tables, or (None,) for the one unnamed stream of `source` (or lock-step)."""
+        return self.streams or (None,)
 
     @property
     def mode(self) -> str:
@@ -82,8 +148,18 @@ class RunConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> RunConfig:
-        """Settings from `[run]` in a TOML file (or its top level), then `overrides` (flags given)."""
-        table = read_toml(path, "run")
+        """Settings from `[run]` in a TOML file (or its top level) and its `[[stream]]` tables, then `overrides`
+        (flags given)."""
+        whole = read_toml(path)
+        top = {k: v for k, v in whole.items() if k != "stream"}
+        table = top.get("run", top)
+        if not isinstance(table, dict):
+            raise VistError(f"config {path}: [run] must be a table")
+        streams = _stream_tables(path, whole.get("stream"))
+        if streams and overrides.get("lockstep"):
+            raise VistError(f"a lock-step run serves one stream, but {path} has [[stream]] tables")
+        if streams and overrides.get("source") is not None:
+            raise VistError(f"--source names one stream, but {path} has [[stream]] tables (drop one or the other)")
         data: dict[str, Any] = {}
         for key, value in table.items():
             name = key.replace("-", "_")
@@ -92,47 +168,72 @@ class RunConfig:
                     raise VistError(f"run setting {key} must be true or false, got {value!r}")
                 name, value = "dashboard", not value
             data[TOML_ALIASES.get(name, name)] = value
-        for name, value in cls._typed(data).items():  # the file's own values, even those a flag overrides
+        if "streams" in data:
+            raise VistError(f"{path}: streams are [[stream]] tables, not a run setting")
+        for name, value in _typed(cls, data).items():  # the file's own values, even those a flag overrides
             problem = _field_problem(name, value)
             if problem:
                 raise VistError(f"{path}: {problem}")
+        if streams and "source" in data:
+            raise VistError(f"{path}: source names one stream, but the file has [[stream]] tables: give each its "
+                            "source")  # fmt: skip
+        if streams:
+            data = {**data, "source": None, "streams": streams}
         return cls.from_dict({**data, **overrides})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Strict: unknown keys and wrong types are one-line errors."""
-        if data.get("lockstep") and "source" not in data:
-            data = {**data, "source": None}  # lock-step runs have no source
-        return cls(**cls._typed(data))
+        if (data.get("lockstep") or data.get("streams")) and "source" not in data:
+            data = {**data, "source": None}  # lock-step and several-stream runs have no (one) source
+        streams = tuple(data.get("streams", ()))
+        if not all(isinstance(s, StreamConfig) for s in streams):
+            raise VistError("streams must be StreamConfig records")
+        return cls(**_typed(cls, {k: v for k, v in data.items() if k != "streams"}), streams=streams)
 
-    @classmethod
-    def _typed(cls, data: dict[str, Any]) -> dict[str, Any]:
-        """`data` with each value checked against its field's type (ints made floats where floats are due)."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise VistError(f"unknown run setting(s): {', '.join(unknown)}")
-        clean: dict[str, Any] = {}
-        names = {"str": str, "bool": bool, "int": int, "float": float}
-        for key, value in data.items():
-            allowed = [t.strip() for t in str(fields[key].type).split("|")]
-            if value is None and "None" in allowed:
-                clean[key] = None
-            elif isinstance(value, bool):
-                if "bool" not in allowed:
-                    raise VistError(f"run setting {key} must be {' or '.join(allowed)}, got {value!r}")
-                clean[key] = value
-            elif "float" in allowed and isinstance(value, (int, float)):
-                clean[key] = float(value)
-            elif any(isinstance(value, names[t]) for t in allowed if t in names):
-                clean[key] = value
-            else:
-                raise VistError(f"run setting {key} must be {' or '.join(allowed)}, got {value!r}")
-        return clean
+
+def _stream_tables(path: str | Path, tables: Any) -> tuple[StreamConfig, ...]:
+    """The [[stream]] tables of `path` as StreamConfigs (one-line errors naming the file)."""
+    if tables is None:
+        return ()
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise VistError(f"config {path}: stream must be [[stream]] tables")
+    if not tables:
+        return ()
+    try:
+        return tuple(StreamConfig.from_dict({k.replace("-", "_"): v for k, v in t.items()}) for t in tables)
+    except VistError as exc:
+        raise VistError(f"{path}: {exc}") from None
+
+
+def _typed(cls: type, data: dict[str, Any], what: str = "run setting") -> dict[str, Any]:
+    """`data` with each value checked against its field's type in dataclass `cls` (ints made floats where floats
+    are due); unknown keys and wrong types are one-line errors."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "streams"}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise VistError(f"unknown {what}(s): {', '.join(unknown)}")
+    clean: dict[str, Any] = {}
+    names = {"str": str, "bool": bool, "int": int, "float": float}
+    for key, value in data.items():
+        allowed = [t.strip() for t in str(fields[key].type).split("|")]
+        if value is None and "None" in allowed:
+            clean[key] = None
+        elif isinstance(value, bool):
+            if "bool" not in allowed:
+                raise VistError(f"{what} {key} must be {' or '.join(allowed)}, got {value!r}")
+            clean[key] = value
+        elif "float" in allowed and isinstance(value, (int, float)):
+            clean[key] = float(value)
+        elif any(isinstance(value, names[t]) for t in allowed if t in names):
+            clean[key] = value
+        else:
+            raise VistError(f"{what} {key} must be {' or '.join(allowed)}, got {value!r}")
+    return clean
 
 
 _CHOICES = {"backend": BACKENDS, "device": DEVICES, "temporal": TEMPORAL, "precision": PRECISIONS}
-_PATHS = ("source", "checkpoint", "vit_weights", "pub", "control", "record", "curve_keys", "engines")
+_PATHS = ("source", "checkpoint", "vit_weights", "pub", "control", "record", "curve_keys", "engines", "rf", "name")
 
 
 def _field_problem(name: str, value: Any) -> str | None:

@@ -12,11 +12,11 @@ import numpy as np
 import zmq
 
 from vist_rt.errors import VistError, brief, first_line
+from vist_rt.net import DEFAULT_CONTROL
 from vist_rt.runtime.frames import MAX_FRAME_BYTES, MAX_JSON_BYTES, MAX_JSON_DEPTH
 from vist_rt.runtime.publish import server_socket
 from vist_rt.runtime.wire import dumps, encode_rates, parse_json
 
-DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
 COMMANDS = ("status", "meta", "reset", "pause", "resume", "predict")
 MAX_ERROR_CHARS = 300  # an error reply's text, at most
 

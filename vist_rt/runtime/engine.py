@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,11 @@ import numpy as np
 import torch
 
 from vist_rt.choices import TEMPORAL
-from vist_rt.errors import VistError
+from vist_rt.errors import VistError, error_line
 from vist_rt.features import Extractor, from_spec
 from vist_rt.model.checkpoint import Checkpoint, load_checkpoint
+from vist_rt.model.config import ViSTConfig
+from vist_rt.model.inputs import check_rf
 
 
 def rf_centres(rf: torch.Tensor) -> list[list[float] | None]:
@@ -28,12 +30,34 @@ def rf_centres(rf: torch.Tensor) -> list[list[float] | None]:
     return [[round(float(x[i]), 4), round(float(y[i]), 4)] if total[i] > 0 else None for i in range(c)]
 
 
+def read_rf(path: str | Path, cfg: ViSTConfig, *, where: str = "") -> torch.Tensor:
+    """An RF set for a checkpoint of config `cfg`: a .npy file [C, g, g] (C cells on the g x g token grid) ->
+    float32 tensor; one VistError line (prefixed by `where`) for a missing file, another format or shape."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise VistError(f"{where}cannot read RF set {path} (a .npy file [C, g, g]): {error_line(exc)}") from None
+    if not isinstance(data, np.ndarray) or data.dtype.kind not in "fiu":
+        raise VistError(f"{where}RF set {path} must hold one numeric array [C, g, g]")
+    g, c = cfg.grid, cfg.cells
+    if data.shape != (c, g, g):
+        raise VistError(f"{where}RF set {path} has shape {list(data.shape)}; the checkpoint needs [{c}, {g}, {g}] "
+                        f"({c} cells on its {g}x{g} token grid)")  # fmt: skip
+    if not np.isfinite(data).all():
+        raise VistError(f"{where}RF set {path} holds NaN/inf values")
+    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+
+
 class Engine:
-    """One frame in, one tick's rates out: `features(image)` then `step(tokens)` (the temporal model's state)."""
+    """One checkpoint's model for B streams: `features(image)` / `features_many(frames)` then `step(tokens)`.
+
+    Each stream (row b of the batch) has its own RF set (`rf` [B, C, g, g]; default: the checkpoint's for one
+    stream) and its own temporal state; a row's rates equal those of a one-stream engine fed the same tokens.
+    """
 
     def __init__(
         self, ckpt: Checkpoint, extractor: Extractor, *, device: str = "cpu", temporal: str = "torch",
-        kernel_cache: str | Path | None = None,
+        kernel_cache: str | Path | None = None, rf: torch.Tensor | None = None,
     ) -> None:  # fmt: skip
         cfg = ckpt.config
         spec = extractor.spec
@@ -48,7 +72,9 @@ class Engine:
             raise VistError("the native temporal model runs on the CPU; with --device cuda the GPU runs it")
         self.ckpt, self.extractor, self.device, self.temporal = ckpt, extractor, device, temporal
         model = ckpt.model.to(device)
-        rf = ckpt.rf.to(device)
+        rf = check_rf(ckpt.rf if rf is None else rf, cfg).to(device)  # [B, C, g, g]
+        self.rf = rf.cpu()
+        self.streams = int(rf.shape[0])
         if device == "cuda":
             from vist_rt.model.device_stream import DeviceStreamingViST
 
@@ -57,11 +83,16 @@ class Engine:
             from vist_rt.model.native import NativeStreamingViST
 
             self.stream = NativeStreamingViST.from_model(model, rf, cache_dir=kernel_cache)
+        elif rf.shape[0] > 1:  # rows one by one: each bit for bit a one-stream run (see RowStreams)
+            from vist_rt.model.streaming import RowStreams
+
+            self.stream = RowStreams.from_model(model, rf)
         else:
             from vist_rt.model.streaming import StreamingViST
 
             self.stream = StreamingViST.from_model(model, rf)
         self.identity = self._identity()
+        self._batch: dict[int, np.ndarray] = {}  # preprocessed pixels of n frames [n, 3, S, S], made once per n
 
     @classmethod
     def from_files(
@@ -75,15 +106,18 @@ class Engine:
         engines: str = "engines",
         threads: int | None = None,
         temporal: str = "torch",
+        rf: Sequence[torch.Tensor | None] | None = None,
         log: Callable[[str], None] = print,
     ) -> Engine:
-        """Load a checkpoint and rebuild the extractor it was trained with, on the chosen backend."""
+        """Load a checkpoint and rebuild the extractor it was trained with, on the chosen backend; `rf`: one RF
+        set [C, g, g] per stream, None for the checkpoint's own (default: one stream, the checkpoint's)."""
         from vist_rt.features.backends import require_device
 
         require_device(device)  # whatever the extractor: the temporal model runs there too
         if threads:
             torch.set_num_threads(threads)  # the temporal stage (and a torch feature backend) run with these
         ckpt = load_checkpoint(checkpoint)
+        rfs = None if rf is None else torch.stack([ckpt.rf if r is None else check_rf(r, ckpt.config)[0] for r in rf])
         runtime: dict[str, Any] = {}
         if ckpt.extractor.get("kind") == "dinov2":
             runtime = dict(backend=backend, device=device, precision=precision, cache_dir=engines,
@@ -92,7 +126,7 @@ class Engine:
             raise VistError(f"the checkpoint's {ckpt.extractor.get('kind')} extractor has no backend or precision")
         extractor = from_spec(ckpt.extractor, weights=vit_weights, **runtime)
         try:
-            return cls(ckpt, extractor, device=device, temporal=temporal)
+            return cls(ckpt, extractor, device=device, temporal=temporal, rf=rfs)
         except BaseException:
             extractor.close()
             raise
@@ -105,8 +139,8 @@ class Engine:
         return {"checkpoint": path.name if path else None, "sha256": digest, "config": self.ckpt.config.to_dict(),
                 "demo": is_demo(path)}  # fmt: skip
 
-    def meta(self) -> dict[str, Any]:
-        """What a `meta` message says of the model (see docs/protocol.md)."""
+    def meta(self, row: int = 0) -> dict[str, Any]:
+        """What a `meta` message says of the model for stream `row` (see docs/protocol.md)."""
         ext = self.extractor
         return {
             "model": self.identity,
@@ -114,7 +148,7 @@ class Engine:
             "units": self.ckpt.units,
             "fps": self.ckpt.fps,
             "n": self.ckpt.config.cells,
-            "rf_centres": rf_centres(self.ckpt.rf),
+            "rf_centres": rf_centres(self.rf[row]),
             "extractor": {"spec": ext.spec, "described": ext.describe(), "runtime": ext.runtime},
             "dinov2": bool(ext.spec.get("dinov2", False)),
             "device": self.device,
@@ -130,18 +164,36 @@ class Engine:
         t2 = time.perf_counter()
         return tokens, (t1 - t0) * 1e3, (t2 - t1) * 1e3
 
-    def step(self, tokens: np.ndarray) -> tuple[np.ndarray, float]:
-        """One model tick on tokens [1, T, D] -> (rates [C] float32, temporal ms).
+    def features_many(self, frames: Sequence[tuple[np.ndarray, str]]) -> tuple[np.ndarray, float, float]:
+        """Several (uint8 frame, colour order) -> (tokens [n, T, D], preprocess ms, ViT ms): one ViT call for all."""
+        if len(frames) == 1:
+            return self.features(*frames[0])
+        t0 = time.perf_counter()
+        pixels = self._batch.get(len(frames))
+        for i, (image, color) in enumerate(frames):
+            one = self.extractor.preprocess(image, color)  # [1, 3, S, S], maybe the extractor's reused buffer
+            if pixels is None:
+                pixels = self._batch[len(frames)] = np.empty((len(frames), *one.shape[1:]), one.dtype)
+            pixels[i] = one[0]
+        assert pixels is not None
+        t1 = time.perf_counter()
+        tokens = self.extractor.tokens_from_pixels(pixels)
+        t2 = time.perf_counter()
+        return tokens, (t1 - t0) * 1e3, (t2 - t1) * 1e3
 
-        The rates are a new array each tick: ZeroMQ sends them without copying, after this returns."""
+    def step(self, tokens: np.ndarray) -> tuple[np.ndarray, float]:
+        """One model tick on tokens [B, T, D] (row b: stream b's newest frame) -> (rates [B, C] float32, ms).
+
+        The rates are a new array each tick: ZeroMQ sends its rows without copying, after this returns."""
         t0 = time.perf_counter()
         out = self.stream.step(tokens)
-        rates = out[0].detach().to("cpu", torch.float32).numpy()
+        rates = out.detach().to("cpu", torch.float32).numpy()
         return rates, (time.perf_counter() - t0) * 1e3
 
-    def reset(self) -> None:
-        """The temporal model back to its zero state (the next outputs equal a fresh stream's)."""
-        self.stream.reset()
+    def reset(self, row: int | None = None) -> None:
+        """Every stream's temporal state (or stream `row`'s only) back to zero: the next outputs equal a fresh
+        stream's."""
+        self.stream.reset(None if self.streams == 1 else row)  # one row: exactly a fresh stream (t = 0)
 
     def close(self) -> None:
         """Release the extractor's backend."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import threading
 import time
@@ -17,44 +16,12 @@ import zmq
 import zmq.auth
 
 from vist_rt.errors import VistError
-from vist_rt.runtime.wire import WireError, encode_meta, rates_message
+from vist_rt.net import DEFAULT_PUB, is_loopback, split_tcp
+from vist_rt.runtime.wire import WireError, meta_message, rates_message
 
-DEFAULT_PUB = "tcp://127.0.0.1:5556"
-LOCAL_SCHEMES = ("ipc", "inproc")
 # t_pub_ns is encoded as this placeholder, then the encoded header's tail is replaced by the time of sending
 _STAMP_PLACEHOLDER = 10**18
 _STAMP_TAIL = b'"t_pub_ns":%d}' % _STAMP_PLACEHOLDER
-
-
-def split_tcp(endpoint: str) -> tuple[str, str]:
-    """`tcp://host:port` -> (host, port) with IPv6 brackets removed; VistError if it is not of that form."""
-    rest = endpoint[len("tcp://") :]
-    host, sep, port = rest.rpartition(":")
-    if not sep or not host:
-        raise VistError(f"bad endpoint {endpoint!r}: expected tcp://HOST:PORT (PORT a number, 0 or *)")
-    if port != "*" and not (port.isdigit() and 0 <= int(port) <= 65535):
-        raise VistError(f"bad endpoint {endpoint!r}: port must be 0-65535 or *")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, port
-
-
-def is_loopback(endpoint: str) -> bool:
-    """True for ipc:// and inproc:// endpoints and tcp:// on 127.0.0.0/8, ::1 or localhost."""
-    scheme, sep, _ = endpoint.partition("://")
-    if not sep:
-        raise VistError(f"bad endpoint {endpoint!r}: expected tcp://HOST:PORT or ipc://PATH")
-    if scheme in LOCAL_SCHEMES:
-        return True
-    if scheme != "tcp":
-        return False
-    host, _ = split_tcp(endpoint)
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # '*', an interface name or a host name
-        return False
 
 
 def bind_socket(sock: zmq.Socket, endpoint: str, *, allow_remote: bool, what: str) -> str:
@@ -171,8 +138,10 @@ class Publisher:
         except zmq.Again:
             self.dropped += 1
 
-    def publish_rates(self, header: Mapping[str, Any], rates: np.ndarray) -> int:
+    def publish_rates(self, header: Mapping[str, Any], rates: np.ndarray, stream: str | None = None) -> int:
         """Send one `rates` message; sets v, n, seq and t_pub_ns in (a copy of) `header`; returns its seq.
+        `stream`: a named stream's message (topic rates/<stream>, header field `stream`; None: as the header's
+        `stream` field says, none for the plain topic `rates`).
 
         `header` needs tick, frame, t_frame_ns, stale and lat_ms (stage -> ms). The payload is sent from
         `rates`' own buffer when it is float32 little-endian: do not modify the array afterwards.
@@ -181,8 +150,10 @@ class Publisher:
             full = dict(header)
             full.pop("t_pub_ns", None)
             full["seq"] = self._seq
+            if stream is not None:
+                full.setdefault("stream", stream)  # before t_pub_ns; a different one is refused by rates_message
             full["t_pub_ns"] = _STAMP_PLACEHOLDER  # last key: replaced by the time of sending, after encoding
-            sent, parts = rates_message(full, rates)  # validates; on error no seq is used
+            sent, parts = rates_message(full, rates, stream)  # validates; on error no seq is used
             body = parts[1]
             if not body.endswith(_STAMP_TAIL):  # cannot happen: rates_message keeps the key order
                 raise WireError("internal: t_pub_ns is not the header's last field")
@@ -194,17 +165,17 @@ class Publisher:
             self.last_rates_header = sent
             return sent["seq"]
 
-    def publish_meta(self, meta: Mapping[str, Any]) -> int:
-        """Send one `meta` message (model, cell_ids, units, fps, rf_centres, extractor, ...); returns its seq."""
+    def publish_meta(self, meta: Mapping[str, Any], stream: str | None = None) -> int:
+        """Send one `meta` message (model, cell_ids, units, fps, rf_centres, extractor, ...); returns its seq.
+        `stream`: a named stream's meta (topic meta/<stream>, header field `stream`), as for publish_rates."""
         with self._lock:
             full = dict(meta)
             full["seq"] = self._seq
-            parts = encode_meta(full)
+            sent, parts = meta_message(full, stream)  # validates; on error no seq is used
             self._seq += 1
             self._send(parts)
-            full["v"] = 1
-            self.last_meta_header = full
-            return full["seq"]
+            self.last_meta_header = sent
+            return sent["seq"]
 
     def close(self) -> None:
         """Close the socket (pending messages are dropped: LINGER 0). Idempotent."""

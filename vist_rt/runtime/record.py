@@ -18,8 +18,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vist_rt.data.paths import check_output_file
 from vist_rt.errors import VistError, error_line, first_line
+from vist_rt.files import atomic_path, check_output_file
 from vist_rt.runtime.wire import Message, SeqTracker, check_meta_header, check_rates_header, dumps
 
 FORMAT = "vist-rt/recording"
@@ -58,7 +58,9 @@ class Recorder:
     Every message is also appended to a journal next to the file (`OUT.h5.journal`, one write per message,
     before it is buffered), which a clean close deletes. If the process is killed (SIGKILL, out of memory, a
     crash), the journal holds every message added before that, and `recover_recording` rebuilds the file
-    from it, even if the kill came in the middle of an HDF5 write. `journal=False` writes none.
+    from it, even if the kill came in the middle of an HDF5 write. `journal=False` writes none. `gaps=False`:
+    the messages are one stream's of a several-stream run, whose publisher-wide seq jumps over the other streams'
+    messages: no jump is a loss.
 
     Datasets: rates [N, C] float32; seq, tick, frame, t_frame_ns, t_pub_ns [N] int64 (header fields);
     t_recv_ns [N] int64 (when a subscriber took the message off the socket, NOT_RECEIVED when the run recorded
@@ -81,6 +83,7 @@ class Recorder:
         source: str | None = None,
         overwrite: bool = False,
         journal: bool = True,
+        gaps: bool = True,
     ) -> None:
         if flush_every < 1:
             raise VistError(f"flush_every must be >= 1, got {flush_every}")
@@ -94,6 +97,7 @@ class Recorder:
         self.min_free_bytes = int(min_free_bytes)
         self.cells = cells
         self.tracker = SeqTracker()
+        self.track_gaps = gaps  # False: the messages are one stream's of several (seq jumps over the others')
         self.rates_count = 0
         self.meta_count = 0
         self.failed: str | None = None  # why writing stopped, once it has
@@ -107,7 +111,8 @@ class Recorder:
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         self._journal: int | None = None
         if journal:
-            self._journal = _open_journal(self.path, {"cells": cells, "source": source or "", "created": created})
+            attrs = {"cells": cells, "source": source or "", "created": created, "gaps": gaps}
+            self._journal = _open_journal(self.path, attrs)
         try:
             self._file = h5py.File(self.path, "w")
         except OSError as exc:
@@ -188,7 +193,7 @@ class Recorder:
             self.meta_count += 1
         else:
             raise VistError(f"cannot record topic {message.topic!r}")
-        gap = self.tracker.update(message.seq)
+        gap = self.tracker.update(message.seq) if self.track_gaps else None
         if gap is not None:
             self._gaps.append(gap)
         if len(self._rows) + len(self._meta) >= self.flush_every:
@@ -385,23 +390,26 @@ def recover_recording(path: str | os.PathLike[str]) -> dict[str, int]:
     journal is deleted once the new file is complete. Returns the counts: rates, meta, gaps, torn_bytes."""
     p = Path(path)
     attrs, messages, gaps, torn = read_journal(p)
-    temp = p.with_name(f".{p.name}.recovering")
-    rec = Recorder(temp, cells=attrs.get("cells"), source=attrs.get("source") or None, overwrite=True,
-                   journal=False, flush_every=1 << 30)  # fmt: skip
     try:
-        for message in messages:
-            rec.add(message)
-        for gap in gaps:
-            rec.add_gap(*gap)
-        rec.close()
-        with h5py.File(temp, "a") as f:
-            f.attrs["created"] = attrs.get("created", "")
-            f.attrs["recovered"] = f"from {journal_path(p).name}: {len(messages)} messages, {torn} torn bytes dropped"
-    except BaseException:
-        rec.close()
-        temp.unlink(missing_ok=True)
-        raise
-    os.replace(temp, p)
+        with atomic_path(p) as temp:
+            rec = Recorder(temp, cells=attrs.get("cells"), source=attrs.get("source") or None, overwrite=True,
+                           journal=False, flush_every=1 << 30, gaps=bool(attrs.get("gaps", True)))  # fmt: skip
+            try:
+                for message in messages:
+                    rec.add(message)
+                for gap in gaps:
+                    rec.add_gap(*gap)
+                rec.close()
+                with h5py.File(temp, "a") as f:
+                    f.attrs["created"] = attrs.get("created", "")
+                    f.attrs["recovered"] = (
+                        f"from {journal_path(p).name}: {len(messages)} messages, {torn} torn bytes dropped"
+                    )
+            except BaseException:
+                rec.close()
+                raise
+    except OSError as exc:
+        raise VistError(f"cannot write {p}: {first_line(exc)}") from None
     journal_path(p).unlink()
     return {"rates": rec.rates_count, "meta": rec.meta_count, "gaps": len(rec.tracker.gaps), "torn_bytes": torn}
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from vist_rt.bench.stats import summarize
+from vist_rt.latency import summarize
 
 # overhead: a tick's work from the clock's wake-up to the send, model compute excluded; housekeeping: the
 # rest of a live tick, after the send (recording, counters, meta messages, flushes, status lines); record: the

@@ -1,6 +1,10 @@
 """Wire format v1: multipart ZeroMQ messages `[topic, JSON header, (rates only) float32 payload]`.
 
 Pure functions, no sockets. See docs/protocol.md for the field list and the semantics of `seq`.
+
+Named streams: a run publishing several streams sends stream NAME's messages on topics `rates/NAME` and
+`meta/NAME` with a header field `stream` = NAME; a run's one unnamed stream uses `rates` and `meta` and its
+headers have no `stream` field. ZeroMQ matches topics by prefix: a subscriber to `rates` gets every stream.
 """
 
 from __future__ import annotations
@@ -8,18 +12,21 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from vist_rt.errors import VistError, error_line
+from vist_rt.errors import VistError, brief, error_line
 
 VERSION = 1
 TOPIC_RATES = b"rates"
 TOPIC_META = b"meta"
 TOPICS: dict[bytes, str] = {TOPIC_RATES: "rates", TOPIC_META: "meta"}
+STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")  # a named stream's topics are rates/<name> and meta/<name>
+STREAM_NAME_RULE = "1 to 32 letters, digits, '_' or '-'"
 
 # rates header fields every message carries, and the JSON types they must have
 INT_FIELDS = ("v", "seq", "tick", "frame", "n", "t_frame_ns", "t_pub_ns")
@@ -34,7 +41,9 @@ class WireError(VistError):
 
 @dataclass(frozen=True)
 class Message:
-    """One decoded message: `topic` ("rates" | "meta"), its JSON `header`, `rates` (float32 [n]) or None.
+    """One decoded message: `topic` ("rates" | "meta", also for a named stream's `rates/NAME`, `meta/NAME`),
+    its JSON `header`, `rates` (float32 [n]) or None, and `stream`: the named stream's NAME, None for a run's
+    one unnamed stream (when not given, the header's `stream` field).
 
     `t_recv_ns`: the receiver's wall clock (`time.time_ns()`) when the message came off the socket, before it
     was decoded (set by `vist_rt.client.Subscriber`; None for a message not received from a socket). Minus the
@@ -44,6 +53,11 @@ class Message:
     header: dict[str, Any]
     rates: np.ndarray | None = None
     t_recv_ns: int | None = field(default=None, compare=False)
+    stream: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.stream is None and isinstance(self.header.get("stream"), str):
+            object.__setattr__(self, "stream", self.header["stream"])
 
     @property
     def seq(self) -> int:
@@ -84,6 +98,25 @@ def dumps(obj: Mapping[str, Any]) -> bytes:
         raise WireError(f"header is not strict JSON: {exc}") from None
 
 
+def check_stream_name(name: Any) -> str:
+    """`name` if it can name a stream (1-32 of A-Z a-z 0-9 _ -), else one VistError line."""
+    if not isinstance(name, str) or not STREAM_NAME.fullmatch(name):
+        raise VistError(f"bad stream name {brief(name)}: use {STREAM_NAME_RULE}")
+    return name
+
+
+def topic_for(kind: str, stream: str | None = None) -> bytes:
+    """The topic of a `kind` ("rates" or "meta") message of `stream`: `kind/stream`, or `kind` for None."""
+    return kind.encode() if stream is None else f"{kind}/{check_stream_name(stream)}".encode()
+
+
+def _check_stream_field(header: Mapping[str, Any], kind: str) -> None:
+    """The optional `stream` field, when present, is a stream name."""
+    if "stream" in header and not (isinstance(header["stream"], str) and STREAM_NAME.fullmatch(header["stream"])):
+        raise WireError(f"{kind} header field 'stream' must be a stream name ({STREAM_NAME_RULE}), "
+                        f"got {brief(header['stream'])}")  # fmt: skip
+
+
 def check_rates_header(header: Mapping[str, Any]) -> None:
     """Required fields present with the right JSON types (one-line WireError otherwise)."""
     missing = [k for k in RATES_FIELDS if k not in header]
@@ -102,9 +135,11 @@ def check_rates_header(header: Mapping[str, Any]) -> None:
     for stage, ms in lat.items():
         if not isinstance(stage, str) or not (ms is None or (_is_number(ms) and math.isfinite(ms))):
             raise WireError(f"lat_ms[{stage!r}] must be a finite number of ms or null, got {ms!r}")
+    _check_stream_field(header, "rates")
 
 
 def check_meta_header(header: Mapping[str, Any]) -> None:
+    """`seq` an integer >= 0, `cell_ids` (if any) a list, `stream` (if any) a stream name; WireError otherwise."""
     if "seq" not in header:
         raise WireError("meta header lacks seq")
     if not is_int(header["seq"]) or header["seq"] < 0:
@@ -112,20 +147,26 @@ def check_meta_header(header: Mapping[str, Any]) -> None:
     ids = header.get("cell_ids")
     if ids is not None and (not isinstance(ids, Sequence) or isinstance(ids, str)):
         raise WireError("meta header field 'cell_ids' must be a list")
+    _check_stream_field(header, "meta")
 
 
-def encode_rates(header: Mapping[str, Any], rates: np.ndarray) -> list[bytes | memoryview]:
+def encode_rates(header: Mapping[str, Any], rates: np.ndarray, stream: str | None = None) -> list[bytes | memoryview]:
     """[b"rates", header JSON, payload]: fills `v` and `n`; the payload is the float32 array's own buffer.
+    `stream`: a named stream's message (topic `rates/<stream>`, header field `stream`; a `stream` field already
+    in `header` must say the same). None: the header's `stream` field decides (none: topic `rates`), so a decoded
+    message's header encodes to the same topic again.
 
     The payload is not copied when `rates` is already contiguous little-endian float32: do not modify
     the array until it has been sent (ZeroMQ copies messages under 64 KiB anyway).
     """
-    return rates_message(header, rates)[1]
+    return rates_message(header, rates, stream)[1]
 
 
-def rates_message(header: Mapping[str, Any], rates: np.ndarray) -> tuple[dict[str, Any], list[bytes | memoryview]]:
+def rates_message(
+    header: Mapping[str, Any], rates: np.ndarray, stream: str | None = None
+) -> tuple[dict[str, Any], list[bytes | memoryview]]:
     """(the header as sent, the message parts) of `encode_rates`: the header gets `v` and `n` first, then its
-    other fields in their order."""
+    other fields in their order (`stream` last unless the header has it already)."""
     arr = rates
     if not (type(arr) is np.ndarray and arr.dtype == RATES_DTYPE and arr.ndim == 1 and arr.flags.c_contiguous):
         arr = np.asarray(rates)  # (the run's own rates skip these checks: they are float32 [C] already)
@@ -138,19 +179,38 @@ def rates_message(header: Mapping[str, Any], rates: np.ndarray) -> tuple[dict[st
     full = {"v": VERSION, "n": n}
     full.update(header)
     full["v"], full["n"] = VERSION, n
+    name = _name_stream(full, stream)
     check_rates_header(full)
-    return full, [TOPIC_RATES, dumps(full), memoryview(arr).cast("B")]
+    return full, [topic_for("rates", name), dumps(full), memoryview(arr).cast("B")]
 
 
-def encode_meta(header: Mapping[str, Any]) -> list[bytes]:
-    """[b"meta", header JSON]: fills `v`; `seq` is required, the other fields are free-form.
+def _name_stream(full: dict[str, Any], stream: str | None) -> str | None:
+    """Set (or check) the header's `stream` field for a message of `stream`; the message's stream (None: the plain
+    topics). With `stream` None the header's own field is the answer (checked by check_*_header)."""
+    if stream is None:
+        return full.get("stream")
+    if full.setdefault("stream", check_stream_name(stream)) != stream:
+        raise WireError(f"header field 'stream' {brief(full['stream'])} is not the message's stream {stream!r}")
+    return stream
+
+
+def encode_meta(header: Mapping[str, Any], stream: str | None = None) -> list[bytes]:
+    """[b"meta", header JSON]: fills `v`; `seq` is required, the other fields are free-form. `stream`: a named
+    stream's meta (topic `meta/<stream>`, header field `stream`), as for `encode_rates`.
 
     Usual fields: model (identity), cell_ids, units, fps (model frame rate), rf_centres (or null), extractor.
     """
+    return meta_message(header, stream)[1]
+
+
+def meta_message(header: Mapping[str, Any], stream: str | None = None) -> tuple[dict[str, Any], list[bytes]]:
+    """(the header as sent, the message parts) of `encode_meta`: `v` set (kept in place if present, else last),
+    then `stream` (if not there already)."""
     full = dict(header)
     full["v"] = VERSION
+    name = _name_stream(full, stream)
     check_meta_header(full)
-    return [TOPIC_META, dumps(full)]
+    return full, [topic_for("meta", name), dumps(full)]
 
 
 def _as_bytes(part: Any) -> bytes | memoryview:
@@ -169,25 +229,32 @@ def decode(frames: Sequence[Any], t_recv_ns: int | None = None) -> Message:
         raise WireError(f"expected 2 (meta) or 3 (rates) message parts, got {len(frames)}")
     parts = [_as_bytes(p) for p in frames]
     topic_raw = bytes(parts[0])
-    topic = TOPICS.get(topic_raw)
-    if topic is None:
-        raise WireError(f"unknown topic {topic_raw[:32]!r} (expected b'rates' or b'meta')")
-    want = 3 if topic == "rates" else 2
+    base, slash, name = topic_raw.partition(b"/")
+    kind = TOPICS.get(base)
+    if kind is None:
+        raise WireError(f"unknown topic {topic_raw[:48]!r} (expected b'rates', b'meta', b'rates/NAME' or b'meta/NAME')")
+    stream = name.decode("ascii", "replace") if slash else None
+    if stream is not None and not STREAM_NAME.fullmatch(stream):
+        raise WireError(f"topic {topic_raw[:48]!r}: a stream's name is {STREAM_NAME_RULE}")
+    want = 3 if kind == "rates" else 2
     if len(parts) != want:
-        raise WireError(f"a {topic} message has {want} parts, got {len(parts)}")
+        raise WireError(f"a {kind} message has {want} parts, got {len(parts)}")
     header = loads_header(parts[1])
     v = header.get("v")
     if v != VERSION or not is_int(v):
         raise WireError(f"unsupported wire version {v!r} (this is v{VERSION})")
-    if topic == "meta":
+    if header.get("stream") != stream:  # a named stream's header names it; a plain topic's header has no stream
+        said = "no stream field" if "stream" not in header else f"stream {brief(header['stream'])}"
+        raise WireError(f"topic {topic_raw[:48]!r} carries a header with {said}")
+    if kind == "meta":
         check_meta_header(header)
-        return Message("meta", header, None, t_recv_ns)
+        return Message("meta", header, None, t_recv_ns, stream)
     check_rates_header(header)
     payload = parts[2]
     size = memoryview(payload).nbytes
     if size != 4 * header["n"]:
         raise WireError(f"rates payload has {size} bytes, expected 4 * n = {4 * header['n']}")
-    return Message("rates", header, np.frombuffer(payload, dtype=RATES_DTYPE), t_recv_ns)
+    return Message("rates", header, np.frombuffer(payload, dtype=RATES_DTYPE), t_recv_ns, stream)
 
 
 def _reject_constant(name: str) -> Any:

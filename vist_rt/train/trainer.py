@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from vist_rt.data.dataset import open_dataset
-from vist_rt.data.paths import check_output_dir, check_output_file
+from vist_rt.data.paths import check_output_dir
 from vist_rt.data.rf import rf_to_grid
 from vist_rt.errors import VistError, first_line
 from vist_rt.features import Extractor, PatchesExtractor
+from vist_rt.files import atomic_path, check_output_file
 from vist_rt.model import ViST, ViSTConfig, save_checkpoint
 from vist_rt.tomlfile import read_toml
 from vist_rt.train.loss import vist_loss
@@ -84,13 +85,11 @@ def read_cache_entry(path: Path, n_frames: int, extractor: Extractor) -> tuple[n
 
 def store_cache_entry(path: Path, feats: np.ndarray) -> None:
     """Write one cache entry atomically (a temporary file, then a rename: ranks of a DDP run may race)."""
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(tmp, feats)
-        tmp.replace(path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, feats)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise VistError(f"cannot write the feature cache entry {path}: {exc.strerror or exc}") from None
 
 
@@ -455,9 +454,8 @@ def _fit(
         state = {"identity": run.identity(), "model": model.state_dict(), "opt": opt.state_dict(),
                  "swa": None if swa is None else swa.state_dict(), "swa_n": swa_n, "epoch": epoch + 1,
                  "best_cc": float(best_cc), "history": history}  # fmt: skip
-        tmp = spath.with_name(spath.name + f".{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        tmp.replace(spath)
+        with atomic_path(spath) as tmp:
+            torch.save(state, tmp)
     final = model
     if swa is not None and run.dist.main:
         torch.manual_seed(_epoch_seed(run.seed, run.dist.rank, recipe.epochs))  # dropout during the refresh

@@ -1,4 +1,5 @@
-"""Compile a vist-rt ONNX file into a serialized TensorRT engine (TensorRT 10 Python API).
+"""Compile a vist-rt ONNX file into a serialized TensorRT engine (TensorRT 10 Python API), and `get_or_build`:
+the engine from the cache (`vist_rt.trt.cache`) when it has a current one, else built and stored.
 
 `import tensorrt` happens only inside `build_engine`. The pieces that decide things (which layers stay
 in fp32, how progress events are forwarded) are plain Python and tested on CPU.
@@ -9,12 +10,22 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from vist_rt.errors import VistError
-from vist_rt.trt.cache import PRECISIONS, atomic_write, profile_is_static, require_tensorrt, resolve_profile
+from vist_rt.files import atomic_write
+from vist_rt.trt.cache import (
+    PRECISIONS,
+    EngineCache,
+    device_identity,
+    engine_key,
+    profile_is_static,
+    require_tensorrt,
+    resolve_profile,
+    tensorrt_version,
+)
 
 # --------------------------------------------------------------------------------------- fp16 policy
 
@@ -256,5 +267,76 @@ def build_engine(
     if serialized is None:
         raise VistError(f"TensorRT could not build an engine from {onnx_path} (its log above says why)")
     if timing_path is not None:
-        atomic_write(timing_path, bytes(memoryview(config.get_timing_cache().serialize())))
+        timing_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(timing_path, bytes(memoryview(config.get_timing_cache().serialize())), fsync=True)
     return bytes(memoryview(serialized))
+
+
+# ------------------------------------------------------------------------------------------ get/build
+
+
+Builder = Callable[..., bytes]
+
+
+def get_or_build(
+    onnx_path: str | os.PathLike[str],
+    precision: str = "fp16",
+    *,
+    input_shapes: Mapping[str, Any] | None = None,
+    engines: str | os.PathLike[str] = "engines",
+    trt_version: str | None = None,
+    gpu_name: str | None = None,
+    compute_capability: tuple[int, int] | None = None,
+    builder: Builder | None = None,
+    force: bool = False,
+    workspace_gib: float = 4,
+    progress: Any = None,
+    log: Callable[[str], Any] = print,
+) -> Path:
+    """The path of the engine for `onnx_path`: reused when the cache has it, built (and stored) otherwise.
+
+    hit -> "reusing <path>"; miss -> build; stale -> "rebuilding: <what changed>" then build; force ->
+    build regardless. `builder(onnx_path, precision=, input_shapes=, timing_cache_path=, workspace_gib=,
+    progress=) -> bytes` defaults to `build_engine`; tests inject a fake.
+    """
+    if trt_version is None:
+        trt_version = tensorrt_version()
+    if gpu_name is None or compute_capability is None:
+        name, cc = device_identity()
+        gpu_name = name if gpu_name is None else gpu_name
+        compute_capability = cc if compute_capability is None else compute_capability
+    key = engine_key(
+        onnx_path,
+        precision=precision,
+        input_shapes=input_shapes,
+        trt_version=trt_version,
+        gpu_name=gpu_name,
+        compute_capability=compute_capability,
+    )
+    cache = EngineCache(engines)
+    state = cache.status(key)
+    if state.status == "hit" and not force:
+        path = cache.lookup(key)
+        if path is not None:
+            log(f"reusing {path}")
+            return path
+    if force:
+        log(f"building {state.path.name} (--force)")
+    elif state.status == "stale":
+        what = state.stale_path.name if state.stale_path else state.path.name
+        log(f"rebuilding: {state.reason} (cached {what} is stale)")
+    else:
+        log(f"building {state.path.name} (not in {cache.root})")
+    if builder is None:
+        builder = build_engine
+    engine = builder(
+        onnx_path,
+        precision=precision,
+        input_shapes=key.profile,
+        timing_cache_path=cache.timing_cache_path(key.trt_version, key.gpu_name, key.compute_capability),
+        workspace_gib=workspace_gib,
+        progress=progress,
+    )
+    path = cache.store(key, bytes(engine))
+    log(f"built {path}")
+    return path

@@ -15,13 +15,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from vist_rt.errors import VistError, first_line
+from vist_rt.files import atomic_write
 
 KEY_VERSION = 1  # bump when the build policy (fp16 policy, profile rules) changes: old engines become stale
 PRECISIONS = ("fp16", "fp32")
@@ -414,24 +414,9 @@ class EngineCache:
         # Remove a previous sidecar first: until the new one is in place the engine is not "hit".
         with contextlib.suppress(FileNotFoundError):
             self.sidecar_for(path).unlink()
-        atomic_write(path, engine)
-        atomic_write(self.sidecar_for(path), (json.dumps(sidecar, indent=2) + "\n").encode())
+        atomic_write(path, engine, fsync=True)
+        atomic_write(self.sidecar_for(path), json.dumps(sidecar, indent=2) + "\n", fsync=True)
         return path
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same directory and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ----------------------------------------------------------------------------------- device identity
@@ -462,75 +447,3 @@ def require_tensorrt():  # type: ignore[no-untyped-def]
 def tensorrt_version() -> str:
     """The installed TensorRT version (`tensorrt.__version__`); VistError when it is not installed."""
     return str(require_tensorrt().__version__)
-
-
-# ------------------------------------------------------------------------------------------ get/build
-
-
-Builder = Callable[..., bytes]
-
-
-def get_or_build(
-    onnx_path: str | os.PathLike[str],
-    precision: str = "fp16",
-    *,
-    input_shapes: Mapping[str, Any] | None = None,
-    engines: str | os.PathLike[str] = "engines",
-    trt_version: str | None = None,
-    gpu_name: str | None = None,
-    compute_capability: tuple[int, int] | None = None,
-    builder: Builder | None = None,
-    force: bool = False,
-    workspace_gib: float = 4,
-    progress: Any = None,
-    log: Callable[[str], Any] = print,
-) -> Path:
-    """The path of the engine for `onnx_path`: reused when the cache has it, built (and stored) otherwise.
-
-    hit -> "reusing <path>"; miss -> build; stale -> "rebuilding: <what changed>" then build; force ->
-    build regardless. `builder(onnx_path, precision=, input_shapes=, timing_cache_path=, workspace_gib=,
-    progress=) -> bytes` defaults to `vist_rt.trt.build.build_engine`; tests inject a fake.
-    """
-    if trt_version is None:
-        trt_version = tensorrt_version()
-    if gpu_name is None or compute_capability is None:
-        name, cc = device_identity()
-        gpu_name = name if gpu_name is None else gpu_name
-        compute_capability = cc if compute_capability is None else compute_capability
-    key = engine_key(
-        onnx_path,
-        precision=precision,
-        input_shapes=input_shapes,
-        trt_version=trt_version,
-        gpu_name=gpu_name,
-        compute_capability=compute_capability,
-    )
-    cache = EngineCache(engines)
-    state = cache.status(key)
-    if state.status == "hit" and not force:
-        path = cache.lookup(key)
-        if path is not None:
-            log(f"reusing {path}")
-            return path
-    if force:
-        log(f"building {state.path.name} (--force)")
-    elif state.status == "stale":
-        what = state.stale_path.name if state.stale_path else state.path.name
-        log(f"rebuilding: {state.reason} (cached {what} is stale)")
-    else:
-        log(f"building {state.path.name} (not in {cache.root})")
-    if builder is None:
-        from vist_rt.trt.build import build_engine
-
-        builder = build_engine
-    engine = builder(
-        onnx_path,
-        precision=precision,
-        input_shapes=key.profile,
-        timing_cache_path=cache.timing_cache_path(key.trt_version, key.gpu_name, key.compute_capability),
-        workspace_gib=workspace_gib,
-        progress=progress,
-    )
-    path = cache.store(key, bytes(engine))
-    log(f"built {path}")
-    return path

@@ -1,20 +1,6 @@
-"""Frame sources: camera, video file, image folder, synthetic movie, frames pushed by a rig over ZeroMQ.
-
-Contract (see docs/sources.md):
-- `open()` does the I/O that can fail for a user's reason and raises a one-line `VistError`; `close()` is
-  idempotent; every source is a context manager (`with make_source(spec) as src:`).
-- `read(timeout=None) -> Frame | None`. A file source (video, images, synthetic replay) returns its next
-  frame, or None at the end of the stream. A live source (camera, zmq, synthetic live) waits at most
-  `timeout` seconds (default `Source.timeout`) for the next frame and returns None when none came in
-  time; it keeps going after None. `ended` tells the two apart: True once a stream is over for good.
-  `read()` never raises for run-time trouble (a corrupt frame, an unplugged camera, a malformed
-  message): it is counted in `errors`, described in `last_error`, logged, and the stream goes on (or,
-  for a video that cannot decode further, ends cleanly).
-- `Frame.t_ns`: wall clock (`time.time_ns()`) at capture for live sources; media time in ns for files.
-- `Frame.image` belongs to the caller, unless the caller set `source.borrow = True` (the capture thread
-  does, since it copies every frame into its ring): then the source may reuse one buffer, and the image
-  is only valid until the next `read()`.
-"""
+"""Frame sources, one module per kind (camera, video file, image folder, synthetic movie, frames pushed by a rig
+over ZeroMQ), and `make_source` (a spec string -> an unopened source). The contract every source keeps is in
+`vist_rt.runtime.sources.base` (and docs/sources.md)."""
 
 from __future__ import annotations
 
@@ -23,10 +9,11 @@ import re
 from pathlib import Path
 
 from vist_rt.errors import VistError
+from vist_rt.net import DEFAULT_FRAMES
 from vist_rt.runtime.sources.base import ErrorLog, Frame, Source
 from vist_rt.runtime.sources.camera import CameraSource
 from vist_rt.runtime.sources.images import IMAGE_SUFFIXES, ImagesSource, natural_key
-from vist_rt.runtime.sources.rig import DEFAULT_ZMQ_FRAMES, ZmqFrameSource
+from vist_rt.runtime.sources.rig import ZmqFrameSource
 from vist_rt.runtime.sources.synthetic import SyntheticSource
 from vist_rt.runtime.sources.video import VideoSource
 
@@ -54,7 +41,7 @@ SPEC_FORMS = (
     "video:PATH",
     "images:DIR",
     "synthetic[:SEED][:replay]",
-    "zmq:ENDPOINT (e.g. zmq:tcp://127.0.0.1:5558)",
+    f"zmq:ENDPOINT (e.g. zmq:{DEFAULT_FRAMES})",
     "an existing video file or image folder",
 )
 
@@ -111,7 +98,7 @@ def make_source(
         size = (height or 480, width or 640)
         return SyntheticSource(seed=seed, fps=fps or 30.0, size=size, live=live)
     if kind == "zmq":
-        return ZmqFrameSource(rest or DEFAULT_ZMQ_FRAMES, allow_remote=allow_remote)
+        return ZmqFrameSource(rest or DEFAULT_FRAMES, allow_remote=allow_remote)
     path = Path(spec)
     if spec and path.is_dir():
         return ImagesSource(path, fps=fps or 30.0)
@@ -120,3 +107,19 @@ def make_source(
     if "/" in spec or path.suffix:
         raise _unknown(spec, "no such file or folder, and not a source form:")
     raise _unknown(spec)
+
+
+def device_key(spec: str) -> str | None:
+    """What a live source's spec takes hold of, in words ("camera 0", a capture URL, "zmq:ENDPOINT"), so that two
+    streams on one device are refused; None for sources that several streams may share (files, the synthetic
+    movie)."""
+    spec = spec.strip()
+    kind, _, rest = spec.partition(":")
+    kind = kind.lower()
+    if spec.lower().startswith(URL_SCHEMES):
+        return spec
+    if spec.isdigit() or (kind == "camera" and (rest or "0").isdigit()):
+        return f"camera {int(spec if spec.isdigit() else rest or '0')}"
+    if kind == "zmq":
+        return f"zmq:{rest or DEFAULT_FRAMES}"
+    return None

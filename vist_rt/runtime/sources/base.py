@@ -30,19 +30,6 @@ from vist_rt.errors import VistError
 
 log = logging.getLogger("vist_rt.runtime.sources")  # one logger for every source (the package)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-URL_SCHEMES = ("rtsp://", "http://", "https://", "udp://")
-DEFAULT_ZMQ_FRAMES = "tcp://127.0.0.1:5558"
-SPEC_FORMS = (
-    "camera:N (or a bare N)",
-    "rtsp://... | http://... | https://... | udp://... (a capture URL)",
-    "video:PATH",
-    "images:DIR",
-    "synthetic[:SEED][:replay]",
-    "zmq:ENDPOINT (e.g. zmq:tcp://127.0.0.1:5558)",
-    "an existing video file or image folder",
-)
-
 
 @dataclasses.dataclass(frozen=True)
 class Frame:

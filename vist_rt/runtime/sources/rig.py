@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from typing import Any
 
 from vist_rt.errors import VistError
+from vist_rt.net import DEFAULT_FRAMES, is_ip, is_loopback, split_tcp
 from vist_rt.runtime.frames import MAX_FRAME_BYTES, MAX_JSON_BYTES, FrameError, decode_frame_parts
 from vist_rt.runtime.sources.base import Frame, Source
-
-DEFAULT_ZMQ_FRAMES = "tcp://127.0.0.1:5558"
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class ZmqFrameSource(Source):
@@ -37,7 +27,7 @@ class ZmqFrameSource(Source):
 
     def __init__(
         self,
-        endpoint: str = DEFAULT_ZMQ_FRAMES,
+        endpoint: str = DEFAULT_FRAMES,
         *,
         allow_remote: bool = False,
         shape: tuple[int, ...] | None = None,
@@ -46,8 +36,6 @@ class ZmqFrameSource(Source):
         max_frame_bytes: int = MAX_FRAME_BYTES,
     ) -> None:
         super().__init__()
-        from vist_rt.runtime.publish import is_loopback
-
         if not allow_remote and not is_loopback(endpoint):
             raise VistError(
                 f"zmq: {endpoint} is not a loopback address; binding it exposes the rig input to the network "
@@ -70,13 +58,11 @@ class ZmqFrameSource(Source):
         libzmq closes its sockets asynchronously, so a bind-and-close of its own could race the real bind)."""
         import socket
 
-        from vist_rt.runtime.publish import split_tcp
-
         if not self.endpoint.startswith("tcp://"):
             return
         host, port = split_tcp(self.endpoint)
         host = {"*": "0.0.0.0", "localhost": "127.0.0.1"}.get(host, host)
-        if port in ("0", "*") or not _is_ip(host):  # a free port is picked; an interface name is libzmq's to resolve
+        if port in ("0", "*") or not is_ip(host):  # a free port is picked; an interface name is libzmq's to resolve
             return
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:

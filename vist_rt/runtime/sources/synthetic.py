@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from vist_rt.errors import VistError
-from vist_rt.runtime.movie import SyntheticMovie, check_size
+from vist_rt.movie import SyntheticMovie, check_size
 from vist_rt.runtime.sources.base import Frame, Source
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vist_rt.errors import VistError
-from vist_rt.runtime.movie import BLOCK, SyntheticMovie, pink_noise
+from vist_rt.movie import BLOCK, SyntheticMovie, pink_noise
 
 SIZE = (96, 128)
 

@@ -1,0 +1,36 @@
+"""Typed records that travel between the run-time's parts (feature stage -> model clock -> sinks)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+
+class Features(NamedTuple):
+    """One frame of one stream through the feature stage."""
+
+    seq: int  # the capture's sequence number (a source's index may repeat)
+    index: int  # the source's frame index
+    t_ns: int  # the frame's time stamp (media time for files, wall clock or the rig's clock for live sources)
+    got: float  # perf clock when the capture thread took the frame (latency is measured from there)
+    tokens: np.ndarray  # [1, T, D] float32
+    pre_ms: float  # preprocessing (of the whole batch it was computed in)
+    vit_ms: float  # the extractor (of the whole batch)
+    wait_ms: float | None  # from capture to the feature stage's start; None when unknown
+
+
+class Delivery(NamedTuple):
+    """What the sinks did with one rates message."""
+
+    header: dict[str, Any]  # as sent (the publisher adds v, seq, n, t_pub_ns)
+    sent: float  # perf clock when the publisher handed it to ZeroMQ
+    ms: dict[str, float]  # each timed sink's time, by latency stage ("publish", "record", ...)
+
+
+class TickWork(NamedTuple):
+    """One tick of a group's streams: their rates and the temporal step's time."""
+
+    rates: np.ndarray  # [B, C] float32, a new array (its rows are sent without copying)
+    temporal_ms: float
+    compute_ms: float  # preprocessing + extractor run for this tick (0 when every stream held its features)
