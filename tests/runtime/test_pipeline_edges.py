@@ -251,7 +251,9 @@ def test_live_stops_when_its_last_frame_fails_in_the_feature_stage(run_checkpoin
 
     engine.features = picky  # type: ignore[method-assign]
     logs: list[str] = []
-    summary = run_in_thread(Runtime.from_engine(_live(run_checkpoint, source="synthetic"), engine, log=logs.append), 10.0)
+    summary = run_in_thread(
+        Runtime.from_engine(_live(run_checkpoint, source="synthetic"), engine, log=logs.append), 10.0
+    )
     assert any("the source ended" in line for line in logs)
     assert any("black frame" in e for e in summary["errors"]), summary["errors"]
 
