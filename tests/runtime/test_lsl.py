@@ -30,6 +30,7 @@ def test_outlet_describes_cells_and_stamps_capture_time():
             pytest.skip("LSL stream discovery does not work on this machine's network")
         inlet = pylsl.StreamInlet(found[0])
         info = inlet.info(timeout=5.0)
+        assert info.source_id().startswith("vist-rt-test-")  # the stream's name in it: one id per stream
         ch = info.desc().child("channels").child("channel")
         labels, units = [], []
         for _ in range(3):

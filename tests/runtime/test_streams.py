@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +240,169 @@ def test_record_paths_name_each_stream(tmp_path: Path) -> None:
     cfg = RunConfig(source=None, streams=streams, record=str(tmp_path / "run.h5"))
     assert record_paths(cfg) == {"a": str(tmp_path / "run.a.h5"), "b": str(tmp_path / "run.b.h5")}
     assert record_paths(RunConfig(record="x.h5")) == {None: "x.h5"}
+
+
+def _two_streams(run_checkpoint: Path, tmp_path: Path, rig: str, **kw: Any) -> RunConfig:
+    streams = (
+        StreamConfig(name="cam", source="synthetic:1", width=64, height=48),
+        StreamConfig(name="rig", source=rig),
+    )
+    return run_config(run_checkpoint, source=None, streams=streams, record=str(tmp_path / "run.h5"), meta_every_s=1e3,
+                      **kw)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_stream_without_frames_does_not_hold_the_clock_and_joins_fresh(
+    tmp_path: Path, run_checkpoint: Path, ctx, monkeypatch
+) -> None:
+    from tests.runtime.helpers import free_port
+    from vist_rt.runtime import drivers
+    from vist_rt.runtime.frames import encode_frame
+
+    monkeypatch.setattr(drivers, "START_GRACE_S", 0.3)
+    port = free_port()
+    cfg = _two_streams(run_checkpoint, tmp_path, f"zmq:tcp://127.0.0.1:{port}")
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"meta")
+    sub.connect(cfg.pub)
+    run = RunThread(cfg)
+    lines: list[str] = []
+    run.runtime.log = lines.append
+    resets: list[int | None] = []
+    engine = run.runtime.engine
+    reset = engine.reset
+    monkeypatch.setattr(engine, "reset", lambda row=None: (resets.append(row), reset(row))[1])
+    run.thread.start()
+    try:
+        assert wait_for(lambda: run.ticks() >= 10, timeout=30.0), "the camera's stream keeps the clock alone"
+        assert "stream rig: no frame yet; the clock starts without it (each joins at its first frame)" in lines
+        cam, rig = run.runtime.streams
+        assert rig.ticks == 0 and cam.ticks >= 10 and resets == []
+        time.sleep(0.3)  # the subscriber is connected
+        while sub.poll(0):
+            sub.recv_multipart()
+        assert _ctl(ctx, cfg.control, {"cmd": "meta", "stream": "rig"})["stream"] == "rig"
+        topics = []
+        while sub.poll(500):
+            topics.append(sub.recv_multipart()[0])
+        assert topics == [b"meta/rig"], "a stream's meta request publishes that stream's meta only"
+        with ctx.socket(zmq.PUSH) as push:
+            push.setsockopt(zmq.LINGER, 0)
+            push.connect(f"tcp://127.0.0.1:{port}")
+            for i in range(5):
+                push.send_multipart(encode_frame(np.full((48, 64), 40 * i, np.uint8), index=i))
+                time.sleep(0.05)
+            assert wait_for(lambda: rig.ticks >= 3, timeout=10.0), "the late stream joins at its first frame"
+        assert resets == [1], "its row starts fresh at its first features (the zeros stepped before are forgotten)"
+        st = _ctl(ctx, cfg.control, {"cmd": "status"})
+        assert [s["record"] for s in st["streams"]] == [str(tmp_path / "run.cam.h5"), str(tmp_path / "run.rig.h5")]
+    finally:
+        run.runtime.stop()
+    run.join()
+    rec = read_recording(tmp_path / "run.rig.h5")
+    assert rec["frame"][0] == 0 and len(rec["rates"]) >= 3
+
+
+def _failing(group: Any, bad: Callable[[np.ndarray], bool], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `group`'s extractor refuse the frames that `bad` picks (a batch with one fails as a whole)."""
+    many = group.engine.features_many
+
+    def features_many(frames: list[tuple[np.ndarray, str]]) -> Any:
+        if any(bad(image) for image, _ in frames):
+            raise VistError("a test's unreadable frame")
+        return many(frames)
+
+    monkeypatch.setattr(group.engine, "features_many", features_many)
+
+
+@pytest.mark.slow
+def test_replay_a_bad_frame_stops_its_stream_alone_and_every_stream_failing_fails_the_run(
+    tmp_path: Path, run_checkpoint: Path, media, monkeypatch
+) -> None:
+    streams = (
+        StreamConfig(name="a", source=f"video:{media['a']}"),
+        StreamConfig(name="b", source=f"video:{media['b']}"),
+    )
+    cfg = run_config(run_checkpoint, source=None, streams=streams, replay=True, record=str(tmp_path / "r.h5"))
+    lines: list[str] = []
+    rt = Runtime.from_config(cfg, log=lines.append)
+    calls = iter(range(10**6))
+    _failing(rt.groups[0], lambda image: image.shape[1] == 72 and next(calls) >= 30, monkeypatch)  # b's 31st frame
+    summary = rt.run()
+    assert "stream b: frame 30: a test's unreadable frame; it stops, the other streams go on" in lines
+    a, b = (read_recording(tmp_path / f"r.{n}.h5") for n in "ab")
+    assert len(a["rates"]) == 200 and len(b["rates"]) == 30
+    assert summary["streams"][1]["stopped"].startswith("frame 30") and summary["streams"][0]["stopped"]
+
+    cfg = run_config(run_checkpoint, source=None, streams=streams, replay=True, record=str(tmp_path / "f.h5"))
+    rt = Runtime.from_config(cfg, log=lines.append)
+    calls = iter(range(10**6))
+    # b fails at once; a from its 50th call (frame 49: its frame 0 went in twice, in the batch with b's and alone)
+    _failing(rt.groups[0], lambda image: image.shape[1] == 72 or next(calls) >= 50, monkeypatch)
+    with pytest.raises(VistError, match=r"every stream failed: a: frame 49: .*; b: frame 0: a test's unreadable"):
+        rt.run()
+    assert len(read_recording(tmp_path / "f.a.h5")["rates"]) == 49  # what was recorded is kept
+    assert not (tmp_path / "f.b.h5").exists()  # nothing recorded: no empty file
+
+
+def test_streams_keep_the_config_order_and_one_checkpoint_file_is_one_group(
+    tmp_path: Path, run_checkpoint: Path, media
+) -> None:
+    again = str(run_checkpoint.parent / "." / run_checkpoint.name)  # the same file, spelt another way
+    streams = (
+        StreamConfig(name="a", source="synthetic:1"),
+        StreamConfig(name="c", source="synthetic:2", checkpoint=str(media["other"])),
+        StreamConfig(name="b", source="synthetic:3", checkpoint=again),
+    )
+    rt = Runtime.from_config(run_config(run_checkpoint, source=None, streams=streams), log=lambda _: None)
+    assert [s.name for s in rt.streams] == ["a", "c", "b"]
+    assert [[s.name for s in g.streams] for g in rt.groups] == [["a", "b"], ["c"]]
+    assert [s["name"] for s in rt.status()["streams"]] == ["a", "c", "b"]
+
+
+class _EndedCapture:
+    """A capture whose source ended after frame seq 5."""
+
+    ended, failure, newest_seq, state = True, None, 5, "ended"
+
+
+def test_a_paused_stream_whose_source_ended_stops_once_its_frames_are_through(run_checkpoint: Path) -> None:
+    streams = (StreamConfig(name="a", source="synthetic:1"), StreamConfig(name="b", source="synthetic:2"))
+    lines: list[str] = []
+    rt = Runtime.from_config(run_config(run_checkpoint, source=None, streams=streams), log=lines.append)
+    a, b = rt.streams
+    a.capture = _EndedCapture()
+    b.capture = type("Running", (), {"ended": False, "failure": None, "newest_seq": 0, "state": "running"})()
+    a.paused = True
+    a.processed = 4  # its last frame is still in the feature stage
+    assert rt.check_streams() and a.active
+    a.processed = 5
+    assert rt.check_streams() and not a.active and not a.failed
+    assert lines == ["stream a: the source ended (synthetic:1); it stops, the other streams go on"]
+    rt.groups[0].failure = "out of memory"  # the shared feature stage fails: one line for the group's streams
+    assert not rt.check_streams()
+    assert lines[1:] == ["stream b: the feature stage failed: out of memory; it was the last stream: the run ends"]
+    assert b.failed
+
+
+def test_a_recording_that_cannot_be_made_leaves_no_other_file(tmp_path: Path, run_checkpoint: Path, media,
+                                                              monkeypatch) -> None:  # fmt: skip
+    import vist_rt.runtime.record as record
+
+    made = record.Recorder
+
+    def recorder(path: Any, **kw: Any) -> Any:
+        if str(path).endswith(".b.h5"):
+            raise VistError("a test's full disk")
+        return made(path, **kw)
+
+    monkeypatch.setattr(record, "Recorder", recorder)
+    streams = (
+        StreamConfig(name="a", source=f"video:{media['a']}"),
+        StreamConfig(name="b", source=f"video:{media['b']}"),
+    )
+    cfg = run_config(run_checkpoint, source=None, streams=streams, replay=True, record=str(tmp_path / "r.h5"))
+    with pytest.raises(VistError, match="full disk"):
+        Runtime.from_config(cfg, log=lambda _: None).run()
+    assert list(tmp_path.iterdir()) == []

@@ -76,11 +76,12 @@ class Dashboard:
         missed, stale = int(status["missed"]), int(status["stale"])
         recent, self._last_missed = missed - self._last_missed, missed
         stale_recent, self._last_stale = stale - self._last_stale, stale
+        stream_history = tuple(s.history.recent() for s in self.runtime.streams)
         return Snapshot(
             status=status,
             meta=self.runtime.meta,
-            history=self.runtime.history.recent(),
-            stream_history=tuple(s.history.recent() for s in self.runtime.streams),
+            history=stream_history[0],
+            stream_history=stream_history,
             picks=self.picks,
             missed_recent=max(0, recent),
             stale_recent=max(0, stale_recent),

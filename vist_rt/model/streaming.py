@@ -356,7 +356,10 @@ class RowStreams(nn.Module):
         """features_t: [B, grid*grid, D] -> rates [B, C]; invalid input raises VistError and changes no state."""
         if isinstance(features_t, np.ndarray):
             features_t = torch.from_numpy(features_t)
-        check_features(features_t, self.config, streaming=True, batch=self.batch)
-        return torch.cat([row.step(features_t[b : b + 1]) for b, row in enumerate(self.rows)])
+        check_features(features_t, self.config, streaming=True, batch=self.batch)  # once, for every row
+        first = self.rows[0]
+        x = features_t.to(device=first.wt_in.device, dtype=first.wt_in.dtype)
+        with exact_context(first.wt_in.device)():
+            return torch.cat([row._step(x[b : b + 1]) for b, row in enumerate(self.rows)])
 
     forward = step

@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from vist_rt.errors import VistError
 from vist_rt.runtime.clock import ModelClock
-from vist_rt.runtime.stream import Stream
+from vist_rt.runtime.sources import Frame
+from vist_rt.runtime.stream import Group, Stream
 
 if TYPE_CHECKING:
     from vist_rt.runtime.pipeline import Runtime
 
 REPLAY_TOLERANCE_NS = 1e3  # 1 us: media times are rounded to whole ns (or ms) by containers
+START_GRACE_S = 1.0  # live: how long the clock waits for the other streams' first features after the first's
 
 
 def lockstep(rt: Runtime) -> None:
@@ -52,12 +54,8 @@ def live(rt: Runtime) -> None:
         for worker in workers:
             worker.start()
     try:
-        # the clock starts with the first features of every stream
-        while any(s.active and s.latest is None for s in rt.streams) and not rt.stopping:
-            if not rt.check_streams(starting=True):
-                return
-            rt.poll_control(0.05)
-            rt.housekeeping()
+        if not _first_features(rt):
+            return
         while rt.paused and not rt.stopping:  # --paused: the clock starts at the resume (tick 0)
             if not rt.check_streams():
                 return
@@ -77,11 +75,11 @@ def live(rt: Runtime) -> None:
                 rt.stats.paused_ticks += 1
                 rt.periodic()
                 continue
-            sent, work = rt.step_groups(tick)
+            done = rt.step_groups(tick)
             rt.periodic()  # after the send: meta messages, flushes and status lines delay no rates
             rt.stats.add_latencies(
-                {"overhead": (sent - woke) * 1e3 - work.temporal_ms,
-                 "housekeeping": (time.perf_counter() - sent) * 1e3}
+                {"overhead": (done.sent - woke) * 1e3 - done.temporal_ms,
+                 "housekeeping": (time.perf_counter() - done.sent) * 1e3}
             )  # fmt: skip
             if rt.cfg.max_frames is not None and rt.stats.ticks >= rt.cfg.max_frames:
                 return
@@ -89,6 +87,28 @@ def live(rt: Runtime) -> None:
         rt.stop()
         for worker in workers:
             worker.join(timeout=5.0)
+
+
+def _first_features(rt: Runtime) -> bool:
+    """Wait for the streams' first features: the clock starts with every stream's, or START_GRACE_S after the
+    first stream's (a stream that sends nothing must not hold the others; it joins at its first frame). False
+    when the run ends meanwhile."""
+    first: float | None = None
+    while not rt.stopping:
+        waiting = [s for s in rt.streams if s.active and s.latest is None]
+        if not waiting:
+            return True
+        if first is None and any(s.latest is not None for s in rt.streams):
+            first = time.perf_counter()
+        if first is not None and time.perf_counter() - first >= START_GRACE_S:
+            rt.log(f"{', '.join(s.label for s in waiting)}: no frame yet; the clock starts without "
+                   f"{'it' if len(waiting) == 1 else 'them'} (each joins at its first frame)")  # fmt: skip
+            return True
+        if not rt.check_streams(starting=True):
+            return False
+        rt.poll_control(0.05)
+        rt.housekeeping()
+    return False
 
 
 class _Cursor:
@@ -146,14 +166,14 @@ def replay(rt: Runtime) -> None:
         except VistError as exc:
             if single:
                 raise
-            rt.stop_stream(stream, str(exc))
+            rt.stop_streams([stream], str(exc), failed=True)
             continue
         if rt.stopping:
             return
         if cursor.current is None:
             if single:
                 raise VistError(f"the source {stream.source_desc} gave no frame")
-            rt.stop_stream(stream, "the source gave no frame")
+            rt.stop_streams([stream], "the source gave no frame", failed=False)
             continue
         cursors.append(cursor)
     rt.pauses.restart()  # the rate, and a paced replay's schedule, from here
@@ -168,12 +188,12 @@ def replay(rt: Runtime) -> None:
             except VistError as exc:
                 if single:
                     raise
-                rt.stop_stream(cursor.stream, str(exc))
+                rt.stop_streams([cursor.stream], str(exc), failed=True)
                 continue
             if not more:
                 if single:
                     return
-                rt.stop_stream(cursor.stream, "the replay is complete")
+                rt.stop_streams([cursor.stream], "the replay is complete", failed=False)
         if not any(c.stream.active for c in cursors):
             return
         waited = time.perf_counter()
@@ -190,14 +210,33 @@ def replay(rt: Runtime) -> None:
             frames = [(c.stream, c.current) for c in cursors
                       if c.stream.group is group and c.stream.active and c.current.seq != c.stream.used]  # fmt: skip
             if frames:  # only streams whose frame changed (the capture's seq: a source's index may repeat)
-                compute += group.compute(frames, got)
-                rt.stats.features += len(frames)
-        sent, work = rt.step_groups(k, held_is_stale=False)  # a frame shown over several ticks is not stale
+                compute += _compute(rt, group, frames, got, single)
+        if not any(c.stream.active for c in cursors):
+            return
+        done = rt.step_groups(k, held_is_stale=False)  # a frame shown over several ticks is not stale
         rt.housekeeping()
-        busy = (sent - top - (got - waited)) * 1e3  # to the send, without pacing/pause waits
+        busy = (done.sent - top - (got - waited)) * 1e3  # to the send, without pacing/pause waits
         rt.stats.add_latencies(
-            {"overhead": busy - compute - work.temporal_ms, "housekeeping": (time.perf_counter() - sent) * 1e3}
+            {"overhead": busy - compute - done.temporal_ms, "housekeeping": (time.perf_counter() - done.sent) * 1e3}
         )
         k += 1
         if rt.cfg.max_frames is not None and rt.tick >= rt.cfg.max_frames:
             return
+
+
+def _compute(rt: Runtime, group: Group, frames: list[tuple[Stream, Frame]], got: float, single: bool) -> float:
+    """The features of each stream's frame (replay) -> compute ms. A frame or backend that fails stops its
+    stream alone (a batch that fails is retried one frame at a time, to find which); a one-stream run ends."""
+    try:
+        ms = group.compute(frames, got)
+    except VistError as exc:
+        if single:
+            raise
+        if len(frames) > 1:
+            return sum(_compute(rt, group, [one], got, single) for one in frames)
+        stream, frame = frames[0]
+        rt.stop_streams([stream], f"frame {frame.index}: {exc}", failed=True)
+        return 0.0
+    with rt.stats.lock:
+        rt.stats.features += len(frames)
+    return ms

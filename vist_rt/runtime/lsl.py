@@ -19,7 +19,9 @@ def _pylsl():  # type: ignore[no-untyped-def]
 
 
 class LslOutlet:
-    """An LSL stream "vist-rt" of type "Rates": channel i = cell i (label = cell id, unit = rate units).
+    """An LSL stream `name` ("vist-rt", or "vist-rt-<stream>" per stream of a several-stream run) of type "Rates":
+    channel i = cell i (label = cell id, unit = rate units). Its source id is the name and the checkpoint's hash,
+    so that two streams of one checkpoint are two LSL streams to a reader (and a restart resumes each).
 
     Sample timestamps are the capture time of the frame each tick used, on LSL's clock.
     """
@@ -28,7 +30,7 @@ class LslOutlet:
         lsl = _pylsl()
         self._clock = lsl.local_clock
         n = int(meta["n"])
-        source_id = f"vist-rt-{meta['model'].get('sha256') or meta['model'].get('checkpoint')}"
+        source_id = f"{name}-{meta['model'].get('sha256') or meta['model'].get('checkpoint')}"
         info = lsl.StreamInfo(name, "Rates", n, float(meta["fps"]), "float32", source_id)
         desc = info.desc()
         channels = desc.append_child("channels")

@@ -19,7 +19,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from vist_rt.errors import VistError
 from vist_rt.runtime.clock import PauseAccount
 from vist_rt.runtime.config import RunConfig, StreamConfig
 from vist_rt.runtime.engine import Engine, read_rf
-from vist_rt.runtime.records import Delivery, Features, TickWork
+from vist_rt.runtime.records import Delivery, Features, Ticked
 from vist_rt.runtime.sinks import HistorySink, LslSink, PublisherSink, RecorderSink, Sinks
 from vist_rt.runtime.stats import RateHistory, RunStats
 from vist_rt.runtime.stream import Group, Stream, source_for
@@ -46,7 +46,8 @@ class Runtime:
 
     def __init__(self, cfg: RunConfig, groups: list[Group], *, log: Callable[[str], None] = print) -> None:
         self.cfg, self.groups, self.log = cfg, groups, log
-        self.streams: list[Stream] = [s for g in groups for s in g.streams]
+        order = {spec.name: i for i, spec in enumerate(cfg.streams)}  # the config's order (groups: by checkpoint)
+        self.streams: list[Stream] = sorted((s for g in groups for s in g.streams), key=lambda s: order.get(s.name, 0))
         fps = {float(g.engine.ckpt.fps) for g in groups}
         if len(fps) != 1:
             raise VistError(f"the streams' checkpoints run at different rates ({', '.join(map(str, sorted(fps)))} "
@@ -90,12 +91,12 @@ class Runtime:
         if not cfg.lockstep:
             for spec in cfg.stream_configs:
                 source_for(cfg, spec, check=True)  # likewise: the file exists and decodes, the port binds, ...
-        plan: dict[str, list[tuple[StreamConfig | None, Any]]] = {}  # checkpoint -> its streams and RF sets
+        plan: dict[Path, list[tuple[StreamConfig | None, Any]]] = {}  # checkpoint -> its streams and RF sets
         summaries = {}
         for spec in cfg.stream_configs:
-            path = spec.checkpoint if spec and spec.checkpoint else default
+            path = Path(spec.checkpoint if spec and spec.checkpoint else default).resolve()  # one file, one group
             if path not in summaries:
-                summaries[path] = read_summary(path)
+                summaries[path] = read_summary(str(path))
             rf_path = spec.rf if spec else cfg.rf
             where = f"stream {spec.name}: " if spec else ""
             rf = None if rf_path is None else read_rf(rf_path, summaries[path].config, where=where)
@@ -118,7 +119,7 @@ class Runtime:
             for path, members in plan.items():
                 rfs = [rf for _, rf in members]
                 engine = Engine.from_files(
-                    path, vit_weights=cfg.vit_weights, backend=cfg.backend, device=cfg.device,
+                    str(path), vit_weights=cfg.vit_weights, backend=cfg.backend, device=cfg.device,
                     precision=cfg.precision, engines=cfg.engines, threads=cfg.threads, temporal=cfg.temporal,
                     rf=None if rfs == [None] else rfs, log=log,
                 )  # fmt: skip
@@ -211,7 +212,10 @@ class Runtime:
         if cmd == "status":
             return {"ok": True, **(stream.status() if stream else self.status())}, None
         if cmd == "meta":
-            self.publish_meta()
+            if stream is None:
+                self.publish_meta()
+            else:
+                self._publish_meta_of(stream)
             return {"ok": True, **(stream or self.streams[0]).meta}, None
         if cmd == "reset":
             for s in self.streams if stream is None else [stream]:
@@ -292,7 +296,8 @@ class Runtime:
         elapsed = self.pauses.elapsed_s(now)
         paused_s = self.pauses.paused_s(now)
         active = elapsed - min(paused_s, elapsed)  # the rate is over time not spent paused
-        streams = [s.status() for s in self.streams]
+        paths = record_paths(self.cfg)
+        streams = [{**s.status(), "record": paths.get(s.name)} for s in self.streams]
         ext = self.engine.extractor
         snap.update(
             {
@@ -366,19 +371,16 @@ class Runtime:
         self.stats.add_latencies(done if not stale else {k: done[k] for k in STALE_AGAIN if k in done})
         return delivery
 
-    def step_groups(self, tick: int, *, held_is_stale: bool = True) -> tuple[float, TickWork]:
-        """Model tick `tick` for every group with a running stream: one batched temporal step each, then each
-        running, unpaused stream's rates to the sinks. Returns (perf clock of the last send, the summed work)."""
-        sent, temporal, compute = time.perf_counter(), 0.0, 0.0
-        rates = np.empty(0, np.float32)
+    def step_groups(self, tick: int, *, held_is_stale: bool = True) -> Ticked:
+        """Model tick `tick` for every group with a running stream that has features: one batched temporal step
+        each, then each running, unpaused stream's rates to the sinks."""
+        sent, temporal = time.perf_counter(), 0.0
         for group in self.groups:
-            if not any(s.active for s in group.streams):
-                continue
             latest = group.newest()
-            work = group.work(latest)
-            temporal += work.temporal_ms
-            compute += work.compute_ms
-            rates = work.rates
+            if not any(s.active for s in group.streams) or all(f is None for f in latest):
+                continue
+            rates, ms = group.step(latest)
+            temporal += ms
             for stream, feat in zip(group.streams, latest):
                 if feat is None:
                     continue
@@ -386,32 +388,32 @@ class Runtime:
                     stream.paused_ticks += 1
                 elif stream.active:
                     fresh = feat.seq != stream.used
-                    sent = self.deliver(
-                        stream,
-                        tick,
-                        feat,
-                        work.rates[stream.row],
-                        work.temporal_ms,
-                        fresh=fresh,
-                        stale=not fresh and held_is_stale,
-                    ).sent
+                    stale = not fresh and held_is_stale
+                    sent = self.deliver(stream, tick, feat, rates[stream.row], ms, fresh=fresh, stale=stale).sent
                 stream.used = feat.seq
         self._count_tick(tick)
-        return sent, TickWork(rates, temporal, compute)
+        return Ticked(sent, temporal)
 
     def _count_tick(self, tick: int) -> None:
         with self.stats.lock:
             self.stats.ticks += 1
         self.tick = tick + 1
 
-    def stop_stream(self, stream: Stream, why: str) -> None:
-        """A stream whose source ended or failed stops alone, saying so; the others keep their clock."""
-        if stream.stopped is None:
-            stream.stopped = why
-            others = any(s.active for s in self.streams)
-            self.log(f"{stream.label}: {why}; " + ("it stops, the other streams go on" if others else
-                                                   "it was the last stream: the run ends"))  # fmt: skip
-            if self.sinks is not None:
+    def stop_streams(self, streams: Sequence[Stream], why: str, *, failed: bool) -> None:
+        """Streams whose source ended or failed stop alone, with one line saying so; the others keep their clock."""
+        streams = [s for s in streams if s.stopped is None]
+        if not streams:
+            return
+        for stream in streams:
+            stream.stopped, stream.failed = why, failed
+        others = any(s.active for s in self.streams)
+        names = ", ".join(s.label for s in streams)
+        one = len(streams) == 1
+        self.log(f"{names}: {why}; " + (f"{'it stops' if one else 'they stop'}, the other streams go on" if others
+                                        else f"{'it was the last stream' if one else 'they were the last streams'}"
+                                        ": the run ends"))  # fmt: skip
+        if self.sinks is not None:
+            for stream in streams:
                 self._publish_meta_of(stream)
 
     def check_streams(self, *, starting: bool = False) -> bool:
@@ -419,6 +421,12 @@ class Runtime:
 
         A one-stream run keeps its one-stream behaviour: a failure is the run's VistError, an end stops the run."""
         single = len(self.streams) == 1
+        for group in self.groups:
+            if group.failure and any(s.active for s in group.streams):
+                why = f"the feature stage failed: {group.failure}"
+                if single:
+                    raise VistError(why)
+                self.stop_streams(group.streams, why, failed=True)  # one line for the group
         for stream in self.streams:
             if not stream.active:
                 continue
@@ -427,18 +435,28 @@ class Runtime:
             except VistError as exc:
                 if single:
                     raise
-                self.stop_stream(stream, str(exc))
+                self.stop_streams([stream], str(exc), failed=True)
                 continue
-            idle = self.paused or stream.paused  # a paused stream steps nothing, so it would never finish
-            if not alive and ((idle and not starting) or stream.done()):
+            if alive:
+                continue
+            # a paused stream steps nothing, so it would never be done: it ends once its frames are through the
+            # feature stage
+            idle = (self.paused or stream.paused) and not starting
+            assert stream.capture is not None
+            if (idle and stream.processed == stream.capture.newest_seq) or stream.done():
                 if single and starting and stream.latest is None:
                     raise VistError(f"the source {stream.source_desc} ended before its first frame was processed")
                 if single:
                     self.log(f"the source ended ({stream.source_desc}); stopping")
                     stream.stopped = "the source ended"
                 else:
-                    self.stop_stream(stream, f"the source ended ({stream.source_desc})")
+                    self.stop_streams([stream], f"the source ended ({stream.source_desc})", failed=False)
         return any(s.active for s in self.streams)
+
+    def check_failed(self) -> None:
+        """After a several-stream run: VistError when every stream failed (the run did not do its job)."""
+        if len(self.streams) > 1 and all(s.failed for s in self.streams):
+            raise VistError("every stream failed: " + "; ".join(f"{s.name}: {s.stopped}" for s in self.streams))
 
     # ---- meta, housekeeping -----------------------------------------------------------------------------------
 
@@ -541,11 +559,12 @@ class Runtime:
             # recording of a several-stream run sees the publisher's seq jump over the other streams' messages:
             # those are not losses
             several = len(self.streams) > 1
-            self.recorder = RecorderSink({
-                s.name: stack.enter_context(Recorder(paths[s.name], cells=s.group.engine.ckpt.config.cells,
-                                                     flush_every=1000, flush_interval_s=5.0, gaps=not several))
-                for s in self.streams
-            })  # fmt: skip
+            self.recorder = RecorderSink({})  # filled one by one: a file made before a failure is removed (run)
+            for s in self.streams:
+                self.recorder.recorders[s.name] = stack.enter_context(
+                    Recorder(paths[s.name], cells=s.group.engine.ckpt.config.cells, flush_every=1000,
+                             flush_interval_s=5.0, gaps=not several)
+                )  # fmt: skip
             sinks.append(self.recorder)
         if cfg.lsl:
             sinks.append(LslSink(outlets))
@@ -573,6 +592,7 @@ class Runtime:
                 self.pauses.restart()
                 driver = drivers.lockstep if cfg.lockstep else drivers.replay if cfg.replay else drivers.live
                 driver(self)
+                self.check_failed()
             except KeyboardInterrupt:
                 self.stop()
             finally:

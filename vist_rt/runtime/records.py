@@ -28,9 +28,8 @@ class Delivery(NamedTuple):
     ms: dict[str, float]  # each timed sink's time, by latency stage ("publish", "record", ...)
 
 
-class TickWork(NamedTuple):
-    """One tick of a group's streams: their rates and the temporal step's time."""
+class Ticked(NamedTuple):
+    """One model tick of every group: when its last rates went out, and the temporal steps' time."""
 
-    rates: np.ndarray  # [B, C] float32, a new array (its rows are sent without copying)
-    temporal_ms: float
-    compute_ms: float  # preprocessing + extractor run for this tick (0 when every stream held its features)
+    sent: float  # perf clock of the last send (the tick's start when nothing was sent)
+    temporal_ms: float  # all groups' temporal steps

@@ -17,7 +17,7 @@ from vist_rt.runtime import sources
 from vist_rt.runtime.capture import CaptureThread
 from vist_rt.runtime.config import RunConfig, StreamConfig
 from vist_rt.runtime.engine import Engine
-from vist_rt.runtime.records import Features, TickWork
+from vist_rt.runtime.records import Features
 from vist_rt.runtime.sources import Frame, Source
 from vist_rt.runtime.stats import RateHistory, RunStats
 
@@ -66,6 +66,7 @@ class Stream:
         self.processed = -1  # seq of the newest frame through the feature stage (its features or its error)
         self.used = -1  # seq of the features last stepped
         self.stopped: str | None = None  # why this stream stopped (its source ended or failed), once it has
+        self.failed = False  # it stopped because its source or feature stage failed
         self.paused = False  # paused alone (its row is still stepped, its rates are not published)
         self.ticks = self.stale = self.paused_ticks = 0
         self.history = RateHistory(group.engine.ckpt.config.cells)
@@ -151,6 +152,7 @@ class Group:
         self.streams: list[Stream] = []
         self.failure: str | None = None  # set by the feature thread when the extractor fails
         self.new_frame = threading.Event()  # set by the streams' capture threads on each frame
+        self.steps = 0  # batched steps so far (B > 1)
         self._batch: np.ndarray | None = None  # [B, T, D]: the rows stepped (B > 1 only; made once)
         self._lock = threading.Lock()  # guards each stream's `latest` between the feature and tick threads
 
@@ -180,8 +182,9 @@ class Group:
             return [s.latest for s in self.streams]
 
     def step(self, latest: list[Features | None]) -> tuple[np.ndarray, float]:
-        """One temporal step of every row on `latest` (a row without features yet gets zeros) -> (rates [B, C],
-        temporal ms)."""
+        """One temporal step of every row on `latest` -> (rates [B, C], temporal ms). At least one row has
+        features; a row without any yet is stepped on zeros, and its state is reset at its first features (a
+        stream that joins late starts as a fresh one)."""
         if len(latest) == 1:
             feat = latest[0]
             assert feat is not None
@@ -191,7 +194,10 @@ class Group:
             self._batch = np.zeros((len(latest), *first.tokens.shape[1:]), np.float32)
         for row, (feat, stream) in enumerate(zip(latest, self.streams)):
             if feat is not None and feat.seq != stream.used:
+                if stream.used == -1 and self.steps:
+                    self.engine.reset(row)  # its first features: the zeros its row was stepped on are forgotten
                 np.copyto(self._batch[row], feat.tokens[0])  # only rows with new features are copied
+        self.steps += 1
         return self.engine.step(self._batch)
 
     def feature_loop(self, stop: threading.Event, stats: RunStats) -> None:
@@ -244,14 +250,8 @@ class Group:
                 wait = (start - got) * 1e3
                 self.streams[row].latest = Features(frame.seq, frame.index, frame.t_ns, got, tokens[i : i + 1], pre,
                                                     vit, wait)  # fmt: skip
-        stats.features += len(frames)
+        with stats.lock:
+            stats.features += len(frames)
         for row, frame in frames:
             last[row] = self.streams[row].processed = frame.seq  # after `latest`: see Stream.done
         return True
-
-    def work(self, latest: list[Features | None]) -> TickWork:
-        """One step on `latest` as a TickWork (the compute ms of the rows with new features, counted once)."""
-        rates, temporal = self.step(latest)
-        fresh = [f for f, s in zip(latest, self.streams) if f is not None and f.seq != s.used]
-        compute = fresh[0].pre_ms + fresh[0].vit_ms if fresh else 0.0
-        return TickWork(rates, temporal, compute)
