@@ -46,20 +46,25 @@ def test_bench_pipeline_reports_its_figures(tmp_path: Path, run_checkpoint: Path
 
 
 @pytest.mark.slow
-def test_bench_pipeline_streams_compares_counts_in_one_run(tmp_path: Path, run_checkpoint: Path) -> None:
+def test_bench_pipeline_streams_compares_counts_in_one_run(tmp_path: Path, run_checkpoint: Path, capsys) -> None:
     out = tmp_path / "s.json"
     args = ["bench", "pipeline", "--checkpoint", str(run_checkpoint), "--ticks", "20", "--warmup", "5",
-            "--baseline", "10", "--streams", "1,2", "--json", str(out)]  # fmt: skip
+            "--baseline", "10", "--streams", "1,2", "--width", "96", "--height", "64", "--json", str(out)]  # fmt: skip
     assert main(args) == 0
     r = json.loads(out.read_text())
     one, two = r["runs"]
     assert one["streams"] == 1 and two["streams"] == 2
+    assert len(two["sources"]) == 2 and all("96x64" in s for s in one["sources"] + two["sources"])
     assert 2 * 15 <= two["received"] <= 2 * 20  # every stream's timed ticks reached the subscriber
     rows = r["streams"]["rows"]
     assert [row["streams"] for row in rows] == [1, 2] and rows[0]["per_stream_cost_vs_1"] == pytest.approx(1.0)
     assert rows[1]["per_stream_cost_vs_1"] > 0 and rows[1]["overhead_p99_ms"] > 0
     growth = r["streams"]["overhead_p99_growth_ms_per_stream"]
     assert growth == pytest.approx(rows[1]["overhead_p99_ms"] - rows[0]["overhead_p99_ms"])
+    assert r["streams"]["overhead_growth_met"] == (growth <= 0.1)
+    p50 = r["streams"]["overhead_p50_growth_ms_per_stream"]
+    assert p50 == pytest.approx(rows[1]["overhead_p50_ms"] - rows[0]["overhead_p50_ms"])
+    assert "overhead growth per extra stream: p99" in capsys.readouterr().out
     assert r["streams"]["largest_streams_holding_clock"] in (None, 1, 2)
 
 

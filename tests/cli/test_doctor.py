@@ -17,7 +17,8 @@ def test_reports_every_check_as_json(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "d.json").read_text())
     names = ("vist-rt", "torch", "cuda", "backend torch", "backend onnxruntime", "backend tensorrt", "temporal native",
-             "low latency", "cpu pinning", "timm", "onnx", "pylsl", "scipy", "matplotlib", "demo model", "cameras",
+             "low latency", "real-time priority", "cpu pinning", "timm", "onnx", "pylsl", "scipy", "matplotlib",
+             "demo model", "cameras",
              "port pub", "port control")  # fmt: skip
     for name in names:
         assert name in report and report[name]["status"] in ("ok", "missing", "info"), name
@@ -43,6 +44,17 @@ def test_low_latency_says_whether_the_request_can_be_made(tmp_path: Path, monkey
     monkeypatch.setattr(lowlatency, "PM_QOS_DEVICE", str(tmp_path / "dev"))
     (name, r), *_ = doctor.check_low_latency()
     assert r["status"] == "ok" and "can hold" in r["detail"] and (tmp_path / "dev").read_bytes() == bytes(4)
+
+
+def test_rt_priority_says_whether_it_can_be_had(monkeypatch) -> None:
+    import os
+
+    def refuse(*_: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    (name, r), *_ = doctor.check_rt_priority()
+    assert name == "real-time priority" and r["status"] == "missing" and "CAP_SYS_NICE" in r["detail"]
 
 
 def test_missing_extra_says_how_to_install(monkeypatch) -> None:

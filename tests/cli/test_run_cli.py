@@ -39,6 +39,7 @@ FLAGS = {
     "--meta-every": ("2.5", "meta_every_s", 2.5),
     "--status-every": ("0.5", "status_every_s", 0.5),
     "--tick-cpu": ("1", "tick_cpu", 1),
+    "--rt-priority": ("20", "rt_priority", 20),
     "--io-cpu": ("0", "io_cpu", 0),
     "--rf": ("off.npy", "rf", "off.npy"),
 }

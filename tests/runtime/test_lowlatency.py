@@ -14,7 +14,13 @@ from vist_rt.cli import main
 from vist_rt.errors import VistError
 from vist_rt.runtime import lowlatency
 from vist_rt.runtime.config import RunConfig
-from vist_rt.runtime.lowlatency import NO_REQUEST_US, PM_QOS_DEVICE, CpuLatencyRequest, current_limit_us
+from vist_rt.runtime.lowlatency import (
+    NO_REQUEST_US,
+    PM_QOS_DEVICE,
+    ClockPriority,
+    CpuLatencyRequest,
+    current_limit_us,
+)
 from vist_rt.runtime.pipeline import Runtime
 
 
@@ -105,3 +111,86 @@ def test_run_without_the_device_stops_with_one_line(tmp_path: Path, run_checkpoi
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("vist-rt: error: --low-latency:") and "does not exist" in err[-1]
+
+
+# ---- --rt-priority: the tick thread under SCHED_FIFO ----------------------------------------------------------------
+
+
+def _may_fifo() -> bool:
+    try:
+        with ClockPriority(1):
+            return True
+    except VistError:
+        return False
+
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "SCHED_FIFO") or not _may_fifo(), reason="no SCHED_FIFO here")
+
+
+def _policy() -> tuple[int, int]:
+    """The calling thread's (policy without the reset-on-fork flag, priority)."""
+    return os.sched_getscheduler(0) & ~getattr(os, "SCHED_RESET_ON_FORK", 0), os.sched_getparam(0).sched_priority
+
+
+@pytest.mark.parametrize("priority", [0, 100, -1])
+def test_a_priority_out_of_range_is_one_line(priority: int) -> None:
+    with pytest.raises(VistError, match=r"real-time priority must be 1\.\.99"):
+        ClockPriority(priority)
+    with pytest.raises(VistError, match="rt_priority must be 1 to 99"):
+        RunConfig(rt_priority=priority)
+
+
+@needs_fifo
+def test_only_the_calling_thread_runs_real_time_and_only_while_entered() -> None:
+    before = _policy()
+    born: list[tuple[int, int]] = []
+    with ClockPriority(7) as held:
+        assert held.active and _policy() == (os.SCHED_FIFO, 7)
+        child = threading.Thread(target=lambda: born.append(_policy()))  # started by the real-time thread
+        child.start()
+        child.join()
+    assert born == [before]  # threads it starts are born ordinary
+    assert _policy() == before and not held.active
+
+
+@needs_fifo
+def test_a_run_holds_it_on_its_tick_thread(tmp_path: Path, run_checkpoint: Path) -> None:
+    from vist_rt.client import LockstepClient
+
+    cfg = RunConfig(checkpoint=str(run_checkpoint), source=None, lockstep=True, dashboard=False, rt_priority=5,
+                    pub=f"tcp://127.0.0.1:{free_port()}", control=f"tcp://127.0.0.1:{free_port()}")  # fmt: skip
+    logs: list[str] = []
+    rt = Runtime.from_config(cfg, log=logs.append)
+    seen: list[tuple[int, int]] = []
+    status = rt.status
+    rt.status = lambda: (seen.append(_policy()), status())[1]  # type: ignore[method-assign]  # on the tick thread
+    worker = threading.Thread(target=rt.run)
+    worker.start()
+    try:
+        with LockstepClient(cfg.control, timeout_ms=30_000) as client:
+            got = client.request("status")
+    finally:
+        rt.stop()
+        worker.join(timeout=30)
+    assert got["rt_priority"] == 5 and seen[0] == (os.SCHED_FIFO, 5)
+    assert any("real-time priority 5" in line for line in logs)
+    assert rt.rt_priority is not None and not rt.rt_priority.active  # given back when the run ends
+    assert _policy()[0] != os.SCHED_FIFO
+
+
+def test_without_permission_it_is_one_line_before_the_model_loads(run_checkpoint: Path, monkeypatch, capsys) -> None:
+    from vist_rt.runtime import engine
+
+    def refuse(*_: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    loaded: list[str] = []
+    monkeypatch.setattr(engine.Engine, "from_files", classmethod(lambda cls, *a, **k: loaded.append("model")))
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    before = _policy()
+    argv = ["run", "--checkpoint", str(run_checkpoint), "--rt-priority", "10", "--no-dashboard", "--max-frames", "2",
+            "--pub", f"tcp://127.0.0.1:{free_port()}", "--control", f"tcp://127.0.0.1:{free_port()}"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("vist-rt: error: --rt-priority needs CAP_SYS_NICE") and loaded == []
+    assert _policy() == before

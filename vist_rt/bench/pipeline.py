@@ -19,6 +19,9 @@ from vist_rt.latency import summarize
 TARGETS = {"overhead_p99_ms": 0.5, "delivery_p99_ms": 0.3}
 
 
+OVERHEAD_GROWTH_LIMIT_MS = 0.1  # the pipeline's overhead p99 may grow by this much per extra stream
+
+
 def free_port() -> int:
     """A loopback TCP port free right now."""
     with socket.socket() as s:
@@ -64,14 +67,22 @@ def _bare_subscribe(endpoint: str, n: int, results: Any, ready: Any) -> None:
 
 
 def bare_zmq_delivery(
-    messages: int = 300, hz: float = 30.0, size: int = 80, *, tick_cpu: int | None = None, io_cpu: int | None = None
+    messages: int = 300,
+    hz: float = 30.0,
+    size: int = 80,
+    *,
+    tick_cpu: int | None = None,
+    io_cpu: int | None = None,
+    rt_priority: int | None = None,
 ) -> dict[str, float] | None:
     """The machine's own floor for delivery: bare pyzmq PUB -> SUB in another process, `messages` messages of
     `size` bytes at `hz`, no encoding, no model; one-way latency summary in ms (None when messages is 0).
-    `tick_cpu` / `io_cpu`: the sending thread / ZeroMQ's I/O thread pinned as a run's would be."""
+    `tick_cpu` / `io_cpu`: the sending thread / ZeroMQ's I/O thread pinned as a run's would be; `rt_priority`: the
+    sending thread under SCHED_FIFO as a run's tick thread would be."""
     import zmq
 
     from vist_rt.runtime.affinity import io_context, pin_tick
+    from vist_rt.runtime.lowlatency import ClockPriority
 
     if messages <= 0:
         return None
@@ -89,7 +100,10 @@ def bare_zmq_delivery(
         listener.start()  # before the pinning below: the subscriber, as a rig's would, runs anywhere
         ready.wait(timeout=60.0)
         time.sleep(0.5)  # the subscription reaches the publisher (slow joiner)
-        with pin_tick(tick_cpu, io_cpu) if tick_cpu is not None else contextlib.nullcontext():
+        with (
+            pin_tick(tick_cpu, io_cpu) if tick_cpu is not None else contextlib.nullcontext(),
+            ClockPriority(rt_priority) if rt_priority is not None else contextlib.nullcontext(),
+        ):
             got = _send_bare(pub, messages, hz, size, results)
         listener.join(timeout=10.0)
     return summarize(np.asarray(got) / 1e3) if got else None
@@ -127,8 +141,11 @@ def run_pipeline_bench(
     low_latency: bool = False,
     tick_cpu: int | None = None,
     io_cpu: int | None = None,
+    rt_priority: int | None = None,
     record: bool = False,
     streams: int = 1,
+    width: int | None = None,
+    height: int | None = None,
 ) -> dict[str, Any]:
     """A live run of warmup + ticks model ticks with a subscriber attached, then `baseline` bare ZeroMQ
     messages at the same rate (the machine's delivery floor, same run); every figure as a dict.
@@ -136,8 +153,10 @@ def run_pipeline_bench(
     `streams` > 1: that many named streams (s0, s1, ...) of `source` with different seeds for the synthetic movie,
     on one checkpoint: one batch per tick.
     `low_latency`: the run holds its PM QoS request (`vist-rt run --low-latency`), and so does the
-    floor's measurement, so that both are measured alike; `tick_cpu` / `io_cpu` likewise pin both. `record`: the
-    run records to a temporary file, as `--record` (the recorder's per-tick cost is part of `housekeeping`)."""
+    floor's measurement, so that both are measured alike; `tick_cpu` / `io_cpu` likewise pin both, and
+    `rt_priority` puts both sending threads under SCHED_FIFO. `record`: the
+    run records to a temporary file, as `--record` (the recorder's per-tick cost is part of `housekeeping`).
+    `width` / `height`: the source's frame size, as `vist-rt run --width/--height`."""
     from vist_rt.demo import demo_checkpoint
     from vist_rt.runtime.config import RunConfig
 
@@ -146,11 +165,12 @@ def run_pipeline_bench(
     tmp = tempfile.TemporaryDirectory(prefix="vist-bench-") if record else contextlib.nullcontext(None)
     with tmp as folder:
         path = str(Path(folder) / "bench.h5") if folder else None
-        many = {"source": None, "streams": stream_configs(source, streams)} if streams > 1 else {"source": source}
+        many = ({"source": None, "streams": stream_configs(source, streams, width, height)} if streams > 1
+                else {"source": source, "width": width, "height": height})  # fmt: skip
         cfg = RunConfig.from_dict(dict(checkpoint=ckpt, pub=pub, control=f"tcp://127.0.0.1:{free_port()}",
                                        max_frames=warmup + ticks, dashboard=False, status_every_s=1e9, meta_every_s=1.0,
                                        temporal=temporal, low_latency=low_latency, tick_cpu=tick_cpu, io_cpu=io_cpu,
-                                       record=path, **many))  # fmt: skip
+                                       rt_priority=rt_priority, record=path, **many))  # fmt: skip
         result = _pipeline_run(cfg, ticks=ticks, warmup=warmup, baseline=baseline)
         if path:
             from vist_rt.runtime.pipeline import record_paths
@@ -160,18 +180,19 @@ def run_pipeline_bench(
             result["recording"]["rows"] = rows
             result["recording"]["complete"] = rows == result["recording"]["ticks"] * streams
     result.update({"checkpoint": "demo model (vist_rt/demo)" if checkpoint is None else checkpoint, "source": source,
-                   "streams": streams})  # fmt: skip
+                   "streams": streams, "width": width, "height": height})  # fmt: skip
     return result
 
 
-def stream_configs(source: str, n: int) -> tuple[Any, ...]:
-    """n streams s0..s{n-1} of `source` (the synthetic movie: seeds 0..n-1, so that their frames differ)."""
+def stream_configs(source: str, n: int, width: int | None = None, height: int | None = None) -> tuple[Any, ...]:
+    """n streams s0..s{n-1} of `source` (the synthetic movie: seeds 0..n-1, so that their frames differ), frames
+    of `width` x `height` where given."""
     from vist_rt.runtime.config import StreamConfig
 
     def spec(i: int) -> str:
         return f"synthetic:{i}" if source == "synthetic" else source
 
-    return tuple(StreamConfig(name=f"s{i}", source=spec(i)) for i in range(n))
+    return tuple(StreamConfig(name=f"s{i}", source=spec(i), width=width, height=height) for i in range(n))
 
 
 def compare_streams(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -189,6 +210,7 @@ def compare_streams(results: list[dict[str, Any]]) -> dict[str, Any]:
         rows.append({
             "streams": n,
             "tick_work_p99_ms": r["tick_work_ms"]["p99"],
+            "overhead_p50_ms": r["overhead_ms"]["p50"],
             "overhead_p99_ms": r["overhead_ms"]["p99"],
             "model_p50_ms": per_tick_model(r),
             "per_stream_cost_vs_1": (per_tick_model(r) + r["tick_work_ms"]["p50"]) / n
@@ -197,12 +219,18 @@ def compare_streams(results: list[dict[str, Any]]) -> dict[str, Any]:
             "stale": r["stale"],
             "held_clock": r["missed"] == 0 and r["rate_hz"] >= 0.99 * r["target_hz"],
         })  # fmt: skip
-    growth = [(r["overhead_p99_ms"] - rows[0]["overhead_p99_ms"]) / (r["streams"] - rows[0]["streams"])
-              for r in rows[1:] if r["streams"] > rows[0]["streams"]]  # fmt: skip
+
+    def growth(key: str) -> float | None:  # the largest growth per extra stream, over the counts measured
+        per = [(r[key] - rows[0][key]) / (r["streams"] - rows[0]["streams"]) for r in rows[1:]]
+        return max(per) if per else None
+
     held = [r["streams"] for r in rows if r["held_clock"]]
+    p99 = growth("overhead_p99_ms")
     return {
         "rows": rows,
-        "overhead_p99_growth_ms_per_stream": max(growth) if growth else None,
+        "overhead_p99_growth_ms_per_stream": p99,
+        "overhead_p50_growth_ms_per_stream": growth("overhead_p50_ms"),
+        "overhead_growth_met": None if p99 is None else p99 <= OVERHEAD_GROWTH_LIMIT_MS,
         "largest_streams_holding_clock": max(held) if held else None,
     }
 
@@ -245,16 +273,19 @@ def _pipeline_run(cfg: Any, *, ticks: int, warmup: int, baseline: int) -> dict[s
     deliver = summarize(np.asarray([d for _, d, _ in kept]) / 1e3)
     decoding = summarize(np.asarray([c for _, _, c in kept]) / 1e3)
     with CpuLatencyRequest(0) if low_latency else contextlib.nullcontext():
-        bare = bare_zmq_delivery(baseline, hz=summary["target_hz"], tick_cpu=tick_cpu, io_cpu=io_cpu)
+        bare = bare_zmq_delivery(baseline, hz=summary["target_hz"], tick_cpu=tick_cpu, io_cpu=io_cpu,
+                                 rt_priority=cfg.rt_priority)  # fmt: skip
     return {
         "bench": "pipeline",
         "machine": machine_info(),
         "extractor": summary["extractor"],
+        "sources": [s["source"] for s in summary["streams"]],  # as described once open (size, rate)
         "temporal": runtime.meta["temporal"],
         "recording": None
         if not cfg.record
         else {"ticks": summary["ticks"], "add_ms": _timed(*_window(runtime, "record"), warmup)},
         "low_latency": summary["low_latency"],
+        "rt_priority": summary["rt_priority"],
         "tick_cpu": summary["tick_cpu"],
         "io_cpu": summary["io_cpu"],
         "pinning": cfg.pinning,

@@ -178,6 +178,20 @@ def check_low_latency() -> list[tuple[str, dict[str, Any]]]:
     return [("low latency", {"status": OK, "detail": detail})]
 
 
+def check_rt_priority() -> list[tuple[str, dict[str, Any]]]:
+    """`--rt-priority`: whether this user may run a thread under SCHED_FIFO (tried for an instant)."""
+    from vist_rt.errors import VistError
+    from vist_rt.runtime import lowlatency
+
+    try:
+        with lowlatency.ClockPriority(lowlatency.RT_PRIORITIES[0]):
+            pass
+    except VistError as exc:
+        return [("real-time priority", {"status": NO, "detail": str(exc)})]
+    high = lowlatency.RT_PRIORITIES[1]
+    return [("real-time priority", {"status": OK, "detail": f"--rt-priority 1..{high} can be had (SCHED_FIFO)"})]
+
+
 def check_cpu_pinning() -> list[tuple[str, dict[str, Any]]]:
     """`--tick-cpu` / `--io-cpu`: the CPUs this process may use, and those the kernel keeps for pinned work."""
     from vist_rt.runtime import affinity
@@ -205,6 +219,7 @@ def collect(cameras: int = 4) -> list[tuple[str, dict[str, Any]]]:
         ("backends", check_backends),
         ("temporal native", check_native),
         ("low latency", check_low_latency),
+        ("real-time priority", check_rt_priority),
         ("cpu pinning", check_cpu_pinning),
         *((m, lambda m=m, e=e, why=why: [(m, _module(m, m, e, why))]) for m, e, why in modules),
         ("demo model", check_demo),

@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--low-latency", action="store_true",
                    help="keep the CPUs out of deep idle states while running (Linux PM QoS; root or access "
                    "to /dev/cpu_dma_latency): lower, steadier latency, more power")  # fmt: skip
+    p.add_argument("--rt-priority", type=int_at_least(1), metavar="N",
+                   help="run the tick thread under the real-time scheduler (SCHED_FIFO, priority 1-99; Linux, root "
+                   "or an rtprio limit): other threads no longer take its CPU in the middle of a tick")  # fmt: skip
     p.add_argument("--tick-cpu", type=int_at_least(0), metavar="CPU",
                    help="pin the tick thread (clock, temporal step, publish) to this CPU; the run's other threads "
                    "keep off it (Linux)")  # fmt: skip
@@ -140,6 +143,7 @@ def describe(runtime: Any) -> str:
         f"temporal model: {runtime.meta.get('temporal')}; "
         + sources
         + ("; low latency: idle CPUs kept polling (PM QoS) while it runs" if runtime.cfg.low_latency else "")
+        + (f"; tick thread at real-time priority {runtime.cfg.rt_priority}" if runtime.cfg.rt_priority else "")
         + (f"; {runtime.cfg.pinning}" if runtime.cfg.pinning else "")
     )
 

@@ -12,6 +12,7 @@ from vist_rt.choices import BACKENDS, DEVICES, PRECISIONS, TEMPORAL
 from vist_rt.errors import VistError
 from vist_rt.net import DEFAULT_CONTROL, DEFAULT_PUB
 from vist_rt.runtime.frames import MAX_SIDE
+from vist_rt.runtime.lowlatency import RT_PRIORITIES
 from vist_rt.tomlfile import read_toml
 
 MIN_FPS, MAX_FPS = 0.01, 1000.0  # a source rate outside these is a typo, not a camera
@@ -85,6 +86,7 @@ class RunConfig:
     threads: int | None = None
     hwm: int = 1000  # ZMQ send high-water mark (messages)
     low_latency: bool = False  # hold a PM QoS request: idle CPUs poll, so waking a tick's threads costs us
+    rt_priority: int | None = None  # run the tick thread under SCHED_FIFO at this priority (1-99, Linux)
     tick_cpu: int | None = None  # pin the tick thread (clock, temporal step, publish) to this CPU (Linux)
     io_cpu: int | None = None  # pin ZeroMQ's I/O thread (the run's PUB and control sockets) to this CPU
     meta_every_s: float = 5.0
@@ -254,6 +256,8 @@ def _field_problem(name: str, value: Any) -> str | None:
         return f"threads must be >= 1, got {value}"
     if name in ("width", "height") and not 1 <= value <= MAX_SIDE:
         return f"{name} must be 1 to {MAX_SIDE} pixels, got {value}"
+    if name == "rt_priority" and not RT_PRIORITIES[0] <= value <= RT_PRIORITIES[1]:
+        return f"rt_priority must be {RT_PRIORITIES[0]} to {RT_PRIORITIES[1]}, got {value}"
     if name in ("tick_cpu", "io_cpu") and value < 0:
         return f"{name} must be a CPU number >= 0, got {value}"
     if name == "hwm" and not 1 <= value <= MAX_HWM:

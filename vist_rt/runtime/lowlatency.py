@@ -1,4 +1,5 @@
-"""`--low-latency`: keep the CPUs out of deep idle states for a run (a Linux PM QoS request).
+"""`--low-latency`: keep the CPUs out of deep idle states for a run (a Linux PM QoS request); `--rt-priority`:
+the clock's thread under the real-time scheduler.
 
 An idle CPU in a deep C-state (or a virtual CPU halted by its hypervisor) takes tens to hundreds of
 microseconds to wake, and a tick wakes several threads (the tick thread, ZeroMQ's I/O threads, the
@@ -6,6 +7,12 @@ subscriber). While a PM QoS request of 0 us is held, idle CPUs poll instead: wak
 microseconds, and the CPUs draw full power while idle. The request is the kernel's own mechanism
 (`tuned`'s latency profiles use the same one); it lasts while the file stays open and ends when it
 is closed or the process exits, so nothing is left changed after the run.
+
+On a busy machine (few CPUs; capture, feature and ZeroMQ threads, a subscriber) the scheduler also
+takes the CPU from the clock's thread for a time slice (milliseconds) in the middle of a tick, most
+often when a send wakes another thread. A thread under SCHED_FIFO is not preempted by ordinary
+threads: `ClockPriority` puts the calling thread there while entered (only that thread: threads it
+starts meanwhile are born ordinary).
 """
 
 from __future__ import annotations
@@ -69,6 +76,55 @@ class CpuLatencyRequest:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
+
+
+RT_PRIORITIES = (1, 99)  # SCHED_FIFO's priority range on Linux
+
+
+class ClockPriority:
+    """While entered: the calling thread runs under SCHED_FIFO at `priority` (1-99); threads it starts are born
+    ordinary (SCHED_RESET_ON_FORK). Its earlier policy is restored on exit.
+
+    Raises a one-line VistError on entry where it cannot be had (not Linux, no permission)."""
+
+    def __init__(self, priority: int) -> None:
+        low, high = RT_PRIORITIES
+        if not low <= priority <= high:
+            raise VistError(f"a real-time priority must be {low}..{high}, got {priority}")
+        self.priority = priority
+        self._before: tuple[int, int] | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while the thread runs at the priority."""
+        return self._before is not None
+
+    def __enter__(self) -> ClockPriority:
+        if not hasattr(os, "SCHED_FIFO") or not hasattr(os, "sched_setscheduler"):
+            raise VistError("--rt-priority needs Linux (SCHED_FIFO); run without --rt-priority")
+        before = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(self.priority))
+        except PermissionError:
+            raise VistError(
+                "--rt-priority needs CAP_SYS_NICE or a real-time priority limit: run as root, or allow your user "
+                f'(/etc/security/limits.conf: "<user> - rtprio {self.priority}")'
+            ) from None
+        except OSError as exc:
+            raise VistError(f"--rt-priority: SCHED_FIFO {self.priority} refused: {exc.strerror}") from None
+        self._before = before
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Back to the thread's earlier policy (idempotent)."""
+        if self._before is not None:
+            (policy, priority), self._before = self._before, None
+            os.sched_setscheduler(0, policy, os.sched_param(priority))
 
 
 def current_limit_us(path: str | None = None) -> int | None:

@@ -29,7 +29,7 @@ from vist_rt.errors import VistError
 from vist_rt.runtime.clock import PauseAccount
 from vist_rt.runtime.config import RunConfig, StreamConfig
 from vist_rt.runtime.engine import Engine, read_rf
-from vist_rt.runtime.records import Delivery, Features, Ticked
+from vist_rt.runtime.records import Delivery, Features, Sent, Ticked
 from vist_rt.runtime.sinks import HistorySink, LslSink, PublisherSink, RecorderSink, Sinks
 from vist_rt.runtime.stats import RateHistory, RunStats
 from vist_rt.runtime.stream import Group, Stream, source_for
@@ -62,6 +62,7 @@ class Runtime:
         self.control: Any = None
         self.recorder: RecorderSink | None = None
         self.low_latency: Any = None  # the PM QoS request of --low-latency, while held
+        self.rt_priority: Any = None  # the tick thread's SCHED_FIFO of --rt-priority, while held
         self.pinned: Any = None  # the tick thread's CPU pinning (--tick-cpu), while held
         self.torch_threads: int | None = None
         self._last_meta = 0.0
@@ -109,6 +110,11 @@ class Runtime:
             from vist_rt.runtime.lowlatency import CpuLatencyRequest
 
             with CpuLatencyRequest(0):  # can it be made? (a one-line error now, not after the model loads)
+                pass
+        if cfg.rt_priority is not None:
+            from vist_rt.runtime.lowlatency import ClockPriority
+
+            with ClockPriority(cfg.rt_priority):  # can it be had? (a one-line error now, not after the model loads)
                 pass
         if cfg.tick_cpu is not None or cfg.io_cpu is not None:
             from vist_rt.runtime.affinity import check_cpus
@@ -318,6 +324,7 @@ class Runtime:
                 "extractor": ext.describe(),
                 "torch_threads": self.torch_threads,
                 "low_latency": self.low_latency is not None and self.low_latency.active,
+                "rt_priority": self.rt_priority.priority if self.rt_priority and self.rt_priority.active else None,
                 "tick_cpu": self.cfg.tick_cpu,
                 "io_cpu": self.cfg.io_cpu,
                 "runtime": ext.runtime,
@@ -339,9 +346,24 @@ class Runtime:
         fresh: bool,
         stale: bool | None = None,
     ) -> Delivery:
-        """One stream's rates [C] for model tick `tick` to every sink. `feat`: the features stepped (their pre/ViT
-        times are counted only when `fresh`, i.e. computed for this tick); `stale` (default: not fresh) is what
-        the header says (a replay holding a frame over several ticks is not stale). `e2e` runs to the send."""
+        """One stream's rates [C] for model tick `tick` to every sink: `send`, then `after_sends`."""
+        sent = self.send(stream, tick, feat, rates, temporal, fresh=fresh, stale=stale)
+        return sent.delivery._replace(ms=self.after_sends([sent])[0])
+
+    def send(
+        self,
+        stream: Stream,
+        tick: int,
+        feat: Features,
+        rates: np.ndarray,
+        temporal: float,
+        *,
+        fresh: bool,
+        stale: bool | None = None,
+    ) -> Sent:
+        """One stream's rates [C] for model tick `tick` to the publisher. `feat`: the features stepped (their
+        pre/ViT times are counted only when `fresh`, i.e. computed for this tick); `stale` (default: not fresh) is
+        what the header says (a replay holding a frame over several ticks is not stale). `e2e` runs to the send."""
         stale = not fresh if stale is None else stale
         assert self.sinks is not None
         lat: dict[str, float | None] = {
@@ -360,28 +382,40 @@ class Runtime:
             "mode": self.cfg.mode,
             "paused_ticks": self.stats.paused_ticks + stream.paused_ticks,
         }
-        delivery = self.sinks.rates(stream.name, header, rates, feat.got)
-        with self.stats.lock:
-            self.stats.messages += 1
-            self.stats.stale += int(stale)
+        delivery = self.sinks.send(stream.name, header, rates, feat.got)
         stream.ticks += 1
         stream.stale += int(stale)
         done = {k: v for k, v in lat.items() if v is not None}
         done.update(delivery.ms)
-        self.stats.add_latencies(done if not stale else {k: done[k] for k in STALE_AGAIN if k in done})
-        return delivery
+        return Sent(stream.name, delivery, rates, feat.got, done, stale)
+
+    def after_sends(self, sent: Sequence[Sent]) -> list[dict[str, float]]:
+        """A tick's sent rates to the other sinks (recorder, LSL, history), then the counters and latencies;
+        each message's timed sinks (ms), the send's included."""
+        assert self.sinks is not None
+        timed = []
+        for one in sent:
+            ms = {**one.delivery.ms, **self.sinks.follow(one.stream, one.delivery, one.rates, one.got)}
+            lat = {**one.lat, **ms}
+            self.stats.add_latencies(lat if not one.stale else {k: lat[k] for k in STALE_AGAIN if k in lat})
+            timed.append(ms)
+        with self.stats.lock:
+            self.stats.messages += len(sent)
+            self.stats.stale += sum(one.stale for one in sent)
+        return timed
 
     def step_groups(self, tick: int, *, held_is_stale: bool = True) -> Ticked:
         """Model tick `tick` for every group with a running stream that has features: one batched temporal step
-        each, then each running, unpaused stream's rates to the sinks."""
+        each and each running, unpaused stream's rates sent, then (after every send) the other sinks."""
         sent, temporal = time.perf_counter(), 0.0
+        out: list[Sent] = []
         for group in self.groups:
-            latest = group.newest()
-            if not any(s.active for s in group.streams) or all(f is None for f in latest):
+            batch = group.newest()
+            if not any(s.active for s in group.streams) or all(f is None for f in batch.latest):
                 continue
-            rates, ms = group.step(latest)
+            rates, ms = group.step(batch)
             temporal += ms
-            for stream, feat in zip(group.streams, latest):
+            for stream, feat in zip(group.streams, batch.latest):
                 if feat is None:
                     continue
                 if stream.active and stream.paused:
@@ -389,8 +423,10 @@ class Runtime:
                 elif stream.active:
                     fresh = feat.seq != stream.used
                     stale = not fresh and held_is_stale
-                    sent = self.deliver(stream, tick, feat, rates[stream.row], ms, fresh=fresh, stale=stale).sent
+                    out.append(self.send(stream, tick, feat, rates[stream.row], ms, fresh=fresh, stale=stale))
+                    sent = out[-1].delivery.sent
                 stream.used = feat.seq
+        self.after_sends(out)
         self._count_tick(tick)
         return Ticked(sent, temporal)
 
@@ -582,6 +618,7 @@ class Runtime:
                 self.log(
                     f"publishing on {self.publisher.endpoint}, control on {self.control.endpoint} ({cfg.mode}; "
                     f"torch threads {self.torch_threads}{'; low latency' if cfg.low_latency else ''}"
+                    f"{f'; real-time priority {cfg.rt_priority}' if cfg.rt_priority else ''}"
                     f"{'; ' + cfg.pinning if cfg.pinning else ''})"
                 )
                 self.publish_meta()
@@ -589,6 +626,10 @@ class Runtime:
                     from vist_rt.runtime.affinity import pin_tick
 
                     self.pinned = stack.enter_context(pin_tick(cfg.tick_cpu, cfg.io_cpu))
+                if cfg.rt_priority is not None:  # after the sockets: only this thread, and what it starts is not
+                    from vist_rt.runtime.lowlatency import ClockPriority
+
+                    self.rt_priority = stack.enter_context(ClockPriority(cfg.rt_priority))
                 self.pauses.restart()
                 driver = drivers.lockstep if cfg.lockstep else drivers.replay if cfg.replay else drivers.live
                 driver(self)

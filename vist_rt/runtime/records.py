@@ -20,12 +20,30 @@ class Features(NamedTuple):
     wait_ms: float | None  # from capture to the feature stage's start; None when unknown
 
 
+class Batch(NamedTuple):
+    """A group's input to one model tick."""
+
+    latest: list[Features | None]  # each stream's newest features (None: none yet)
+    tokens: np.ndarray | None  # [B, T, D] the rows stepped (B > 1); None for one stream (its features' tokens)
+
+
 class Delivery(NamedTuple):
     """What the sinks did with one rates message."""
 
     header: dict[str, Any]  # as sent (the publisher adds v, seq, n, t_pub_ns)
     sent: float  # perf clock when the publisher handed it to ZeroMQ
     ms: dict[str, float]  # each timed sink's time, by latency stage ("publish", "record", ...)
+
+
+class Sent(NamedTuple):
+    """One stream's rates of a tick, sent; what the sinks after the publisher still get."""
+
+    stream: str | None  # the stream's name (None: the one stream of a one-stream run)
+    delivery: Delivery
+    rates: np.ndarray  # [C] float32, as sent
+    got: float  # perf clock when the frame was taken
+    lat: dict[str, float]  # the stages measured so far (ms), the send's included
+    stale: bool
 
 
 class Ticked(NamedTuple):

@@ -97,24 +97,33 @@ class HistorySink(Sink):
 
 
 class Sinks:
-    """Fan-out: the first sink (the publisher) sends, the others get the header as it was sent."""
+    """Fan-out: the first sink (the publisher) sends, the others get the header as it was sent. A tick sends every
+    stream's rates first (`send`), then gives them to the other sinks (`follow`): no stream's rates wait on
+    another stream's recording."""
 
     def __init__(self, sinks: Sequence[Sink]) -> None:
+        if not sinks:
+            raise ValueError("Sinks needs at least the publisher")
         self.sinks = tuple(sinks)
 
-    def rates(self, stream: str | None, header: dict[str, Any], rates: np.ndarray, got: float) -> Delivery:
-        """One stream's rates [C] to every sink, in order; each timed sink's ms in the Delivery."""
-        ms: dict[str, float] = {}
+    def send(self, stream: str | None, header: dict[str, Any], rates: np.ndarray, got: float) -> Delivery:
+        """One stream's rates [C] to the first sink only (the send); its time in the Delivery."""
+        t0 = time.perf_counter()
+        first = self.sinks[0]
+        header = first.rates(stream, header, rates, got) or header
         sent = time.perf_counter()
-        for i, sink in enumerate(self.sinks):
+        return Delivery(header, sent, {first.stage: (sent - t0) * 1e3} if first.stage else {})
+
+    def follow(self, stream: str | None, delivery: Delivery, rates: np.ndarray, got: float) -> dict[str, float]:
+        """The sent rates [C] to every other sink, in order -> each timed sink's ms."""
+        ms: dict[str, float] = {}
+        header = delivery.header
+        for sink in self.sinks[1:]:
             t0 = time.perf_counter()
             header = sink.rates(stream, header, rates, got) or header
-            t1 = time.perf_counter()
             if sink.stage:
-                ms[sink.stage] = (t1 - t0) * 1e3
-            if i == 0:
-                sent = t1  # the rates are out: what follows delays no subscriber
-        return Delivery(header, sent, ms)
+                ms[sink.stage] = (time.perf_counter() - t0) * 1e3
+        return ms
 
     def meta(self, stream: str | None, header: dict[str, Any]) -> dict[str, Any]:
         """One meta message to every sink; the header as sent."""

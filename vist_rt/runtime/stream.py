@@ -17,7 +17,7 @@ from vist_rt.runtime import sources
 from vist_rt.runtime.capture import CaptureThread
 from vist_rt.runtime.config import RunConfig, StreamConfig
 from vist_rt.runtime.engine import Engine
-from vist_rt.runtime.records import Features
+from vist_rt.runtime.records import Batch, Features
 from vist_rt.runtime.sources import Frame, Source
 from vist_rt.runtime.stats import RateHistory, RunStats
 
@@ -142,6 +142,45 @@ class Stream:
         }
 
 
+class TokenBatches:
+    """The newest tokens of every row of a group's batch [B, T, D], handed from the feature stage to the model
+    clock with no copy on the clock's side (triple buffering): the writer (one thread) fills its buffer with the
+    rows it computed and brings the other rows up to date, then makes it the ready one; the clock takes the ready
+    one whenever there is a newer one. Rows without features yet are zeros."""
+
+    def __init__(self, rows: int, tokens: int, dim: int) -> None:
+        self._buffers = np.zeros((3, rows, tokens, dim), np.float32)
+        self._feats: list[list[Features | None]] = [[None] * rows for _ in range(3)]
+        self._front, self._ready, self._back = 0, 1, 2  # the clock's, the newest complete one, the writer's
+        self._last = self._ready  # the buffer the writer made ready last (never the writer's own)
+        self._fresh = False  # the ready buffer is newer than the clock's
+        self._lock = threading.Lock()
+
+    def put(self, new: dict[int, Features]) -> None:
+        """Writer side: the rows in `new` (row -> features, tokens [1, T, D]) replace theirs; a new batch is ready."""
+        back, last = self._back, self._last
+        buf, feats = self._buffers[back], self._feats[back]
+        newest = self._feats[last]
+        for row in range(len(feats)):
+            feat = new.get(row)
+            if feat is not None:
+                np.copyto(buf[row], feat.tokens[0])
+                feats[row] = feat
+            elif feats[row] is not newest[row]:  # this buffer's row is older than the last batch's
+                np.copyto(buf[row], self._buffers[last][row])
+                feats[row] = newest[row]
+        with self._lock:
+            self._back, self._ready, self._last, self._fresh = self._ready, back, back, True
+
+    def take(self) -> tuple[np.ndarray, list[Features | None]]:
+        """Clock side: the newest batch [B, T, D] and each row's features (None: none yet). The batch stays
+        unchanged until the next `take`."""
+        with self._lock:
+            if self._fresh:
+                self._front, self._ready, self._fresh = self._ready, self._front, False
+            return self._buffers[self._front], list(self._feats[self._front])
+
+
 class Group:
     """Streams that share a checkpoint: one Engine (B = its streams), their batch of tokens, their feature thread.
 
@@ -153,7 +192,8 @@ class Group:
         self.failure: str | None = None  # set by the feature thread when the extractor fails
         self.new_frame = threading.Event()  # set by the streams' capture threads on each frame
         self.steps = 0  # batched steps so far (B > 1)
-        self._batch: np.ndarray | None = None  # [B, T, D]: the rows stepped (B > 1 only; made once)
+        cfg = engine.ckpt.config
+        self._batches = TokenBatches(engine.streams, cfg.tokens, cfg.feature_dim) if engine.streams > 1 else None
         self._lock = threading.Lock()  # guards each stream's `latest` between the feature and tick threads
 
     def add(self, cfg: RunConfig, spec: StreamConfig | None) -> Stream:
@@ -171,34 +211,37 @@ class Group:
             raise
         except Exception as exc:  # out of memory, ...: one line, as in live mode
             raise VistError(f"the feature stage failed: {error_line(exc)}") from exc
+        new = {}
         for i, (stream, frame) in enumerate(frames):
             wait = max(0.0, (got - frame_got(frame)) * 1e3)  # read ahead into the ring, then waited
-            stream.latest = Features(frame.seq, frame.index, frame.t_ns, got, tokens[i : i + 1], pre, vit, wait)
+            stream.latest = new[stream.row] = Features(frame.seq, frame.index, frame.t_ns, got, tokens[i : i + 1],
+                                                       pre, vit, wait)  # fmt: skip
+        if self._batches is not None:
+            self._batches.put(new)
         return pre + vit
 
-    def newest(self) -> list[Features | None]:
-        """Each stream's newest features (consistent with the feature thread)."""
+    def newest(self) -> Batch:
+        """The newest features of each stream (None: none yet), and for B > 1 the batch [B, T, D] made of them
+        (consistent with the feature thread)."""
+        if self._batches is not None:
+            tokens, latest = self._batches.take()
+            return Batch(latest, tokens)
         with self._lock:
-            return [s.latest for s in self.streams]
+            return Batch([self.streams[0].latest], None)
 
-    def step(self, latest: list[Features | None]) -> tuple[np.ndarray, float]:
-        """One temporal step of every row on `latest` -> (rates [B, C], temporal ms). At least one row has
+    def step(self, batch: Batch) -> tuple[np.ndarray, float]:
+        """One temporal step of every row of `batch` -> (rates [B, C], temporal ms). At least one row has
         features; a row without any yet is stepped on zeros, and its state is reset at its first features (a
         stream that joins late starts as a fresh one)."""
-        if len(latest) == 1:
-            feat = latest[0]
+        if batch.tokens is None:
+            feat = batch.latest[0]
             assert feat is not None
             return self.engine.step(feat.tokens)
-        if self._batch is None:
-            first = next(f for f in latest if f is not None)
-            self._batch = np.zeros((len(latest), *first.tokens.shape[1:]), np.float32)
-        for row, (feat, stream) in enumerate(zip(latest, self.streams)):
-            if feat is not None and feat.seq != stream.used:
-                if stream.used == -1 and self.steps:
-                    self.engine.reset(row)  # its first features: the zeros its row was stepped on are forgotten
-                np.copyto(self._batch[row], feat.tokens[0])  # only rows with new features are copied
+        for row, (feat, stream) in enumerate(zip(batch.latest, self.streams)):
+            if feat is not None and stream.used == -1 and self.steps:
+                self.engine.reset(row)  # its first features: the zeros its row was stepped on are forgotten
         self.steps += 1
-        return self.engine.step(self._batch)
+        return self.engine.step(batch.tokens)
 
     def feature_loop(self, stop: threading.Event, stats: RunStats) -> None:
         """Feature thread (live): the newest frame of each stream, whenever the extractor is free; streams with a
@@ -244,12 +287,15 @@ class Group:
             self.failure = error_line(exc)
             stats.error(f"feature stage failed: {self.failure}")
             return False
+        new = {}
         with self._lock:
             for i, (row, frame) in enumerate(frames):
                 got = frame_got(frame)
                 wait = (start - got) * 1e3
-                self.streams[row].latest = Features(frame.seq, frame.index, frame.t_ns, got, tokens[i : i + 1], pre,
-                                                    vit, wait)  # fmt: skip
+                self.streams[row].latest = new[row] = Features(frame.seq, frame.index, frame.t_ns, got,
+                                                               tokens[i : i + 1], pre, vit, wait)  # fmt: skip
+        if self._batches is not None:
+            self._batches.put(new)  # the copy into the batch is made here, off the clock's thread
         with stats.lock:
             stats.features += len(frames)
         for row, frame in frames:
