@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,24 +71,35 @@ def test_on_this_machine_the_kernel_enforces_it() -> None:
     assert current_limit_us() == before  # nothing left changed
 
 
-def test_a_run_holds_it_while_running_and_releases_it(tmp_path: Path, run_checkpoint: Path, monkeypatch) -> None:
+def lockstep_status(
+    checkpoint: Path, on_tick_thread: Callable[[], object] = lambda: None, **settings: Any
+) -> tuple[Runtime, dict[str, Any], list[str]]:
+    """A lock-step run with `settings`, asked for its status once, then stopped: (runtime, status, log lines).
+    `on_tick_thread` is called in the run's thread as the status is made."""
     from vist_rt.client import LockstepClient
 
-    dev = tmp_path / "cpu_dma_latency"
-    dev.write_bytes(b"")
-    monkeypatch.setattr(lowlatency, "PM_QOS_DEVICE", str(dev))
-    cfg = RunConfig(checkpoint=str(run_checkpoint), source=None, lockstep=True, dashboard=False, low_latency=True,
-                    pub=f"tcp://127.0.0.1:{free_port()}", control=f"tcp://127.0.0.1:{free_port()}")  # fmt: skip
+    ports = {"pub": f"tcp://127.0.0.1:{free_port()}", "control": f"tcp://127.0.0.1:{free_port()}"}
+    cfg = RunConfig(checkpoint=str(checkpoint), source=None, lockstep=True, dashboard=False, **ports, **settings)
     logs: list[str] = []
     rt = Runtime.from_config(cfg, log=logs.append)
+    status = rt.status
+    rt.status = lambda: (on_tick_thread(), status())[1]  # type: ignore[method-assign]
     worker = threading.Thread(target=rt.run)
     worker.start()
     try:
         with LockstepClient(cfg.control, timeout_ms=30_000) as client:
-            status = client.request("status")
+            got = client.request("status")
     finally:
         rt.stop()
         worker.join(timeout=30)
+    return rt, got, logs
+
+
+def test_a_run_holds_it_while_running_and_releases_it(tmp_path: Path, run_checkpoint: Path, monkeypatch) -> None:
+    dev = tmp_path / "cpu_dma_latency"
+    dev.write_bytes(b"")
+    monkeypatch.setattr(lowlatency, "PM_QOS_DEVICE", str(dev))
+    rt, status, logs = lockstep_status(run_checkpoint, low_latency=True)
     assert status["low_latency"] is True and dev.read_bytes() == struct.pack("=i", 0)
     assert any("low latency" in line for line in logs)
     assert rt.low_latency is not None and not rt.low_latency.active  # released with the sockets
@@ -154,24 +167,9 @@ def test_only_the_calling_thread_runs_real_time_and_only_while_entered() -> None
 
 
 @needs_fifo
-def test_a_run_holds_it_on_its_tick_thread(tmp_path: Path, run_checkpoint: Path) -> None:
-    from vist_rt.client import LockstepClient
-
-    cfg = RunConfig(checkpoint=str(run_checkpoint), source=None, lockstep=True, dashboard=False, rt_priority=5,
-                    pub=f"tcp://127.0.0.1:{free_port()}", control=f"tcp://127.0.0.1:{free_port()}")  # fmt: skip
-    logs: list[str] = []
-    rt = Runtime.from_config(cfg, log=logs.append)
+def test_a_run_holds_it_on_its_tick_thread(run_checkpoint: Path) -> None:
     seen: list[tuple[int, int]] = []
-    status = rt.status
-    rt.status = lambda: (seen.append(_policy()), status())[1]  # type: ignore[method-assign]  # on the tick thread
-    worker = threading.Thread(target=rt.run)
-    worker.start()
-    try:
-        with LockstepClient(cfg.control, timeout_ms=30_000) as client:
-            got = client.request("status")
-    finally:
-        rt.stop()
-        worker.join(timeout=30)
+    rt, got, logs = lockstep_status(run_checkpoint, rt_priority=5, on_tick_thread=lambda: seen.append(_policy()))
     assert got["rt_priority"] == 5 and seen[0] == (os.SCHED_FIFO, 5)
     assert any("real-time priority 5" in line for line in logs)
     assert rt.rt_priority is not None and not rt.rt_priority.active  # given back when the run ends

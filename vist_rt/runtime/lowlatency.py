@@ -27,7 +27,19 @@ PM_QOS_DEVICE = "/dev/cpu_dma_latency"
 NO_REQUEST_US = 2_000_000_000  # what the device reads while nobody holds a request (PM_QOS_DEFAULT_VALUE)
 
 
-class CpuLatencyRequest:
+class _Held:
+    """A setting held while entered; `close()` gives it back."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class CpuLatencyRequest(_Held):
     """While entered: every CPU keeps its wake-up latency <= `max_us` microseconds (0: idle by polling).
 
     Raises a one-line VistError on entry where the request cannot be made (not Linux, no permission)."""
@@ -66,11 +78,6 @@ class CpuLatencyRequest:
         self._fd = fd
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
     def close(self) -> None:
         """End the request (idempotent)."""
         if self._fd is not None:
@@ -81,7 +88,7 @@ class CpuLatencyRequest:
 RT_PRIORITIES = (1, 99)  # SCHED_FIFO's priority range on Linux
 
 
-class ClockPriority:
+class ClockPriority(_Held):
     """While entered: the calling thread runs under SCHED_FIFO at `priority` (1-99); threads it starts are born
     ordinary (SCHED_RESET_ON_FORK). Its earlier policy is restored on exit.
 
@@ -114,11 +121,6 @@ class ClockPriority:
             raise VistError(f"--rt-priority: SCHED_FIFO {self.priority} refused: {exc.strerror}") from None
         self._before = before
         return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Back to the thread's earlier policy (idempotent)."""
