@@ -16,7 +16,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from vist_rt.errors import VistError
+import numpy as np
+
+from vist_rt.errors import VistError, error_line
 
 
 def flag_prefix(flag: str) -> str:
@@ -103,4 +105,24 @@ def atomic_write(
     payload = data.encode(encoding) if isinstance(data, str) else data
     with atomic_path(target, fsync=fsync) as tmp, open(tmp, "wb") as f:
         f.write(payload)
+    return Path(target)
+
+
+def read_npy(path: str | os.PathLike[str], what: str, form: str = "", where: str = "") -> np.ndarray:
+    """One array from a .npy file (never unpickled); one VistError line (prefixed by `where`) naming `what` (and
+    its `form`, e.g. "[C, g, g]") where it cannot be read."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        kind = f"a .npy file {form}" if form else "a .npy file"
+        raise VistError(f"{where}cannot read {what} {path} ({kind}): {error_line(exc)}") from None
+    if not isinstance(data, np.ndarray):
+        raise VistError(f"{where}{what} {path} must hold one array {form}".rstrip())
+    return data
+
+
+def write_npy(target: str | os.PathLike[str], array: np.ndarray) -> Path:
+    """`array` to the .npy file `target`, atomically (see `atomic_path`)."""
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
     return Path(target)

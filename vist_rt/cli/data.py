@@ -26,8 +26,14 @@ def _fps(text: str) -> float:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `simulate` and `convert`."""
-    p = sub.add_parser("simulate", help="write a simulated retina's responses as a dataset file")
-    p.add_argument("out", help="output dataset (.h5)")
+    p = sub.add_parser(
+        "simulate",
+        help="write a simulated retina's responses as a dataset file, or (--respond) its rates to any frames",
+    )
+    p.add_argument("out", nargs="?", help="output dataset (.h5); with --respond: where to write the rates (.npy)")
+    p.add_argument("--respond", nargs=2, metavar=("DATA.h5", "STIMULUS.npy"),
+                   help="the ground-truth rates [T, C] (spikes/s) of the simulated retina that made DATA.h5 to the "
+                   "uint8 frames [T, H, W(, 3)] in STIMULUS.npy (its frame size)")  # fmt: skip
     p.add_argument("--cells", type=int, default=16, help="number of cells (default 16)")
     p.add_argument("--movies", type=int, default=2, help="number of movies (default 2)")
     p.add_argument("--frames", type=int, default=300, help="frames per movie (default 300)")
@@ -52,11 +58,42 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     o.set_defaults(func=run_convert)
 
 
+def run_respond(args: argparse.Namespace) -> int:
+    """`simulate --respond DATA STIMULUS [OUT.npy]`: the known retina's rates to the frames; a summary line."""
+    from vist_rt.data.simulate import known_retina
+    from vist_rt.errors import VistError
+    from vist_rt.files import check_output_file, read_npy, write_npy
+
+    data, stimulus = args.respond
+    if args.out is not None:
+        check_output_file(args.out, overwrite=args.force)
+    retina = known_retina(data)
+    frames = read_npy(stimulus, "stimulus", "[T, H, W(, 3)] uint8")
+    if frames.dtype != "uint8":
+        raise VistError(f"stimulus {stimulus} must be uint8 frames, got {frames.dtype}")
+    rates = retina.rates(frames)
+    if args.out is not None:
+        write_npy(args.out, rates)
+    top = int(rates.mean(axis=0).argmax())
+    print(
+        f"{retina.n_cells} simulated cells x {rates.shape[0]} frames: mean rate {float(rates.mean()):.2f} spikes/s, "
+        f"highest {retina.cell_ids[top]} {float(rates[:, top].mean()):.2f}"
+        + (f"; rates [T, C] written to {args.out}" if args.out is not None else "")
+    )
+    return 0
+
+
 def run_simulate(args: argparse.Namespace) -> int:
     """Simulate, write, print a summary (incl. the mean noise ceiling)."""
     import numpy as np
 
     from vist_rt.data.simulate import noise_ceiling, truth_cc, write_simulation
+    from vist_rt.errors import VistError
+
+    if args.respond:
+        return run_respond(args)
+    if args.out is None:
+        raise VistError("simulate needs OUT (the dataset to write), or --respond DATA.h5 STIMULUS.npy")
 
     sim = write_simulation(args.out, args.cells, args.movies, args.frames, args.trials, args.seed, args.size, args.fps,
                            overwrite=args.force)  # fmt: skip

@@ -20,12 +20,14 @@ Everything is drawn from `seed` (cells from `[seed, 0]`, movie m from `[seed, 1,
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vist_rt.data.dataset import write_dataset
+from vist_rt.data.dataset import open_dataset, write_dataset
 from vist_rt.errors import VistError
 from vist_rt.files import check_output_file
 from vist_rt.movie import SyntheticMovie
@@ -235,6 +237,39 @@ def simulate(
         rates = (spikes.mean(axis=0) * fps).astype(np.float32)
         movies[f"movie{m + 1}"] = SimMovie(stimulus=stim, truth=truth, rates=rates, spikes=spikes)
     return Simulation(retina=retina, movies=movies, seed=seed, n_trials=n_trials)
+
+
+def retina_from_params(params: Any, where: str = "the dataset") -> Retina:
+    """The simulated retina that `params` (a simulation's `simulation` attribute, dict or JSON text) describe:
+    rebuilt from its seed, cell count, frame size and rate. VistError (one line) if they do not describe one."""
+    if isinstance(params, (str, bytes)):
+        try:
+            params = json.loads(params)
+        except ValueError:
+            params = None
+    keys = ("seed", "cells", "size", "fps")
+    if not isinstance(params, dict) or any(k not in params for k in keys):
+        raise VistError(f"{where} was not made by `vist-rt simulate` (no simulation parameters): no known retina")
+    try:
+        size = tuple(int(v) for v in params["size"])
+        return make_retina(int(params["cells"]), int(params["seed"]), (size[0], size[1]), float(params["fps"]))
+    except (TypeError, ValueError, IndexError) as exc:
+        raise VistError(f"{where}: its simulation parameters are malformed ({exc})") from None
+
+
+def known_retina(path: str | os.PathLike[str]) -> Retina:
+    """The simulated retina that made the dataset at `path` (`vist-rt simulate`); VistError for any other file."""
+    with open_dataset(path) as ds:
+        return retina_from_params(ds.attrs.get("simulation"), where=str(path))
+
+
+def respond(path: str | os.PathLike[str], stimulus: np.ndarray) -> np.ndarray:
+    """The ground-truth rates float32 `[T, C]` (spikes/s) of the simulated retina that made the dataset at `path`
+    to any frames uint8 `[T, H, W]` or `[T, H, W, 3]` of its frame size (`vist-rt simulate --respond`)."""
+    stim = np.asarray(stimulus)
+    if stim.dtype != np.uint8:
+        raise VistError(f"a stimulus must be uint8 frames, got {stim.dtype}")
+    return known_retina(path).rates(stim)
 
 
 def write_simulation(

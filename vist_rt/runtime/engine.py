@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from vist_rt.choices import TEMPORAL
-from vist_rt.errors import VistError, error_line
+from vist_rt.errors import VistError
 from vist_rt.features import Extractor, from_spec
+from vist_rt.files import read_npy
 from vist_rt.model.checkpoint import Checkpoint, load_checkpoint
 from vist_rt.model.config import ViSTConfig
 from vist_rt.model.inputs import check_rf
@@ -33,11 +34,8 @@ def rf_centres(rf: torch.Tensor) -> list[list[float] | None]:
 def read_rf(path: str | Path, cfg: ViSTConfig, *, where: str = "") -> torch.Tensor:
     """An RF set for a checkpoint of config `cfg`: a .npy file [C, g, g] (C cells on the g x g token grid) ->
     float32 tensor; one VistError line (prefixed by `where`) for a missing file, another format or shape."""
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise VistError(f"{where}cannot read RF set {path} (a .npy file [C, g, g]): {error_line(exc)}") from None
-    if not isinstance(data, np.ndarray) or data.dtype.kind not in "fiu":
+    data = read_npy(path, "RF set", "[C, g, g]", where)
+    if data.dtype.kind not in "fiu":
         raise VistError(f"{where}RF set {path} must hold one numeric array [C, g, g]")
     g, c = cfg.grid, cfg.cells
     if data.shape != (c, g, g):
