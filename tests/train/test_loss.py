@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vist_rt.errors import VistError
-from vist_rt.train.loss import vist_loss
+from vist_rt.train.loss import LOSSES, loss_function, poisson_loss, rmse_loss, vist_loss
 from vist_rt.train.softdtw import soft_dtw
 
 
@@ -89,3 +89,60 @@ def test_bfloat16_computed_in_float32() -> None:
     assert total.dtype == torch.float32
     _, ref = vist_loss(yh.float(), y)
     assert parts == pytest.approx(ref, rel=1e-6)
+
+
+# ---- the other losses (--loss rmse | poisson) --------------------------------------------------------------------
+
+
+def _grad(name: str, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    x = y_hat.clone().requires_grad_(True)
+    LOSSES[name](x, y)[0].backward()
+    assert x.grad is not None
+    return x.grad
+
+
+def test_rmse_and_poisson_are_what_they_say() -> None:
+    gen = torch.Generator().manual_seed(0)
+    y = torch.rand(2, 40, 3, generator=gen) * 10
+    y_hat = torch.rand(2, 40, 3, generator=gen) * 10 + 0.1
+    rmse, parts = rmse_loss(y_hat, y)
+    assert float(rmse) == pytest.approx(float(torch.sqrt(((y_hat - y) ** 2).mean())), rel=1e-6)
+    assert parts["total"] == pytest.approx(parts["rmse"])
+    nll, parts = poisson_loss(y_hat, y)
+    want = torch.nn.functional.poisson_nll_loss(y_hat, y, log_input=False, full=False, eps=0.0)
+    assert float(nll) == pytest.approx(float(want), rel=1e-5) and parts["neg"] == 0.0
+
+
+def test_poisson_is_least_at_the_recorded_rates_and_pushes_negatives_up() -> None:
+    y = torch.full((1, 20, 2), 4.0)
+    assert float(poisson_loss(y, y)[0]) < float(poisson_loss(y * 1.1, y)[0])
+    assert float(poisson_loss(y, y)[0]) < float(poisson_loss(y * 0.9, y)[0])
+    assert torch.allclose(_grad("poisson", y, y), torch.zeros_like(y), atol=1e-7)  # a minimum
+    below = _grad("poisson", torch.full((1, 20, 2), -1.0), y)
+    assert (below < 0).all()  # a negative output still gets a gradient that raises it
+
+
+def test_each_loss_really_changes_the_gradient() -> None:
+    gen = torch.Generator().manual_seed(1)
+    y = torch.rand(2, 60, 4, generator=gen) * 8
+    y_hat = torch.randn(2, 60, 4, generator=gen) * 3 + 2
+    grads = {name: _grad(name, y_hat, y).flatten() for name in LOSSES}
+    for a in LOSSES:
+        for b in LOSSES:
+            if a < b:
+                cos = float(torch.nn.functional.cosine_similarity(grads[a], grads[b], dim=0))
+                assert cos < 0.99, (a, b, cos)  # not one direction: the losses train the model differently
+
+
+def test_a_loss_is_chosen_by_name_and_saved_with_the_recipe() -> None:
+    from vist_rt.cli import build_parser
+    from vist_rt.train.schedule import Recipe
+
+    assert loss_function("poisson") is poisson_loss and Recipe().loss == "vist"
+    with pytest.raises(VistError, match="unknown loss 'l1'; one of vist, rmse, poisson"):
+        loss_function("l1")
+    with pytest.raises(VistError, match="unknown loss"):
+        Recipe(loss="l1")
+    train = build_parser()._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
+    choices = next(a.choices for a in train._actions if a.dest == "loss")
+    assert tuple(choices) == tuple(LOSSES)  # the flag offers exactly the losses there are

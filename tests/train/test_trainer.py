@@ -36,7 +36,7 @@ def test_train_on_the_simulator_writes_usable_checkpoints(tmp_path: Path, capsys
     assert losses[-1] < losses[0]  # it learns
     best = load_checkpoint(out)
     assert best.meta["test_movie"] == "movie2" and best.meta["seed"] == 3 and best.cell_ids == last.cell_ids
-    assert best.extractor["kind"] == "patches" and best.fps == 30.0
+    assert best.extractor["kind"] == "patches" and best.fps == 30.0 and best.meta["recipe"]["loss"] == "vist"
     assert any((tmp_path / "cache").glob("features-movie1-*.npy"))  # features cached for the next run
     # the trained model streams exactly like its offline forward
     feats = torch.randn(1, 200, best.config.tokens, best.config.feature_dim)
@@ -182,6 +182,10 @@ def test_every_train_flag_reaches_train(tmp_path: Path, monkeypatch) -> None:
     i = argv.index("--recipe")
     assert main([*argv[:i], "--recipe", str(partial)]) == 0
     assert seen["recipe"] == dataclasses.replace(schedule.PRESETS["paper"], epochs=25)
+    assert main([*argv[:i], "--loss", "poisson"]) == 0  # --loss over the preset's recipe (no --recipe)
+    assert seen["recipe"] == dataclasses.replace(schedule.PRESETS["paper"], loss="poisson")
+    assert main([*argv, "--loss", "rmse"]) == 0  # and over a recipe file's
+    assert seen["recipe"].loss == "rmse" and seen["recipe"].epochs == 7
 
 
 @pytest.mark.slow

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--preset", choices=("cpu-small", "paper"), default="cpu-small", help="default cpu-small")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="seed (weights, windows)")
+    p.add_argument("--loss", choices=("vist", "rmse", "poisson"),
+                   help="training loss: vist (published: RMSE + negativity + soft-DTW), rmse, poisson (NLL); "
+                   "default: the recipe's (vist)")  # fmt: skip
     p.add_argument("--cache", metavar="DIR", help="reuse per-movie features from this folder")
     p.add_argument("--recipe", metavar="TOML", help="override the preset's recipe fields (docs/training.md)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (and run a ViT; cpu)")
@@ -38,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run_train(args: argparse.Namespace) -> int:
     """Train with a progress bar (loss, held-out CC) and print where the checkpoints went."""
+    import dataclasses
     import os
 
     from rich.progress import (
@@ -54,6 +58,8 @@ def run_train(args: argparse.Namespace) -> int:
     from vist_rt.train.trainer import recipe_from_toml, train
 
     recipe = recipe_from_toml(args.recipe, base=PRESETS[args.preset]) if args.recipe else None
+    if args.loss is not None:
+        recipe = dataclasses.replace(recipe or PRESETS[args.preset], loss=args.loss)
     vit = {"backend": "auto", "device": args.device, "precision": "fp32"}  # the features are computed once
     extractor = extractor_from_args(args, **vit) if args.extractor == "dinov2" else extractor_from_args(args)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 draws

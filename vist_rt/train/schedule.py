@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from vist_rt.errors import VistError
+from vist_rt.train.loss import LOSSES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Recipe:
     swa_start: int = 20  # epoch from which weights are averaged
     swa_lr: float = 1e-4
     swa_anneal_epochs: int = 5
+    loss: str = "vist"  # one of vist_rt.train.loss.LOSSES: vist (published), rmse, poisson
 
     def __post_init__(self) -> None:
         ints = ("window", "batch", "batches_per_epoch", "epochs")
@@ -38,6 +40,8 @@ class Recipe:
             raise VistError(f"{', '.join(ints)} must be >= 1")
         if not 0 <= self.warmup_epochs <= self.epochs or not 0 <= self.swa_start <= self.epochs:
             raise VistError("warm-up and SWA start must lie within the epochs")
+        if self.loss not in LOSSES:
+            raise VistError(f"unknown loss {self.loss!r}; one of {', '.join(LOSSES)}")
         if self.swa_anneal_epochs < 0:
             raise VistError(f"swa_anneal_epochs must be >= 0, got {self.swa_anneal_epochs}")
         for key in ("lr", "lr_start", "lr_end", "swa_lr", "weight_decay"):  # AdamW's and the schedule's rates

@@ -24,7 +24,7 @@ from vist_rt.features import Extractor, PatchesExtractor
 from vist_rt.files import atomic_path, check_output_file
 from vist_rt.model import ViST, ViSTConfig, save_checkpoint
 from vist_rt.tomlfile import read_toml
-from vist_rt.train.loss import vist_loss
+from vist_rt.train.loss import loss_function
 from vist_rt.train.metrics import cc_per_cell
 from vist_rt.train.schedule import PRESETS, Recipe, learning_rate, window_starts
 
@@ -412,6 +412,7 @@ def _fit(
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     total = recipe.steps
     step = first_epoch * recipe.batches_per_epoch
+    objective = loss_function(recipe.loss)
     for epoch in range(first_epoch, recipe.epochs):
         rng = np.random.default_rng([run.seed, run.dist.rank, epoch])
         torch.manual_seed(_epoch_seed(run.seed, run.dist.rank, epoch))
@@ -424,7 +425,7 @@ def _fit(
             x = torch.from_numpy(np.stack([run.f_train[s : s + recipe.window] for s in starts])).to(dev)
             y = torch.from_numpy(np.stack([run.r_train[s : s + recipe.window] for s in starts])).to(dev)
             y_hat = net(x, run.rf.expand(len(starts), -1, -1, -1)).transpose(1, 2)  # [B, T, C]
-            loss, _parts = vist_loss(y_hat, y)
+            loss, _parts = objective(y_hat, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
