@@ -143,3 +143,28 @@ def test_sdkl_on_spikes_per_second_uses_counts_per_bin() -> None:
     assert scaled["sdkl"] == pytest.approx(sdkl_per_cell(pred, per_bin).tolist())
     assert max(scaled["sdkl"]) < 1000.0 and scaled["sdkl_scale"] == pytest.approx(1 / 30)
     assert scaled["cc"] == raw["cc"]  # CC does not depend on the scale
+
+
+def test_sdkl_noise_baseline_zero_clean_and_saturating_with_noise() -> None:
+    """Supp. Fig. 1's baseline: 0 for the clean signal, up as soon as noise is added, then flat (it saturates:
+    10 % and 90 % noise score alike), with the 1000 cap counted per ratio."""
+    from vist_rt.train.metrics import sdkl_noise_baseline
+
+    result = sdkl_noise_baseline((0.0, 0.1, 0.5, 0.9), trials=8)
+    med = {r["ratio"]: r["sdkl_median"] for r in result["rows"]}
+    assert med[0.0] == 0.0 and all(r["capped"] == 0 for r in result["rows"][:1])
+    assert med[0.1] > 0.1
+    assert 0.5 < med[0.9] / med[0.1] < 3.0  # 9x the noise, not 3x the score: it saturates early
+    assert all(0 <= r["capped"] <= r["trials"] for r in result["rows"])
+    with pytest.raises(VistError, match="noise ratios"):
+        sdkl_noise_baseline((1.0,))
+
+
+def test_summary_counts_cells_at_the_sdkl_cap() -> None:
+    from vist_rt.train.metrics import summary
+
+    t = np.linspace(0, 20 * np.pi, 400)
+    target = np.stack([0.5 + 0.4 * np.sin(t), 0.5 + 0.4 * np.sin(1.3 * t) * np.sin(0.2 * t)], axis=1)
+    flat = np.stack([np.zeros(400), target[:, 1]], axis=1)  # cell 0: no peaks at all -> 1000
+    out = summary(flat, target)
+    assert out["sdkl"][0] == 1000.0 and out["sdkl_capped"] == sum(v >= 1000.0 for v in out["sdkl"])

@@ -139,7 +139,8 @@ def run_eval(args: argparse.Namespace) -> int:
                                              ln_train_movie=args.ln_train_movie, vit_weights=args.vit_weights,
                                              cache_dir=args.cache, progress=progress)  # fmt: skip
     v = result["vist"]
-    line = f"Vi-ST on {args.movie}: mean CC {v['cc_mean']:.3f}, mean SD-KL {v['sdkl_mean']:.2f}"
+    line = (f"Vi-ST on {args.movie}: mean CC {v['cc_mean']:.3f}, mean SD-KL {v['sdkl_mean']:.2f} "
+            f"({v['sdkl_capped']} of {len(v['sdkl'])} cells at the 1000 cap)")  # fmt: skip
     if v.get("cc_norm_mean") is not None:
         line += f", CC / noise ceiling {v['cc_norm_mean']:.2f} (ceiling {result['noise_ceiling_mean']:.3f})"
     if "ln" in result:
