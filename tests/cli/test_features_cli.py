@@ -11,7 +11,7 @@ import torch
 from vist_rt.cli import main
 from vist_rt.export.onnx import read_meta
 
-TINY_VIT = ["--backbone", "vits14", "--block", "0", "--image-size", "28"]
+TINY_VIT = ["--extractor", "dinov2", "--backbone", "vits14", "--block", "0", "--image-size", "28"]
 
 
 def test_export_features_writes_the_asked_graph(tmp_path: Path, capsys) -> None:
@@ -30,10 +30,11 @@ def test_export_features_writes_the_asked_graph(tmp_path: Path, capsys) -> None:
     ("args", "message"),
     [
         (["export", "onnx", "features", *TINY_VIT, "--out", "x.onnx"], "no weights for DINOv2 ViT-S/14"),
-        (["export", "onnx", "features", "--extractor", "patches", "--out", "x.onnx"], "only the dinov2 extractor"),
+        (["export", "onnx", "features", "--out", "x.onnx"], "only the dinov2 extractor"),  # the default: patches
+        (["features", "d.h5", "--cache", "c", "--backbone", "vitb14"], "--backbone only apply to --extractor dinov2"),
         (["export", "onnx", "features", *TINY_VIT, "--vit-weights", "nope.pth", "--out", "x.onnx"], "not found"),
-        (["export", "onnx", "features", "--backbone", "vits14", "--random-vit", "0", "--block", "12", "--out", "x"],
-         "out of range"),
+        (["export", "onnx", "features", "--extractor", "dinov2", "--backbone", "vits14", "--random-vit", "0",
+          "--block", "12", "--out", "x"], "out of range"),
         (["export", "onnx", "temporal", "--checkpoint", "nope.safetensors", "--out", "x.onnx"], "not found"),
         (["bench", "features", *TINY_VIT, "--frame-size", "64by48"], "--frame-size must look like"),
         (["bench", "features", *TINY_VIT, "--backends", "torch,openvino"], "--backends must list"),

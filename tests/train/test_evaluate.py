@@ -55,11 +55,12 @@ def test_features_command_caches_every_movie(tmp_path: Path, capsys) -> None:
     assert main(args) == 0
     files = sorted((tmp_path / "c").glob("features-movie*.npy"))
     assert [f.name.split("-")[1] for f in files] == ["movie1", "movie2"]
-    assert np.load(files[0]).shape == (20, 256, 588)  # rgb patches (the CLI default)
+    assert np.load(files[0]).shape == (20, 256, 196)  # grey patches (the one default of features/train/export)
     stamps = [f.stat().st_mtime_ns for f in files]
     assert main(args) == 0  # the second run reuses the cache
     assert [f.stat().st_mtime_ns for f in files] == stamps and "cached" in capsys.readouterr().out
-    other = ["features", str(tmp_path / "s.h5"), "--cache", str(tmp_path / "c"), "--backbone", "vits14",
-             "--random-vit", "0", "--block", "0", "--image-size", "56", "--backend", "torch"]  # fmt: skip
+    other = ["features", str(tmp_path / "s.h5"), "--cache", str(tmp_path / "c"), "--extractor", "dinov2",
+             "--backbone", "vits14", "--random-vit", "0", "--block", "0", "--image-size", "56",
+             "--backend", "torch"]  # fmt: skip
     assert main(other) == 0  # another extractor: other cache entries
     assert len(list((tmp_path / "c").glob("features-movie*.npy"))) == 4

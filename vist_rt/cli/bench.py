@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run_temporal)
 
     f = kinds.add_parser("features", help="per-frame feature latency on PyTorch vs ONNX Runtime, vs compute floor")
-    add_extractor_args(f, default_backbone="vits14")
+    add_extractor_args(f, default_backbone="vits14", default_extractor="dinov2")  # it measures a ViT
     add_backend_args(f, backend=False)
     f.add_argument("--backends", default="torch,onnxruntime", help="backends to compare, first = reference")
     f.add_argument("--frames", type=_positive, default=200, help="timed frames per backend (default 200)")

@@ -55,7 +55,10 @@ def run_features(args: argparse.Namespace) -> int:
     from vist_rt.features.onnx import export_features_onnx
 
     if args.extractor != "dinov2":
-        raise VistError("only the dinov2 extractor has a graph to export (patches are a reshape)")
+        raise VistError(
+            "only the dinov2 extractor has a graph to export (patches are a reshape): "
+            "give --extractor dinov2 and its --vit-weights"
+        )
     _check_out(args)
     ext = extractor_from_args(args, backend="torch")
     print(ext.describe())

@@ -44,12 +44,18 @@ def float_in(low: float, high: float = math.inf, *, open_low: bool = False) -> C
     return parse
 
 
+# the one default of `features`, `train` and `export` (a feature cache filled with the defaults of one is the
+# other's): grey pixel patches run anywhere, with no weights to fetch; DINOv2 is `--extractor dinov2`
+DEFAULT_EXTRACTOR = "patches"
+DEFAULT_PATCH_CHANNELS = "grey"
+
+
 def add_extractor_args(
     p: argparse.ArgumentParser,
     *,
     default_backbone: str = "vitl14",
-    default_extractor: str = "dinov2",
-    default_patch_channels: str = "rgb",
+    default_extractor: str = DEFAULT_EXTRACTOR,
+    default_patch_channels: str = DEFAULT_PATCH_CHANNELS,
 ) -> None:
     """--extractor, --backbone, --vit-weights / --random-vit, --block, --norm, --image-size, --crop,
     --patch-channels."""
@@ -59,7 +65,8 @@ def add_extractor_args(
     patch_help = f"--extractor patches: rgb or grey 14x14 patches (default {default_patch_channels})"
     g.add_argument("--patch-channels", choices=("rgb", "grey"), default=None, help=patch_help)
     p.set_defaults(patch_channels_default=default_patch_channels)
-    g.add_argument("--backbone", default=default_backbone, help=f"DINOv2 backbone (default {default_backbone})")
+    g.add_argument("--backbone", default=None, help=f"DINOv2 backbone (default {default_backbone})")
+    p.set_defaults(backbone_default=default_backbone)
     w = g.add_mutually_exclusive_group()
     w.add_argument("--vit-weights", metavar="PATH", help="DINOv2 weights: Meta .pth, timm file, or HF folder")
     w.add_argument("--random-vit", type=int, metavar="SEED", help="random, seeded ViT weights (NOT DINOv2 features)")
@@ -90,6 +97,7 @@ def extractor_from_args(args: argparse.Namespace, **runtime: Any) -> Any:
             "--random-vit": args.random_vit is not None,
             "--block": args.block != -1,
             "--norm": args.norm,
+            "--backbone": args.backbone is not None,
         }
         given = [flag for flag, used in vit_only.items() if used]
         if given:
@@ -99,7 +107,7 @@ def extractor_from_args(args: argparse.Namespace, **runtime: Any) -> Any:
     if args.patch_channels is not None:
         raise VistError("--patch-channels only applies to --extractor patches, not dinov2")
     return DINOv2Extractor(
-        args.backbone,
+        args.backbone or args.backbone_default,
         args.vit_weights,
         block=args.block,
         image_size=args.image_size,

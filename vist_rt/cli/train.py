@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     from vist_rt.cli.options import add_extractor_args
 
-    add_extractor_args(p, default_extractor="patches", default_patch_channels="grey")
+    add_extractor_args(p)
     p.set_defaults(func=run_train)
 
 
