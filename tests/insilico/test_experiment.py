@@ -123,12 +123,30 @@ def test_mei_bad_input_is_one_line(sim: Path, sim_checkpoint: Path, run_checkpoi
         (["--cell", "sim000", "--movie", "movie1"], "--movie needs --data"),
         (["--cell", "sim000", "--data", str(sim), "--movie", "x"], "no movie 'x'"),
         (["--cell", "sim000", "--frames", "100000000"], "use fewer --frames"),
+        (["--cell", "sim000", "--objective", "target"], "needs --target TRACE.npy"),
+        (["--cell", "sim000", "--objective", "target", "--target", str(tmp_path / "t3.npy")], "must be 2 numbers"),
+        (["--cell", "sim000", "--target", str(tmp_path / "t2.npy")], "--target is for --objective target"),
     ]
+    np.save(tmp_path / "t3.npy", np.ones(3))
+    np.save(tmp_path / "t2.npy", np.ones(2))
     for extra, message in cases:
-        assert main([*base, *extra]) == 2
+        assert main([*base, *extra]) == 2, message
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (message, err)
         assert not (tmp_path / "o").exists()  # refused: nothing written
     with pytest.raises(SystemExit):
         main([*base, "--cell", "sim000", "--frames", "0"])  # argparse: at least 1 frame
     assert "expected an integer >= 1" in capsys.readouterr().err
+
+
+def test_a_target_time_course_from_the_command_line(sim: Path, sim_checkpoint: Path, tmp_path: Path) -> None:
+    trace = np.linspace(0.0, 3.0, 12)
+    np.save(tmp_path / "trace.npy", trace)
+    out = tmp_path / "t"
+    argv = ["mei", str(sim_checkpoint), "--cell", "sim004", "--out", str(out), "--objective", "target", "--target",
+            str(tmp_path / "trace.npy"), "--frames", "12", "--steps", "3", "--data", str(sim)]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    pred = offline_rates(sim_checkpoint, np.load(out / "stimulus.npy"))
+    assert report["objective"] == "target" and report["objective_frames"] == 12
+    assert report["objective_value"] == pytest.approx(-float(((pred[:, 4] - trace) ** 2).mean()), rel=1e-4)

@@ -14,8 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--cell", action="append", required=True, metavar="ID",
                    help="the target cell's id (repeat for a group: their mean rate)")  # fmt: skip
     p.add_argument("--out", required=True, metavar="DIR", help="folder for stimulus.npy/.avi, report.json, figure.png")
-    p.add_argument("--objective", choices=("mei", "mds"), default="mei",
-                   help="mei: the cells' mean rate over the last frames; mds: minus the others' (mei)")  # fmt: skip
+    p.add_argument("--objective", choices=("mei", "mds", "target"), default="mei",
+                   help="mei: the cells' mean rate over the last frames; mds: minus the others'; target: the "
+                   "first cell's rate to --target's time course (mei)")  # fmt: skip
+    p.add_argument("--target", metavar="TRACE.npy", help="--objective target: the wanted rate per frame [T]")
     p.add_argument("--frames", type=int_at_least(1), default=30, help="frames in the clip (30)")
     p.add_argument("--window", type=int_at_least(1), default=10, help="the last frames the objective scores (10)")
     p.add_argument("--color", action="store_true", help="an RGB clip (default grey)")
@@ -53,8 +55,8 @@ def run_mei_cli(args: argparse.Namespace) -> int:
             bar.update(task, completed=step, value=f"{value:.3f}")
 
         report = run_mei(
-            args.checkpoint, args.cell, args.out, objective=args.objective, frames=args.frames, window=args.window,
-            color=args.color, data=args.data, movie=args.movie, regularizers=regs, settings=opts,
+            args.checkpoint, args.cell, args.out, objective=args.objective, target=args.target, frames=args.frames,
+            window=args.window, color=args.color, data=args.data, movie=args.movie, regularizers=regs, settings=opts,
             vit_weights=args.vit_weights, precision=args.precision, progress=progress,
         )  # fmt: skip
     line = (

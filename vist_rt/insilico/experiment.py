@@ -17,7 +17,7 @@ from vist_rt.data.paths import check_output_dir
 from vist_rt.data.simulate import Retina, retina_from_params
 from vist_rt.errors import VistError
 from vist_rt.features import Extractor, from_spec
-from vist_rt.files import atomic_path, atomic_write, write_npy
+from vist_rt.files import atomic_path, atomic_write, read_npy, write_npy
 from vist_rt.insilico.differentiable import PixelsToRates
 from vist_rt.insilico.objectives import Objective, Regularizers
 from vist_rt.insilico.optimize import Optimized, Settings, optimize_stimulus
@@ -86,6 +86,7 @@ def run_mei(
     out: str | Path,
     *,
     objective: str = "mei",
+    target: str | None = None,
     frames: int = 30,
     window: int = 10,
     color: bool = False,
@@ -98,16 +99,28 @@ def run_mei(
     progress: Callable[[int, int, float], None] | None = None,
     figure: bool = True,
 ) -> dict[str, Any]:
-    """Optimize a clip for `cells` (their mean rate: `mei`; against the others: `mds`), write DIR/stimulus.npy,
+    """Optimize a clip for `cells` (their mean rate: `mei`; against the others: `mds`; the first cell's rate to
+    the time course in the .npy file `target`: `target`), write DIR/stimulus.npy,
     DIR/stimulus.avi (lossless), DIR/report.json and DIR/figure.png; return the report."""
     out_dir = check_output_dir(out, flag="--out")
     regs = regularizers or Regularizers()
     opts = settings or Settings()
     ckpt = load_checkpoint(checkpoint)
     idx = tuple(cell_index(ckpt, c) for c in cells)
+    trace = None
     if objective == "target":
-        raise VistError("the target objective takes a time course: use vist_rt.insilico.Objective in Python")
-    goal = Objective(objective, idx, window)
+        if target is None:
+            raise VistError("--objective target needs --target TRACE.npy (the cell's wanted rate, one per frame)")
+        values = read_npy(target, "target time course", "[T]")
+        if values.ndim != 1 or len(values) != frames or values.dtype.kind not in "fiu":
+            raise VistError(f"the target time course must be {frames} numbers (one per frame of the clip), "
+                            f"got {values.dtype} {list(values.shape)}")  # fmt: skip
+        if not np.isfinite(values).all():
+            raise VistError("the target time course holds NaN/inf values")
+        trace = tuple(float(v) for v in values)
+    elif target is not None:
+        raise VistError("--target is for --objective target")
+    goal = Objective(objective, idx, window, trace)
     runtime = {"backend": "torch"} if ckpt.extractor.get("kind") == "dinov2" else {}
     extractor = from_spec(ckpt.extractor, vit_weights, **runtime)
     try:
@@ -142,8 +155,8 @@ def _report(
     pred_nat: np.ndarray,
     checkpoint: str | Path,
 ) -> dict[str, Any]:
-    k = min(goal.frames, len(found.stimulus))
     scored = goal.window(len(found.stimulus))
+    k = scored.stop - scored.start
     report: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "cells": cells,
