@@ -57,8 +57,10 @@ def check_frames(frames: int, net: PixelsToRates, color: bool) -> None:
     values = (h * w * (3 if color else 1) * 4 + 3 * s * s * 6 + cfg.tokens * cfg.feature_dim * 4
               + cfg.tokens * cfg.video_dim * (cfg.video_layers + 2) * 6 + cfg.tokens * cfg.cells * 40)  # fmt: skip
     per_frame = 4 * values  # float32 activations kept for the backward pass, a generous count
-    if net.vit is not None:
-        per_frame += 4 * cfg.tokens * cfg.feature_dim * 16 * sum(1 for _ in net.vit.modules())
+    if net.vit is not None:  # per block: ~16 activations per token and channel, and the attention maps
+        vit = net.vit.vit
+        blocks, heads, n = len(vit.blocks), vit.blocks[0].attn.num_heads, cfg.tokens + 1 + vit.num_reg_tokens
+        per_frame += 4 * blocks * (16 * n * vit.embed_dim + 2 * heads * n * n)
     available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     need = frames * per_frame
     if need > MEMORY_SHARE * available:
