@@ -150,3 +150,14 @@ def test_a_target_time_course_from_the_command_line(sim: Path, sim_checkpoint: P
     pred = offline_rates(sim_checkpoint, np.load(out / "stimulus.npy"))
     assert report["objective"] == "target" and report["objective_frames"] == 12
     assert report["objective_value"] == pytest.approx(-float(((pred[:, 4] - trace) ** 2).mean()), rel=1e-4)
+
+
+def test_without_data_the_bar_is_the_synthetic_movie_at_the_models_resolution(
+    run_checkpoint: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "syn"
+    assert main(["mei", str(run_checkpoint), "--cell", "c1", "--out", str(out), "--frames", "3", "--steps", "2",
+                 "--window", "2"]) == 0  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert report["size"] == [140, 140] and report["natural"].startswith("synthetic movie seed 0")
+    assert "true_stimulus" not in report and report["pred_natural_max"] > 0
