@@ -29,7 +29,7 @@ from vist_rt.errors import VistError
 from vist_rt.runtime.clock import PauseAccount
 from vist_rt.runtime.config import RunConfig, StreamConfig
 from vist_rt.runtime.engine import Engine, read_rf
-from vist_rt.runtime.records import Delivery, Features, Sent, Ticked
+from vist_rt.runtime.records import Features, Sent, Ticked
 from vist_rt.runtime.sinks import HistorySink, LslSink, PublisherSink, RecorderSink, Sinks
 from vist_rt.runtime.stats import RateHistory, RunStats
 from vist_rt.runtime.stream import Group, Stream, source_for
@@ -266,9 +266,10 @@ class Runtime:
         self.stats.features += 1
         feat = Features(self.tick, index, t_ns, got, tokens, pre, vit, None)
         rates, temporal = stream.group.engine.step(tokens)
-        delivery = self.deliver(stream, self.tick, feat, rates[0], temporal, fresh=True)
+        sent = self.send(stream, self.tick, feat, rates[0], temporal, fresh=True)
+        self.after_sends([sent])
         self._count_tick(self.tick)
-        return predict_reply(delivery.header, rates[0])
+        return predict_reply(sent.delivery.header, rates[0])
 
     def poll_control(self, seconds: float) -> None:
         """Serve control requests for up to `seconds` (the clock's wait)."""
@@ -334,21 +335,6 @@ class Runtime:
         return snap
 
     # ---- ticks ----------------------------------------------------------------------------------------------------
-
-    def deliver(
-        self,
-        stream: Stream,
-        tick: int,
-        feat: Features,
-        rates: np.ndarray,
-        temporal: float,
-        *,
-        fresh: bool,
-        stale: bool | None = None,
-    ) -> Delivery:
-        """One stream's rates [C] for model tick `tick` to every sink: `send`, then `after_sends`."""
-        sent = self.send(stream, tick, feat, rates, temporal, fresh=fresh, stale=stale)
-        return sent.delivery._replace(ms=self.after_sends([sent])[0])
 
     def send(
         self,
