@@ -37,9 +37,10 @@ def randomize(model: ViST, seed: int = 0) -> ViST:
             n.running_mean.copy_(torch.randn(n.running_mean.shape, generator=gen) * 0.3)
             n.running_var.copy_(torch.rand(n.running_var.shape, generator=gen) + 0.5)
             n.weight.copy_(1 + 0.3 * torch.randn(n.weight.shape, generator=gen))
-        mod = model.adaln.adaLN_modulation[1]
-        mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * 0.3)
-        mod.bias.copy_(torch.randn(mod.bias.shape, generator=gen) * 0.3)
+        if model.adaln is not None:  # (the no-rf ablation has none)
+            mod = model.adaln.adaLN_modulation[1]
+            mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * 0.3)
+            mod.bias.copy_(torch.randn(mod.bias.shape, generator=gen) * 0.3)
         # scale the readout so that outputs are unit-scale (the tolerance of the golden tests assumes it)
         cfg = model.config
         model.eval()

@@ -186,6 +186,14 @@ def test_every_train_flag_reaches_train(tmp_path: Path, monkeypatch) -> None:
     assert seen["recipe"] == dataclasses.replace(schedule.PRESETS["paper"], loss="poisson")
     assert main([*argv, "--loss", "rmse"]) == 0  # and over a recipe file's
     assert seen["recipe"].loss == "rmse" and seen["recipe"].epochs == 7
+    assert seen["ablations"] == ()
+    assert main([*argv, "--ablation", "no-rf", "--ablation", "single-window"]) == 0
+    assert seen["ablations"] == ("no-rf", "single-window")
+    from vist_rt.cli import build_parser
+    from vist_rt.model.config import ABLATIONS
+
+    train_parser = build_parser()._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
+    assert tuple(next(a.choices for a in train_parser._actions if a.dest == "ablation")) == tuple(ABLATIONS)
 
 
 @pytest.mark.slow

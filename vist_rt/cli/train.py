@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--preset", choices=("cpu-small", "paper"), default="cpu-small", help="default cpu-small")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="seed (weights, windows)")
+    p.add_argument("--ablation", action="append", choices=("no-c3tcn", "single-window", "no-rf"), default=[],
+                   help="train the model without a module (repeatable): no-c3tcn (no dilated temporal layers), "
+                   "single-window (one CMST window per block), no-rf (no RF conditioning)")  # fmt: skip
     p.add_argument("--loss", choices=("vist", "rmse", "poisson"),
                    help="training loss: vist (published: RMSE + negativity + soft-DTW), rmse, poisson (NLL); "
                    "default: the recipe's (vist)")  # fmt: skip
@@ -80,7 +83,8 @@ def run_train(args: argparse.Namespace) -> int:
             progress.update(task, completed=step, total=total, loss=f"{loss:.4f}")
 
         res = train(args.data, args.train_movie, args.out, test_movie=args.test_movie, preset=args.preset,
-                    recipe=recipe, extractor=extractor, seed=args.seed, cache_dir=args.cache, device=args.device,
+                    recipe=recipe, ablations=tuple(args.ablation), extractor=extractor, seed=args.seed,
+                    cache_dir=args.cache, device=args.device,
                     resume=args.resume, force=args.force, command="vist-rt " + " ".join(args.argv), log=log,
                     on_step=on_step, on_epoch=on_epoch)  # fmt: skip
     if main_rank:

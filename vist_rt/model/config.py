@@ -26,12 +26,15 @@ class ViSTConfig:
     """Sizes of the Vi-ST model; the defaults are the published configuration.
 
     feature_dim: token dimension D of the video features.
-    video_layers: number of dilated C3TCN layers (layer i has time dilation 2**i).
+    video_layers: number of dilated C3TCN layers (layer i has time dilation 2**i); 0: no C3TCN (its input and
+        output projections only: the "without C3TCN" ablation).
     video_dim: channels inside the C3TCN.
     cells: number of ganglion cells C predicted.
     grid: side of the token grid (16 for a 224x224 input to a /14 ViT).
     windows: one tuple of causal time windows per CMST block.
     dropout: dropout probability (training only).
+    rf_conditioning: the AdaLN-Zero modulation by the RF masks (False: no such module, the "without RF
+        conditioning" ablation).
     """
 
     feature_dim: int = 1024
@@ -41,6 +44,7 @@ class ViSTConfig:
     grid: int = 16
     windows: tuple[tuple[int, ...], ...] = PUBLISHED_WINDOWS
     dropout: float = 0.25
+    rf_conditioning: bool = True
 
     def __post_init__(self) -> None:
         try:
@@ -50,8 +54,11 @@ class ViSTConfig:
         object.__setattr__(self, "windows", windows)
         for name in ("feature_dim", "video_layers", "video_dim", "cells", "grid"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise VistError(f"ViSTConfig.{name} must be a positive integer, got {value!r}")
+            low = 0 if name == "video_layers" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise VistError(f"ViSTConfig.{name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.rf_conditioning, bool):
+            raise VistError(f"ViSTConfig.rf_conditioning must be true or false, got {self.rf_conditioning!r}")
         if not windows or any(not ws or min(ws) < 1 for ws in windows):
             raise VistError(f"ViSTConfig.windows must be non-empty lists of windows >= 1, got {windows!r}")
         if self.readout_grid < 1:
@@ -82,6 +89,28 @@ class ViSTConfig:
         """Frames that influence one output (183 for the published configuration)."""
         return 1 + sum(2 * d for d in self.dilations) + sum(max(ws) - 1 for ws in self.windows)
 
+    def ablate(self, *names: str) -> ViSTConfig:
+        """This configuration without the modules `names` (each one of ABLATIONS): `no-c3tcn` (no dilated temporal
+        layers), `single-window` (one CMST window per block, its longest), `no-rf` (no AdaLN-Zero modulation)."""
+        cfg = self
+        for name in names:
+            if name not in ABLATIONS:
+                raise VistError(f"unknown ablation {name!r}; one of {', '.join(ABLATIONS)}")
+            cfg = dataclasses.replace(cfg, **ABLATIONS[name](cfg))
+        return cfg
+
+    @property
+    def ablations(self) -> tuple[str, ...]:
+        """The ablations this configuration has (ABLATIONS' names)."""
+        found = []
+        if self.video_layers == 0:
+            found.append("no-c3tcn")
+        if all(len(ws) == 1 for ws in self.windows):
+            found.append("single-window")
+        if not self.rf_conditioning:
+            found.append("no-rf")
+        return tuple(found)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/TOML-friendly dict."""
         out = dataclasses.asdict(self)
@@ -104,3 +133,11 @@ class ViSTConfig:
         """Load from a TOML file, from `[table]` when it exists, else from the top level."""
         data = read_toml(path, table)
         return cls.from_dict(data)
+
+
+# the model's ablation switches (the paper's ablations; the no-ViT-prior one is the pixel-patches extractor)
+ABLATIONS = {
+    "no-c3tcn": lambda cfg: {"video_layers": 0},
+    "single-window": lambda cfg: {"windows": tuple((max(ws),) for ws in cfg.windows)},
+    "no-rf": lambda cfg: {"rf_conditioning": False},
+}

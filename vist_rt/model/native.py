@@ -194,8 +194,6 @@ class NativeStreamingViST:
         # (h W, without bias and residual: the layer's kernel adds them in its first pass over the frame).
         # Per layer: (pointwise weight, per-(t % (2d+1)) kernel arguments, frame-t slot and its address)
         self._layers: list[tuple[torch.Tensor, list[tuple[object, ...]], list[torch.Tensor], list[int]]] = []
-        if not ref.layers:
-            raise VistError("the native temporal model needs at least one C3TCN layer")
         src, b_prev = self._x0.data_ptr(), self._b_in.data_ptr()  # layer 0: its frame is the input projection
         for layer in ref.layers:
             d = layer.dilation
@@ -212,10 +210,13 @@ class NativeStreamingViST:
             self._layers.append((_padded(layer.wt_pw, {0: chp, 1: chp}), args, slots, [s.data_ptr() for s in slots]))
         # conv_out of the last layer's output x + h W_pw + b_pw is x W_out + h (W_pw W_out) + (b_pw W_out + b_out):
         # two [n, Ch] x [Ch, C] matmuls instead of [n, Ch] x [Ch, Ch] then [n, Ch] x [Ch, C], and no copy of x
-        last = ref.layers[-1]
         self._wt_out = _padded(ref.wt_out, {0: chp, 1: cp})
-        self._wt_pw_out = _padded(last.wt_pw.double() @ ref.wt_out.double(), {0: chp, 1: cp})
-        self._b_out = _padded(ref.b_out + last.b_pw @ ref.wt_out, {0: cp})
+        if ref.layers:
+            last = ref.layers[-1]
+            self._wt_pw_out = _padded(last.wt_pw.double() @ ref.wt_out.double(), {0: chp, 1: cp})
+            self._b_out = _padded(ref.b_out + last.b_pw @ ref.wt_out, {0: cp})
+        else:  # no C3TCN (the ablation): conv_out of the input projection x0 + b_in
+            self._b_out = _padded(ref.b_out + ref.b_in @ ref.wt_out, {0: cp})
         self._y = z(n, cp)
         self._ada_h = z(n, cp)
         self._ada_m = z(n, cp)
@@ -341,6 +342,8 @@ class NativeStreamingViST:
             raise VistError("features overflow float32 in the input projection; refusing to use them")
         c3tcn, res = lib.vist_c3tcn, None
         last = len(layers) - 1
+        if not layers:  # no C3TCN (the ablation)
+            y = torch.addmm(self._b_out, x0, self._wt_out, out=self._y)
         for i, (wt_pw, args, slots, ptrs) in enumerate(layers):
             k = t % len(args)
             c3tcn(*args[k], res, nt)  # completes frame t (+ bias, + residual), then the depthwise half

@@ -231,11 +231,16 @@ class StreamingViST(nn.Module):
             self.layers = nn.ModuleList(StreamingC3TCNLayer(layer, self.batch, g) for layer in s1.layers)
             self.register_buffer("wt_out", _frozen(s1.conv_out.weight.view(c, ch).t()), persistent=False)
             self.register_buffer("b_out", _frozen(s1.conv_out.bias), persistent=False)
-            net, mod = model.adaln.net[1], model.adaln.adaLN_modulation[1]
-            self.register_buffer("w_mod", _frozen(mod.weight.view(3 * c, c)), persistent=False)
-            self.register_buffer("b_mod", _frozen(mod.bias), persistent=False)
-            self.register_buffer("wt_ada", _frozen(net.weight.view(c, c).t()), persistent=False)
-            self.register_buffer("b_ada", _frozen(net.bias), persistent=False)
+            if model.adaln is not None:
+                net, mod = model.adaln.net[1], model.adaln.adaLN_modulation[1]
+                w_mod, b_mod = mod.weight.view(3 * c, c), mod.bias
+                wt_ada, b_ada = net.weight.view(c, c).t(), net.bias
+            else:  # no RF conditioning: zero weights make shift 0, scale 1, gate 0, i.e. x + 0 (exactly x)
+                w_mod, b_mod, wt_ada, b_ada = (ref.new_zeros(shape) for shape in ((3 * c, c), (3 * c,), (c, c), (c,)))
+            self.register_buffer("w_mod", _frozen(w_mod), persistent=False)
+            self.register_buffer("b_mod", _frozen(b_mod), persistent=False)
+            self.register_buffer("wt_ada", _frozen(wt_ada), persistent=False)
+            self.register_buffer("b_ada", _frozen(b_ada), persistent=False)
             for name in ("shift", "one_plus_scale", "gate"):
                 self.register_buffer(
                     name, torch.zeros(self.batch, g, g, c, dtype=ref.dtype, device=ref.device), persistent=False

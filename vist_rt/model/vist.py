@@ -131,7 +131,7 @@ class ViST(nn.Module):
         cfg = config or ViSTConfig()
         self.config = cfg
         self.stage1 = C3TCN(cfg)
-        self.adaln = AdaLNZero(cfg.cells)
+        self.adaln = AdaLNZero(cfg.cells) if cfg.rf_conditioning else None
         for k, ws in enumerate(cfg.windows, start=1):
             self.add_module(f"msb_{k}", CMSTBlock(cfg.cells, ws, cfg.dropout))
         self.add_module(f"msb_{len(cfg.windows) + 1}", nn.Linear(cfg.cells * cfg.readout_grid**2, cfg.cells))
@@ -162,7 +162,8 @@ class ViST(nn.Module):
             raise VistError(f"rf holds {rf.shape[0]} RF sets but features hold {b} sequences")
         x = features.permute(0, 3, 1, 2).reshape(b, cfg.feature_dim, t, cfg.grid, cfg.grid)
         x = self.stage1(x)
-        x = self.adaln(x, self.condition(rf))
+        if self.adaln is not None:
+            x = self.adaln(x, self.condition(rf))
         for block in self.blocks:
             x = block(x)
         x = x.permute(0, 2, 1, 3, 4).reshape(b, t, -1)  # flatten (channel, row, col) per frame

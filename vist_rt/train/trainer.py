@@ -230,6 +230,7 @@ def train(
     preset: str = "cpu-small",
     recipe: Recipe | None = None,
     model_config: ViSTConfig | None = None,
+    ablations: tuple[str, ...] = (),
     extractor: Extractor | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
@@ -244,6 +245,7 @@ def train(
     """Train on `train_movie`, track held-out CC on `test_movie` (else on the training movie), write checkpoints
     `<out>` (best held-out CC) and `<out stem>.last.safetensors`, and the resumable state after every epoch.
 
+    `ablations`: the model without these modules (`ViSTConfig.ablate`; saved in the checkpoint's config).
     `recipe` overrides the preset's. `on_step(step, total_steps, loss)` after every optimiser step,
     `on_epoch(entry)` after every epoch (rank 0). Existing outputs of an earlier run (`<out>`, the last
     checkpoint, the state) are refused up front unless `resume` (which continues from them) or `force`. Under
@@ -286,8 +288,8 @@ def train(
             raise VistError(f"{train_movie} has {n_frames} frames, fewer than one {recipe.window}-frame window")
         r_train, r_test = np.asarray(train_m.rates), np.asarray(test_m.rates)
         cells = r_train.shape[1]
-        cfg = model_config or ViSTConfig(feature_dim=extractor.dim, video_dim=32, cells=cells,
-                                         grid=int(extractor.spec["grid"]))  # fmt: skip
+        cfg = (model_config or ViSTConfig(feature_dim=extractor.dim, video_dim=32, cells=cells,
+                                          grid=int(extractor.spec["grid"]))).ablate(*ablations)  # fmt: skip
         if cfg.cells != cells or cfg.feature_dim != extractor.dim or cfg.grid != int(extractor.spec["grid"]):
             raise VistError(
                 f"model config (cells {cfg.cells}, feature_dim {cfg.feature_dim}, grid {cfg.grid}) does not match "
