@@ -36,7 +36,8 @@ def sim_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = randomize(ViST(RUN_CFG), seed=1)
     rf = torch.rand(RUN_CFG.cells, RUN_CFG.grid, RUN_CFG.grid, generator=torch.Generator().manual_seed(2))
     save_checkpoint(path, model, rf=rf, fps=30.0, extractor=PatchesExtractor(140, "grey").spec,
-                    cell_ids=[f"sim{i:03d}" for i in range(5)])  # fmt: skip
+                    cell_ids=[f"sim{i:03d}" for i in range(5)], units="spikes/s",
+                    provenance={"simulation": {"seed": 3, "cells": 5, "size": [70, 90], "fps": 30.0}})  # fmt: skip
     return path
 
 
@@ -91,8 +92,20 @@ def test_mei_end_to_end_with_the_known_retina(sim: Path, sim_checkpoint: Path, t
     pred = offline_rates(sim_checkpoint, stimulus)
     assert report["pred_stimulus"] == pytest.approx(float(pred[-3:, 2].mean()), rel=1e-5)
     assert report["true_stimulus"] == pytest.approx(float(respond(sim, stimulus)[-3:, 2].mean()), rel=1e-6)
-    assert {"pred_natural_max", "true_natural_max", "retina_is_the_checkpoints"} <= set(report)
-    assert report["retina_is_the_checkpoints"] is False  # this checkpoint was not trained on it
+    assert report["retina_is_the_checkpoints"] is True  # its provenance names this simulation
+    # the bars, by brute force over every 3-frame window of movie2
+    from vist_rt.data.dataset import open_dataset
+
+    with open_dataset(sim) as ds:
+        movie = ds.movie("movie2").stimulus[()]
+    pred_nat, true_nat = offline_rates(sim_checkpoint, movie)[:, 2], respond(sim, movie)[:, 2]
+    best = [max(float(x[i : i + 3].mean()) for i in range(len(x) - 2)) for x in (pred_nat, true_nat)]
+    assert report["pred_natural_max"] == pytest.approx(best[0], rel=1e-5)
+    assert report["true_natural_max"] == pytest.approx(best[1], rel=1e-5)
+    assert (stimulus[:, :, :10] == 128).all() and (stimulus[:, :, 80:] == 128).all()  # outside the crop: grey
+    assert main(argv) == 2  # the outputs are there: refused without --force
+    assert "already exists" in capsys.readouterr().err
+    assert main([*argv, "--force"]) == 0
     assert (out / "figure.png").stat().st_size > 10_000
     video = read_video(out / "stimulus.avi")  # lossless: the clip's pixels exactly (grey in all three channels)
     np.testing.assert_array_equal(video, np.repeat(stimulus[..., None], 3, axis=-1))
@@ -117,7 +130,7 @@ def test_the_clip_replayed_to_the_emulator_streams_the_offline_rates(
 
 def test_mei_bad_input_is_one_line(sim: Path, sim_checkpoint: Path, run_checkpoint: Path, tmp_path: Path,
                                    capsys) -> None:  # fmt: skip
-    base = ["mei", str(sim_checkpoint), "--out", str(tmp_path / "o"), "--steps", "1", "--frames", "2"]
+    base = ["mei", str(sim_checkpoint), "--out", str(tmp_path / "o"), "--steps", "1", "--frames", "2", "--window", "1"]
     cases = [
         (["--cell", "nope"], "no cell 'nope' in this checkpoint (5 cells: sim000"),
         (["--cell", "sim000", "--movie", "movie1"], "--movie needs --data"),
@@ -126,6 +139,7 @@ def test_mei_bad_input_is_one_line(sim: Path, sim_checkpoint: Path, run_checkpoi
         (["--cell", "sim000", "--objective", "target"], "needs --target TRACE.npy"),
         (["--cell", "sim000", "--objective", "target", "--target", str(tmp_path / "t3.npy")], "must be 2 numbers"),
         (["--cell", "sim000", "--target", str(tmp_path / "t2.npy")], "--target is for --objective target"),
+        (["--cell", "sim000", "--window", "5"], "--window 5 is longer than the clip's 2 frames"),
     ]
     np.save(tmp_path / "t3.npy", np.ones(3))
     np.save(tmp_path / "t2.npy", np.ones(2))
@@ -161,3 +175,24 @@ def test_without_data_the_bar_is_the_synthetic_movie_at_the_models_resolution(
     report = json.loads((out / "report.json").read_text())
     assert report["size"] == [140, 140] and report["natural"].startswith("synthetic movie seed 0")
     assert "true_stimulus" not in report and report["pred_natural_max"] > 0
+
+
+def test_one_frame_and_a_cell_the_retina_does_not_have(run_checkpoint: Path, sim: Path, tmp_path: Path,
+                                                       capsys) -> None:  # fmt: skip
+    out = tmp_path / "one"
+    assert main(["mei", str(run_checkpoint), "--cell", "c0", "--out", str(out), "--data", str(sim), "--frames", "1",
+                 "--window", "1", "--steps", "1"]) == 0  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert np.load(out / "stimulus.npy").shape == (1, 70, 90) and (out / "figure.png").exists()
+    assert "true_stimulus" not in report and "c0: not a cell of the simulated retina" in report["true_missing"]
+    assert "no known-retina figures" in capsys.readouterr().out
+
+
+def test_colour_clips_reach_the_video_in_the_right_channel_order(tmp_path: Path) -> None:
+    from vist_rt.insilico.experiment import write_video
+
+    rgb = np.zeros((3, 32, 48, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    rgb[:, :, :10, 2] = 90  # some blue
+    write_video(tmp_path / "c.avi", rgb, 30.0)
+    np.testing.assert_array_equal(read_video(tmp_path / "c.avi"), rgb[..., ::-1])  # OpenCV decodes to BGR

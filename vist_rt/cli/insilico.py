@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--energy", type=float_in(0), default=0.0, help="weight of the contrast energy penalty (0)")
     p.add_argument("--vit-weights", metavar="PATH", help="the DINOv2 weights of a DINOv2 checkpoint")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="the ViT's precision (fp32)")
+    p.add_argument("--force", action="store_true", help="replace the outputs of an earlier run in --out")
     p.set_defaults(func=run_mei_cli)
 
 
@@ -57,7 +58,7 @@ def run_mei_cli(args: argparse.Namespace) -> int:
         report = run_mei(
             args.checkpoint, args.cell, args.out, objective=args.objective, target=args.target, frames=args.frames,
             window=args.window, color=args.color, data=args.data, movie=args.movie, regularizers=regs, settings=opts,
-            vit_weights=args.vit_weights, precision=args.precision, progress=progress,
+            vit_weights=args.vit_weights, precision=args.precision, progress=progress, overwrite=args.force,
         )  # fmt: skip
     line = (
         f"{', '.join(report['cells'])} ({report['objective']}, {report['steps']} steps, {report['stopped']}): "
@@ -68,5 +69,7 @@ def run_mei_cli(args: argparse.Namespace) -> int:
         line += f"; known retina {report['true_stimulus']:.2f} vs {report['true_natural_max']:.2f}"
         if not report["retina_is_the_checkpoints"]:
             line += " (NOT the retina this checkpoint was trained on)"
+    elif "true_missing" in report:
+        line += f"; no known-retina figures ({report['true_missing']})"
     print(line + f"; written to {args.out}")
     return 0

@@ -252,9 +252,12 @@ def retina_from_params(params: Any, where: str = "the dataset") -> Retina:
         raise VistError(f"{where} was not made by `vist-rt simulate` (no simulation parameters): no known retina")
     try:
         size = tuple(int(v) for v in params["size"])
-        return make_retina(int(params["cells"]), int(params["seed"]), (size[0], size[1]), float(params["fps"]))
+        cells, seed, fps = int(params["cells"]), int(params["seed"]), float(params["fps"])
     except (TypeError, ValueError, IndexError) as exc:
         raise VistError(f"{where}: its simulation parameters are malformed ({exc})") from None
+    if len(size) != 2 or min(size) < 16 or cells < 1 or seed < 0 or not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
+        raise VistError(f"{where}: its simulation parameters are out of range (cells {cells}, size {size}, fps {fps})")
+    return make_retina(cells, seed, (size[0], size[1]), fps)
 
 
 def known_retina(path: str | os.PathLike[str]) -> Retina:

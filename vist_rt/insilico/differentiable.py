@@ -22,7 +22,8 @@ class PixelsToRates(nn.Module):
     The same steps as a run: the preprocessing of the checkpoint's extractor (centre crop, resize to S x S,
     ImageNet normalisation), its tokens (pixel patches, or the DINOv2 module on torch), the offline Vi-ST. The
     resize is torch's (bicubic up, area down) on floats where a run uses OpenCV on uint8: identical when the
-    frames are S x S already, within a grey level otherwise. Only the input gets gradients.
+    frames are S x S already; otherwise close on smooth frames and further apart at sharp edges (the figures
+    of a report are always computed through the run's own path). Only the input gets gradients.
     """
 
     def __init__(self, ckpt: Checkpoint, extractor: Extractor, size: tuple[int, int], precision: str = "fp32"):
@@ -54,6 +55,12 @@ class PixelsToRates(nn.Module):
         self.register_buffer("scale", 1.0 / (255.0 * std))
         self.register_buffer("shift", -mean / std)
         self.size = (int(size[0]), int(size[1]))
+        h, w = self.size
+        side = min(h, w)
+        y0, x0 = (h - side) // 2, (w - side) // 2
+        visible = torch.zeros(h, w)
+        visible[y0 : y0 + side, x0 : x0 + side] = 1.0
+        self.register_buffer("visible", visible)  # [H, W] 1 where the model sees the frame (its centre crop)
         self.image_size = spec.image_size
         self.precision = precision
         self.eval()

@@ -4,6 +4,7 @@ dataset, the known retina's own response to it."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from vist_rt.data.paths import check_output_dir
 from vist_rt.data.simulate import Retina, retina_from_params
 from vist_rt.errors import VistError
 from vist_rt.features import Extractor, from_spec
-from vist_rt.files import atomic_path, atomic_write, read_npy, write_npy
+from vist_rt.files import atomic_path, atomic_write, check_output_file, read_npy, write_npy
 from vist_rt.insilico.differentiable import PixelsToRates
 from vist_rt.insilico.objectives import Objective, Regularizers
 from vist_rt.insilico.optimize import Optimized, Settings, optimize_stimulus
@@ -26,6 +27,7 @@ from vist_rt.model.checkpoint import Checkpoint
 from vist_rt.movie import SyntheticMovie
 
 NATURAL_FRAMES = 600  # frames of the synthetic movie that stands for natural stimulation without --data
+OUTPUTS = ("stimulus.avi", "stimulus.npy", "report.json", "figure.png")
 VIDEO_FOURCC = "FFV1"  # lossless: a replay of the video gives the model exactly the clip's pixels
 
 
@@ -62,10 +64,9 @@ def natural_movie(data: str | None, movie: str | None, size: int, fps: float, se
     return Natural(frames, f"{Path(data).name} {name}", retina, json.loads(params) if retina is not None else None)
 
 
-def predict(ckpt: Checkpoint, extractor: Extractor, frames: np.ndarray) -> np.ndarray:
-    """Rates `[T, C]` of the offline model on uint8 frames (RGB when they have 3 channels), through the run's own
-    preprocessing and extractor."""
-    color = "rgb" if frames.ndim == 4 else None
+def predict(ckpt: Checkpoint, extractor: Extractor, frames: np.ndarray, color: str | None) -> np.ndarray:
+    """Rates `[T, C]` of the offline model on uint8 frames through the run's own preprocessing and extractor;
+    `color`: the channel order of colour frames (None: the checkpoint's, as training read the dataset's)."""
     tokens = np.concatenate([extractor.tokens_from_pixels(extractor.preprocess(frames[i : i + 64], color=color))
                              for i in range(0, len(frames), 64)])  # fmt: skip
     with torch.no_grad():
@@ -73,9 +74,9 @@ def predict(ckpt: Checkpoint, extractor: Extractor, frames: np.ndarray) -> np.nd
 
 
 def best_window(trace: np.ndarray, length: int) -> float:
-    """The highest mean of `trace` `[T]` over any `length` consecutive frames."""
+    """The highest mean of `trace` `[T]` over any `length` consecutive frames; VistError for a shorter trace."""
     if len(trace) < length:
-        return float(np.mean(trace))
+        raise VistError(f"the natural movie has {len(trace)} frames, fewer than the {length} the objective scores")
     sums = np.convolve(trace.astype(np.float64), np.ones(length), mode="valid")
     return float(sums.max() / length)
 
@@ -98,11 +99,17 @@ def run_mei(
     precision: str = "fp32",
     progress: Callable[[int, int, float], None] | None = None,
     figure: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Optimize a clip for `cells` (their mean rate: `mei`; against the others: `mds`; the first cell's rate to
     the time course in the .npy file `target`: `target`), write DIR/stimulus.npy,
-    DIR/stimulus.avi (lossless), DIR/report.json and DIR/figure.png; return the report."""
+    DIR/stimulus.avi (lossless), DIR/report.json and DIR/figure.png; return the report. Outputs already in DIR
+    are refused unless `overwrite`; nothing is written before every figure is ready."""
     out_dir = check_output_dir(out, flag="--out")
+    for name in OUTPUTS:
+        check_output_file(out_dir / name, overwrite=overwrite, flag="--out", hint="give --force to replace it")
+    if objective != "target" and window > frames:
+        raise VistError(f"--window {window} is longer than the clip's {frames} frames")
     regs = regularizers or Regularizers()
     opts = settings or Settings()
     ckpt = load_checkpoint(checkpoint)
@@ -129,16 +136,18 @@ def run_mei(
         h, w = nat.frames.shape[1:3]
         net = PixelsToRates(ckpt, extractor, (h, w), precision)
         found = optimize_stimulus(net, goal, regs, frames=frames, color=color, settings=opts, progress=progress)
-        pred_clip, pred_nat = predict(ckpt, extractor, found.stimulus), predict(ckpt, extractor, nat.frames)
+        pred_clip = predict(ckpt, extractor, found.stimulus, "rgb")  # the clip is RGB
+        pred_nat = predict(ckpt, extractor, nat.frames, None)  # a dataset's frames: as training read them
     finally:
         extractor.close()
     report = _report(ckpt, cells, idx, goal, regs, opts, found, nat, pred_clip, pred_nat, checkpoint)
+    png = plot_mei(found.stimulus, pred_clip, pred_nat, idx, goal, report) if figure else None
     out_dir.mkdir(parents=True, exist_ok=True)
     write_video(out_dir / "stimulus.avi", found.stimulus, ckpt.fps)
     write_npy(out_dir / "stimulus.npy", found.stimulus)
     atomic_write(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
-    if figure:
-        plot_mei(out_dir / "figure.png", found.stimulus, pred_clip, pred_nat, idx, goal, report)
+    if png is not None:
+        atomic_write(out_dir / "figure.png", png)
     return report
 
 
@@ -179,7 +188,10 @@ def _report(
     if nat.retina is not None:
         true_clip, true_nat = nat.retina.rates(found.stimulus), nat.retina.rates(nat.frames)
         sim_idx = [nat.retina.cell_ids.index(c) for c in cells if c in nat.retina.cell_ids]
-        if len(sim_idx) == len(cells):
+        missing = [c for c in cells if c not in nat.retina.cell_ids]
+        if missing:
+            report["true_missing"] = f"{', '.join(missing)}: not a cell of the simulated retina"
+        else:
             report["true_stimulus"] = float(true_clip[scored][:, sim_idx].mean())
             report["true_natural_max"] = best_window(true_nat[:, sim_idx].mean(axis=1), k)
             trained = (ckpt.meta.get("provenance") or {}).get("simulation") or {}
@@ -214,16 +226,15 @@ def write_video(path: Path, stimulus: np.ndarray, fps: float) -> None:
 
 
 def plot_mei(
-    path: Path,
     stimulus: np.ndarray,
     pred_clip: np.ndarray,
     pred_nat: np.ndarray,
     idx: tuple[int, ...],
     goal: Objective,
     report: dict[str, Any],
-) -> None:
-    """The clip's frames, the target's predicted rate on the clip against its rates on the natural movie, and the
-    other cells' rates on the clip."""
+) -> bytes:
+    """PNG bytes: the clip's frames, the target's predicted rate on the clip against its rates on the natural
+    movie, and the other cells' rates on the clip."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,13 +242,13 @@ def plot_mei(
 
     shown = np.linspace(0, len(stimulus) - 1, min(8, len(stimulus))).round().astype(int)
     fig = plt.figure(figsize=(12, 6.5))
-    grid = fig.add_gridspec(2, len(shown), height_ratios=[1, 1.4])
+    grid = fig.add_gridspec(2, max(2, len(shown)), height_ratios=[1, 1.4])
     for j, t in enumerate(shown):
         ax = fig.add_subplot(grid[0, j])
         ax.imshow(stimulus[t], cmap="gray" if stimulus.ndim == 3 else None, vmin=0, vmax=255)
         ax.set_title(f"frame {t}", fontsize=8)
         ax.axis("off")
-    half = max(1, len(shown) // 2)
+    half = max(1, max(2, len(shown)) // 2)
     ax = fig.add_subplot(grid[1, :half])
     target = pred_clip[:, list(idx)].mean(axis=1)
     natural = pred_nat[:, list(idx)].mean(axis=1)
@@ -262,6 +273,7 @@ def plot_mei(
     ax.set_xlabel("frame")
     ax.set_title("every cell on the clip (target in red)", fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format="png")
     plt.close(fig)
+    return buf.getvalue()

@@ -34,6 +34,8 @@ class Settings:
             raise VistError(f"steps and patience must be >= 1, got {self.steps} and {self.patience}")
         if not self.lr > 0:
             raise VistError(f"the learning rate must be > 0, got {self.lr}")
+        if not 0 <= self.seed < 2**63:
+            raise VistError(f"seed must be in 0..2**63-1, got {self.seed}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +48,18 @@ class Optimized:
     steps: int
     stopped: str
     score: float
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (MemAvailable: free plus reclaimable cache; free pages where unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def check_frames(frames: int, net: PixelsToRates, color: bool) -> None:
@@ -61,7 +75,7 @@ def check_frames(frames: int, net: PixelsToRates, color: bool) -> None:
         vit = net.vit.vit
         blocks, heads, n = len(vit.blocks), vit.blocks[0].attn.num_heads, cfg.tokens + 1 + vit.num_reg_tokens
         per_frame += 4 * blocks * (16 * n * vit.embed_dim + 2 * heads * n * n)
-    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    available = available_memory()
     need = frames * per_frame
     if need > MEMORY_SHARE * available:
         raise VistError(
@@ -87,14 +101,15 @@ def optimize_stimulus(
     h, w = net.size
     shape = (frames, h, w, 3) if color else (frames, h, w)
     gen = torch.Generator().manual_seed(opts.seed)
-    latent = (opts.start_noise * torch.randn(shape, generator=gen)).requires_grad_(True)
+    seen = net.visible[..., None] if color else net.visible  # pixels outside the model's crop stay grey
+    latent = (opts.start_noise * torch.randn(shape, generator=gen) * seen).requires_grad_(True)
     adam = torch.optim.Adam([latent], lr=opts.lr)
     history: list[float] = []
     best, best_latent, since = -np.inf, latent.detach().clone(), 0
     stopped = "max steps"
     for step in range(1, opts.steps + 1):
         adam.zero_grad(set_to_none=True)
-        clip = regularizers.frames(latent)
+        clip = regularizers.frames(latent * seen)
         value, penalty = objective(net(clip)), regularizers.penalty(clip)
         (penalty - value).backward()
         score, total = float(value.detach()), float((value - penalty).detach())
@@ -110,6 +125,6 @@ def optimize_stimulus(
             stopped = "converged"
             break
     with torch.no_grad():
-        clip = regularizers.frames(best_latent).round().clamp(0, 255)
+        clip = regularizers.frames(best_latent * seen).round().clamp(0, 255)
         final = float(objective(net(clip)))
     return Optimized(clip.numpy().astype(np.uint8), history, len(history), stopped, final)
