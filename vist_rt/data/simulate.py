@@ -239,14 +239,20 @@ def simulate(
     return Simulation(retina=retina, movies=movies, seed=seed, n_trials=n_trials)
 
 
+def simulation_params(attribute: Any) -> dict[str, Any] | None:
+    """A dataset's `simulation` attribute (JSON text or a dict) as a dict; None where it holds none."""
+    if isinstance(attribute, (str, bytes)):
+        try:
+            attribute = json.loads(attribute)
+        except ValueError:
+            return None
+    return attribute if isinstance(attribute, dict) else None
+
+
 def retina_from_params(params: Any, where: str = "the dataset") -> Retina:
     """The simulated retina that `params` (a simulation's `simulation` attribute, dict or JSON text) describe:
     rebuilt from its seed, cell count, frame size and rate. VistError (one line) if they do not describe one."""
-    if isinstance(params, (str, bytes)):
-        try:
-            params = json.loads(params)
-        except ValueError:
-            params = None
+    params = simulation_params(params)
     keys = ("seed", "cells", "size", "fps")
     if not isinstance(params, dict) or any(k not in params for k in keys):
         raise VistError(f"{where} was not made by `vist-rt simulate` (no simulation parameters): no known retina")

@@ -15,7 +15,7 @@ import torch
 
 from vist_rt.data.dataset import open_dataset
 from vist_rt.data.paths import check_output_dir
-from vist_rt.data.simulate import Retina, retina_from_params
+from vist_rt.data.simulate import Retina, retina_from_params, simulation_params
 from vist_rt.errors import VistError
 from vist_rt.features import Extractor, from_spec
 from vist_rt.files import atomic_path, atomic_write, check_output_file, read_npy, write_npy
@@ -59,9 +59,10 @@ def natural_movie(data: str | None, movie: str | None, size: int, fps: float, se
     with open_dataset(data) as ds:
         name = movie or ds.movies[0]
         frames = ds.movie(name).stimulus[()]
-        params = ds.attrs.get("simulation")
-        retina = retina_from_params(params, where=str(data)) if params is not None else None
-    return Natural(frames, f"{Path(data).name} {name}", retina, json.loads(params) if retina is not None else None)
+        attribute = ds.attrs.get("simulation")
+        params = None if attribute is None else simulation_params(attribute)
+        retina = None if attribute is None else retina_from_params(params, where=str(data))
+    return Natural(frames, f"{Path(data).name} {name}", retina, params)
 
 
 def predict(ckpt: Checkpoint, extractor: Extractor, frames: np.ndarray, color: str | None) -> np.ndarray:
@@ -107,7 +108,7 @@ def run_mei(
     are refused unless `overwrite`; nothing is written before every figure is ready."""
     out_dir = check_output_dir(out, flag="--out")
     for name in OUTPUTS:
-        check_output_file(out_dir / name, overwrite=overwrite, flag="--out", hint="give --force to replace it")
+        check_output_file(out_dir / name, overwrite=overwrite, flag="--out")
     if objective != "target" and window > frames:
         raise VistError(f"--window {window} is longer than the clip's {frames} frames")
     regs = regularizers or Regularizers()

@@ -375,20 +375,16 @@ class Runtime:
         done.update(delivery.ms)
         return Sent(stream.name, delivery, rates, feat.got, done, stale)
 
-    def after_sends(self, sent: Sequence[Sent]) -> list[dict[str, float]]:
-        """A tick's sent rates to the other sinks (recorder, LSL, history), then the counters and latencies;
-        each message's timed sinks (ms), the send's included."""
+    def after_sends(self, sent: Sequence[Sent]) -> None:
+        """A tick's sent rates to the other sinks (recorder, LSL, history), then the counters and latencies."""
         assert self.sinks is not None
-        timed = []
         for one in sent:
-            ms = {**one.delivery.ms, **self.sinks.follow(one.stream, one.delivery, one.rates, one.got)}
-            lat = {**one.lat, **ms}
+            lat = one.lat  # the send's stages; the other sinks' times join them
+            lat.update(self.sinks.follow(one.stream, one.delivery, one.rates, one.got))
             self.stats.add_latencies(lat if not one.stale else {k: lat[k] for k in STALE_AGAIN if k in lat})
-            timed.append(ms)
         with self.stats.lock:
             self.stats.messages += len(sent)
             self.stats.stale += sum(one.stale for one in sent)
-        return timed
 
     def step_groups(self, tick: int, *, held_is_stale: bool = True) -> Ticked:
         """Model tick `tick` for every group with a running stream that has features: one batched temporal step
