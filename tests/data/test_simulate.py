@@ -128,3 +128,103 @@ def test_cli_simulate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         assert ds.fps == 25.0 and ds.movie("movie1").stimulus.shape == (30, 40, 48)
     with pytest.raises(SystemExit):
         _parser().parse_args(["simulate", str(out), "--size", "big"])
+
+
+def test_subunits_make_the_centre_respond_to_a_fine_grating_of_either_phase() -> None:
+    from vist_rt.data.simulate import RetinaSettings
+
+    size = (96, 96)
+    big = (0.08, 0.1)  # centres of 8-10 px sigma: a 12 px grating averages out over them, not over subunits
+    linear = make_retina(6, seed=5, size=size, settings=RetinaSettings(cell_size=big))
+    nonlinear = make_retina(6, seed=5, size=size, settings=RetinaSettings(cell_size=big, subunits=1.0))
+    np.testing.assert_array_equal(linear.center, nonlinear.center)  # the same cells, another centre
+    xx = np.arange(size[1])[None, :].repeat(size[0], 0)
+    grey = np.full((30, *size), 128, np.uint8)
+    phases = []
+    for shift in (0, 6):  # a square grating of period 12 px, much finer than a centre, in two phases
+        bars = np.where(((xx + shift) // 6) % 2 == 0, 228, 28).astype(np.uint8)
+        phases.append(np.concatenate([grey[:10], np.repeat(bars[None], 20, 0)]))
+    a, b = (linear.spatial_drive(p[-1:])[0] for p in phases)
+    np.testing.assert_allclose(a, -b, atol=1e-5)  # linear: the two phases drive it oppositely ...
+    base, ra, rb = (linear.rates(p)[-1] for p in (grey, *phases))
+    assert ((ra - base) * (rb - base) <= 0).all()  # ... one up, the other down (or both unmoved)
+    base, ra, rb = (nonlinear.rates(p)[-1] for p in (grey, *phases))
+    assert (ra > 1.1 * base).all() and (rb > 1.1 * base).all()  # rectified subunits: both excite every cell
+
+
+def test_contrast_adaptation_compresses_the_response_to_high_contrast() -> None:
+    from vist_rt.data.simulate import RetinaSettings
+
+    size = (48, 64)
+    plain = make_retina(6, seed=6, size=size)
+    adapting = make_retina(6, seed=6, size=size, settings=RetinaSettings(adaptation=3.0, adaptation_s=0.3))
+    z = np.concatenate([np.full((60, 6), 0.2), np.full((60, 6), 3.0)]).astype(np.float32)
+    np.testing.assert_array_equal(plain.adapted(z), z)  # no adaptation: the identity
+    out = adapting.adapted(z)
+    assert (out[59] / z[59] > 1.0).all() and (out[-1] / z[-1] < 1.0).all()  # gain up at low, down at high contrast
+    assert (out[65] / z[65] > out[-1] / z[-1]).all()  # and it takes time to adapt
+    rng = np.random.default_rng(0)
+    low = (128 + rng.normal(0, 10, (200, *size))).clip(0, 255).astype(np.uint8)
+    high = (128 + rng.normal(0, 60, (200, *size))).clip(0, 255).astype(np.uint8)
+
+    def spread(retina: object) -> np.ndarray:
+        return retina.generator(high).std(0) / retina.generator(low).std(0)  # type: ignore[attr-defined]
+
+    np.testing.assert_allclose(spread(plain), spread(adapting))  # the linear drive is the same ...
+    z_plain = [plain.adapted(plain.generator(s) * plain.scale) for s in (low, high)]
+    z_adapt = [adapting.adapted(adapting.generator(s) * adapting.scale) for s in (low, high)]
+    ratio_plain = z_plain[1][50:].std(0) / z_plain[0][50:].std(0)
+    ratio_adapt = z_adapt[1][50:].std(0) / z_adapt[0][50:].std(0)
+    assert (ratio_adapt < 0.8 * ratio_plain).all()  # ... adaptation compresses high against low contrast
+
+
+def test_fano_factor_of_the_counts() -> None:
+    from vist_rt.data.simulate import RetinaSettings
+
+    def fano(f: float) -> float:
+        sim = simulate(n_cells=4, n_movies=1, n_frames=200, n_trials=60, seed=3, size=(32, 32),
+                       settings=RetinaSettings(fano=f, rate=(40.0, 60.0)))  # fmt: skip
+        spikes = sim.movies["movie1"].spikes.astype(np.float64)
+        mean, var = spikes.mean(0), spikes.var(0, ddof=1)
+        keep = mean > 0.5
+        return float(var[keep].sum() / mean[keep].sum())
+
+    assert fano(1.0) == pytest.approx(1.0, abs=0.1)
+    assert fano(3.0) == pytest.approx(3.0, rel=0.15)
+
+
+def test_a_retina_of_other_settings_is_rebuilt_from_its_file(tmp_path: Path) -> None:
+    from vist_rt.data.simulate import RetinaSettings, known_retina, respond
+
+    settings = RetinaSettings(cell_size=(0.02, 0.1), rate=(2.0, 30.0), subunits=0.5, adaptation=1.0, fano=2.0)
+    sim = write_simulation(tmp_path / "s.h5", seed=2, settings=settings, **SMALL)
+    assert known_retina(tmp_path / "s.h5").settings == settings
+    with h5py.File(tmp_path / "s.h5") as f:
+        stim, truth = f["movies/movie2/stimulus"][()], f["movies/movie2/truth"][()]
+    np.testing.assert_array_equal(respond(tmp_path / "s.h5", stim), truth)
+    np.testing.assert_array_equal(truth, sim.movies["movie2"].truth)
+    with open_dataset(tmp_path / "s.h5") as ds:
+        assert "retina" in ds.attrs["simulation"]
+    write_simulation(tmp_path / "d.h5", seed=2, **SMALL)
+    with open_dataset(tmp_path / "d.h5") as ds:  # the default retina's settings attribute is as it always was
+        assert "retina" not in ds.attrs["simulation"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--subunits", "1.5"], "--subunits: expected a finite number in [0, 1]"),
+        (["--cell-size", "0.2,0.1"], "cell size must satisfy"),
+        (["--rate", "5"], "expected two numbers LO,HI"),
+        (["--fano", "0.5"], "--fano: expected a finite number in [1, 100]"),
+    ],
+)
+def test_bad_retina_settings_are_one_line(tmp_path: Path, capsys, flags: list[str], message: str) -> None:
+    from vist_rt.cli import main
+
+    code = None
+    try:
+        code = main(["simulate", str(tmp_path / "x.h5"), *flags])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2 and message in capsys.readouterr().err and not (tmp_path / "x.h5").exists()

@@ -12,7 +12,7 @@ from vist_rt.errors import VistError
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (subcommands register themselves)."""
-    from vist_rt.cli import bench, checkpoint, data, doctor, engine, export, insilico, listen, run, train
+    from vist_rt.cli import bench, checkpoint, data, doctor, engine, export, insilico, listen, run, study, train
 
     parser = argparse.ArgumentParser(prog="vist-rt", description="Real-time retina emulator (Vi-ST).")
     parser.add_argument("--version", action="version", version=f"vist-rt {vist_rt.__version__}")
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.register_features(sub)
     doctor.register(sub)
     insilico.register(sub)
+    study.register(sub)
     return parser
 
 

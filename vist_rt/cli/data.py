@@ -17,6 +17,15 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _pair(text: str) -> tuple[float, float]:
+    """'0.03,0.08' -> (0.03, 0.08)."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers LO,HI, got {text!r}") from None
+    return lo, hi
+
+
 def _fps(text: str) -> float:
     """A frame rate in Hz within the simulator's range (0.1 to 1000)."""
     from vist_rt.data.simulate import FPS_RANGE  # (here: the simulator is not imported to parse flags)
@@ -41,6 +50,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed, >= 0 (default 0)")
     p.add_argument("--size", type=_size, default=(120, 160), help="frame size HxW (default 120x160)")
     p.add_argument("--fps", type=_fps, default=30.0, help="frame rate = bin rate, 0.1 to 1000 Hz (default 30)")
+    r = p.add_argument_group("kind of retina (defaults: the demo's LNP retina)")
+    r.add_argument("--cell-size", type=_pair, metavar="LO,HI", default=(0.035, 0.06),
+                   help="centre sigma as fractions of the frame's short side (0.035,0.06)")  # fmt: skip
+    r.add_argument("--rate", type=_pair, metavar="LO,HI", default=(5.0, 15.0),
+                   help="peak-rate scale r_max, spikes/s (5,15)")  # fmt: skip
+    r.add_argument("--subunits", type=float_in(0.0, 1.0), default=0.0,
+                   help="weight of the nonlinear centre (rectified subunits), 0 to 1 (0: linear)")  # fmt: skip
+    r.add_argument("--adaptation", type=float_in(0.0, 100.0), default=0.0,
+                   help="strength of contrast adaptation, >= 0 (0: none)")  # fmt: skip
+    r.add_argument("--adaptation-s", type=float_in(0.01, 60.0), default=0.5,
+                   help="time constant of contrast adaptation, s (0.5)")  # fmt: skip
+    r.add_argument("--fano", type=float_in(1.0, 100.0), default=1.0,
+                   help="spike-count variance / mean, >= 1 (1: Poisson)")  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
     p.set_defaults(func=run_simulate)
 
@@ -87,16 +109,20 @@ def run_simulate(args: argparse.Namespace) -> int:
     """Simulate, write, print a summary (incl. the mean noise ceiling)."""
     import numpy as np
 
-    from vist_rt.data.simulate import noise_ceiling, truth_cc, write_simulation
+    from vist_rt.data.simulate import RetinaSettings, noise_ceiling, truth_cc, write_simulation
     from vist_rt.errors import VistError
 
+    settings = RetinaSettings(cell_size=args.cell_size, rate=args.rate, subunits=args.subunits,
+                              adaptation=args.adaptation, adaptation_s=args.adaptation_s, fano=args.fano)  # fmt: skip
     if args.respond:
+        if settings != RetinaSettings():
+            raise VistError("--respond uses the retina that made DATA.h5: give no retina settings with it")
         return run_respond(args)
     if args.out is None:
         raise VistError("simulate needs OUT (the dataset to write), or --respond DATA.h5 STIMULUS.npy")
 
     sim = write_simulation(args.out, args.cells, args.movies, args.frames, args.trials, args.seed, args.size, args.fps,
-                           overwrite=args.force)  # fmt: skip
+                           settings=settings, overwrite=args.force)  # fmt: skip
     h, w = sim.retina.size
     print(
         f"wrote {args.out}: {sim.retina.n_cells} cells ({int((sim.retina.polarity > 0).sum())} ON), "

@@ -35,6 +35,76 @@ from vist_rt.movie import SyntheticMovie
 CALIBRATION_FRAMES = 240  # frames of the calibration movie that fix each cell's generator scale
 FPS_RANGE = (0.1, 1000.0)  # Hz: frame (= bin) rates the simulator accepts
 RF_MASK_SIGMAS = 1.5  # a cell's RF mask: pixels within this many centre sigmas of its centre
+CHUNK_FRAMES = 256  # frames converted to contrast at a time
+SUBUNITS_PER_CELL = 8  # bipolar-like subunits inside a cell's centre (when `subunits` > 0)
+SUBUNIT_SIGMA = 0.35  # a subunit's Gaussian sigma, as a fraction of the retina's mean centre sigma
+
+
+def _pair(value: Any, name: str, low: float, high: float) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise VistError(f"simulate: {name} must be two numbers LO,HI, got {value!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and low <= lo <= hi <= high):
+        raise VistError(f"simulate: {name} must satisfy {low:g} <= LO <= HI <= {high:g}, got {lo:g},{hi:g}")
+    return lo, hi
+
+
+@dataclasses.dataclass(frozen=True)
+class RetinaSettings:
+    """What kind of retina is simulated (the defaults: the LNP retina of the demo data, drawn bit for bit as before).
+
+    cell_size: a cell's centre sigma, as fractions (LO, HI) of the frame's short side.
+    rate: the cells' peak-rate scale r_max, spikes/s (LO, HI).
+    subunits: weight in [0, 1] of a spatially nonlinear pathway: the centre pools rectified subunits
+        (SUBUNITS_PER_CELL Gaussians within it) instead of pixels linearly; 0 = linear (LNP).
+    adaptation: strength >= 0 of contrast adaptation: the drive's gain is divided by its recent size
+        (an exponential average over `adaptation_s` seconds) relative to its size on the calibration movie.
+    fano: spike-count variance / mean >= 1: 1 = Poisson, above it gamma-Poisson (more trial-to-trial noise).
+    """
+
+    cell_size: tuple[float, float] = (0.035, 0.06)
+    rate: tuple[float, float] = (5.0, 15.0)
+    subunits: float = 0.0
+    adaptation: float = 0.0
+    adaptation_s: float = 0.5
+    fano: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cell_size", _pair(self.cell_size, "cell size", 0.005, 0.5))
+        object.__setattr__(self, "rate", _pair(self.rate, "rate", 0.1, 1000.0))
+        for name, low, high in (("subunits", 0.0, 1.0), ("adaptation", 0.0, 100.0), ("adaptation_s", 0.01, 60.0),
+                                ("fano", 1.0, 100.0)):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise VistError(f"simulate: {name} must be a number in [{low:g}, {high:g}], got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RetinaSettings:
+        """From `to_dict`'s form; unknown keys are a one-line error."""
+        if not isinstance(data, dict):
+            raise VistError(f"retina settings must be a table, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        if set(data) - known:
+            raise VistError(f"unknown retina settings {', '.join(sorted(set(data) - known))}")
+        return cls(**data)
+
+
+@dataclasses.dataclass(frozen=True)
+class Subunits:
+    """A cell's nonlinear centre: rectified subunits pooled with Gaussian weights."""
+
+    sigma: float  # pixels, the same for every subunit of the retina
+    center: np.ndarray  # float64 [C, K, 2] (y, x) pixels
+    weight: np.ndarray  # float32 [C, K] pooling weights, each row summing to 1
+    linear_scale: np.ndarray  # float32 [C] 1 / s.d. of the linear spatial drive on the calibration movie
+    scale: np.ndarray  # float32 [C] 1 / s.d. of the subunit drive on the calibration movie
+    offset: np.ndarray  # float32 [C] mean of the subunit drive on the calibration movie
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +124,9 @@ class Retina:
     threshold: np.ndarray  # float32 [C]
     r_max: np.ndarray  # float32 [C] spikes/s
     cell_ids: tuple[str, ...]
+    settings: RetinaSettings = RetinaSettings()
+    subunits: Subunits | None = None  # with settings.subunits > 0
+    adapt_ref: np.ndarray | None = None  # float32 [C] mean |z| on the calibration movie (with adaptation > 0)
 
     @property
     def n_cells(self) -> int:
@@ -79,16 +152,53 @@ class Retina:
         d2 = (yy[None] - self.center[:, 0, None, None]) ** 2 + (xx[None] - self.center[:, 1, None, None]) ** 2
         return (d2 <= (RF_MASK_SIGMAS * self.sigma_center[:, None, None]) ** 2).astype(np.float32)
 
-    def generator(self, stimulus: np.ndarray) -> np.ndarray:
-        """uint8 `[T,H,W]` (or `[T,H,W,3]`, averaged to grey) -> float32 `[T,C]` unnormalised linear drive."""
+    def _grey(self, stimulus: np.ndarray) -> np.ndarray:
         stim = np.asarray(stimulus)
         if stim.ndim == 4:
             stim = stim.mean(axis=-1)
         if stim.ndim != 3 or tuple(stim.shape[1:]) != self.size or stim.shape[0] == 0:
             raise VistError(f"stimulus must be [T,{self.size[0]},{self.size[1]}] with T > 0, got {list(stim.shape)}")
+        return stim
+
+    def subunit_drive(self, stimulus: np.ndarray) -> np.ndarray:
+        """uint8 frames -> float32 `[T,C]`: each cell's pooled rectified subunits (polarity applied before the
+        rectification), not yet normalised; zeros for a linear retina."""
+        stim = self._grey(stimulus)
+        if self.subunits is None:
+            return np.zeros((stim.shape[0], self.n_cells), np.float32)
+        from scipy.ndimage import gaussian_filter, map_coordinates
+
+        su = self.subunits
+        pts = su.center.reshape(-1, 2).T  # [2, C*K]
+        out = np.empty((stim.shape[0], self.n_cells), np.float32)
+        for t in range(stim.shape[0]):  # one frame at a time: a blur, then [C*K] samples vectorised over cells
+            x = (stim[t].astype(np.float32) - 128.0) / 128.0
+            blurred = gaussian_filter(x, sigma=su.sigma, mode="nearest")
+            v = map_coordinates(blurred, pts, order=1, mode="nearest").reshape(su.center.shape[:2])
+            out[t] = (np.maximum(v * self.polarity[:, None], 0.0) * su.weight).sum(axis=1)
+        return out
+
+    def spatial_drive(self, stimulus: np.ndarray) -> np.ndarray:
+        """uint8 `[T,H,W]` (or `[T,H,W,3]`, averaged to grey) -> float32 `[T,C]`: the drive before temporal filtering
+        (the DoG, or with subunits a mix of the DoG and the subunit pathway, each normalised on the calibration
+        movie)."""
+        stim = self._grey(stimulus)
         t = stim.shape[0]
-        x = (stim.reshape(t, -1).astype(np.float32) - 128.0) / 128.0  # [T, H*W]
-        s = x @ self.spatial().reshape(self.n_cells, -1).T  # [T, C]
+        filters = self.spatial().reshape(self.n_cells, -1).T  # [H*W, C]
+        s = np.empty((t, self.n_cells), np.float32)
+        for a in range(0, t, CHUNK_FRAMES):  # bounded memory for long movies of large frames
+            x = (stim[a : a + CHUNK_FRAMES].reshape(-1, filters.shape[0]).astype(np.float32) - 128.0) / 128.0
+            s[a : a + CHUNK_FRAMES] = x @ filters
+        if self.subunits is None:
+            return s
+        w = np.float32(self.settings.subunits)
+        su = self.subunits
+        return (1 - w) * s * su.linear_scale + w * (self.subunit_drive(stim) - su.offset) * su.scale
+
+    def generator(self, stimulus: np.ndarray) -> np.ndarray:
+        """uint8 `[T,H,W]` (or `[T,H,W,3]`) -> float32 `[T,C]` unnormalised drive (spatial, then temporal)."""
+        s = self.spatial_drive(stimulus)
+        t = s.shape[0]
         k = self.temporal  # [L, C]
         pad = np.concatenate([np.repeat(s[:1], k.shape[0] - 1, axis=0), s])  # steady state before frame 0
         out = np.zeros_like(s)
@@ -96,9 +206,22 @@ class Retina:
             out += k[lag] * pad[k.shape[0] - 1 - lag : k.shape[0] - 1 - lag + t]
         return out
 
+    def adapted(self, z: np.ndarray) -> np.ndarray:
+        """Normalised drive `[T,C]` -> the same after contrast adaptation (identity without it): gain
+        (1 + a) / (1 + a c_t / c_ref), c_t the causal exponential average of |z| (starting at c_ref)."""
+        if self.adapt_ref is None or self.settings.adaptation == 0:
+            return z
+        from scipy.signal import lfilter
+
+        alpha = min(1.0, 1.0 / (self.settings.adaptation_s * self.fps))
+        ref = self.adapt_ref.astype(np.float64)
+        c, _ = lfilter([alpha], [1.0, alpha - 1.0], np.abs(z), axis=0, zi=((1 - alpha) * ref)[None])
+        a = self.settings.adaptation
+        return (z * (1 + a) / (1 + a * c / ref)).astype(np.float32)
+
     def rates(self, stimulus: np.ndarray) -> np.ndarray:
         """uint8 `[T,H,W]` -> float32 `[T,C]` ground-truth rates in spikes/s."""
-        z = self.generator(stimulus) * self.scale
+        z = self.adapted(self.generator(stimulus) * self.scale)
         u = self.gain * (z - self.threshold)
         return (self.r_max * np.logaddexp(0.0, u)).astype(np.float32)  # softplus, overflow-safe
 
@@ -122,8 +245,12 @@ def make_retina(
     size: tuple[int, int] = (120, 160),
     fps: float = 30.0,
     kernel_s: float = 0.3,
+    settings: RetinaSettings | None = None,
 ) -> Retina:
-    """Draw C cells: centres on a jittered grid inside the central square, ~half ON, DoG RFs, biphasic kernels."""
+    """Draw C cells: centres on a jittered grid inside the central square, ~half ON, DoG RFs, biphasic kernels;
+    with `settings`, other cell sizes and rates, subunits, contrast adaptation (drawn from a separate stream, so
+    the default retina is the same bit for bit)."""
+    settings = settings or RetinaSettings()
     h, w = size
     rng = np.random.default_rng([seed, 0])
     side = min(h, w)
@@ -133,24 +260,54 @@ def make_retina(
     idx = np.arange(n_cells)
     jitter = rng.uniform(-0.3, 0.3, (n_cells, 2)) * cell
     center = np.stack([y0 + (idx // per_row + 0.5) * cell, x0 + (idx % per_row + 0.5) * cell], axis=1) + jitter
-    sigma_c = rng.uniform(0.035, 0.06, n_cells) * side
+    sigma_c = rng.uniform(*settings.cell_size, n_cells) * side
     sigma_s = sigma_c * rng.uniform(2.0, 3.0, n_cells)
     surround = rng.uniform(0.5, 0.8, n_cells)
     polarity = np.where(rng.permutation(n_cells) % 2 == 0, 1.0, -1.0).astype(np.float32)
     temporal = _temporal_kernels(rng, n_cells, fps, kernel_s)
     gain = rng.uniform(1.5, 3.0, n_cells).astype(np.float32)
     threshold = rng.uniform(0.5, 1.5, n_cells).astype(np.float32)
-    r_max = rng.uniform(5.0, 15.0, n_cells).astype(np.float32)
+    r_max = rng.uniform(*settings.rate, n_cells).astype(np.float32)
     ids = tuple(f"sim{i:03d}" for i in range(n_cells))
     retina = Retina(
         size=(h, w), fps=fps, center=center, sigma_center=sigma_c, sigma_surround=sigma_s, surround=surround,
         polarity=polarity, temporal=temporal, scale=np.ones(n_cells, np.float32), gain=gain,
-        threshold=threshold, r_max=r_max, cell_ids=ids,
+        threshold=threshold, r_max=r_max, cell_ids=ids, settings=settings,
     )  # fmt: skip
     calib = SyntheticMovie(seed=_movie_seed(seed, -1), size=(h, w), fps=fps).frames(CALIBRATION_FRAMES)
+    if settings.subunits > 0:
+        retina = dataclasses.replace(retina, subunits=_draw_subunits(retina, calib, np.random.default_rng([seed, 3])))
     sd = retina.generator(calib).std(axis=0)
     scale = (1.0 / np.maximum(sd, 1e-6)).astype(np.float32)
-    return dataclasses.replace(retina, scale=scale)
+    retina = dataclasses.replace(retina, scale=scale)
+    if settings.adaptation > 0:
+        ref = np.abs(retina.generator(calib) * scale).mean(axis=0)
+        retina = dataclasses.replace(retina, adapt_ref=np.maximum(ref, 1e-6).astype(np.float32))
+    return retina
+
+
+def _draw_subunits(retina: Retina, calib: np.ndarray, rng: np.random.Generator) -> Subunits:
+    """SUBUNITS_PER_CELL subunits per cell within its centre, pooled by a Gaussian of the centre's sigma; each
+    pathway's scale and the subunit drive's mean measured on the calibration movie."""
+    c, k = retina.n_cells, SUBUNITS_PER_CELL
+    offsets = rng.normal(0.0, 1.0, (c, k, 2)) * retina.sigma_center[:, None, None]
+    center = retina.center[:, None, :] + offsets
+    h, w = retina.size
+    center = np.stack([np.clip(center[..., 0], 0, h - 1), np.clip(center[..., 1], 0, w - 1)], axis=-1)
+    d2 = (offsets**2).sum(-1) / retina.sigma_center[:, None] ** 2
+    weight = np.exp(-0.5 * d2)
+    weight = (weight / weight.sum(axis=1, keepdims=True)).astype(np.float32)
+    sigma = float(SUBUNIT_SIGMA * retina.sigma_center.mean())
+    ones = np.ones(c, np.float32)
+    probe = dataclasses.replace(retina, subunits=Subunits(sigma, center, weight, ones, ones, np.zeros(c, np.float32)))
+    sub = probe.subunit_drive(calib)
+    linear = dataclasses.replace(retina, subunits=None).spatial_drive(calib)
+    return Subunits(
+        sigma, center, weight,
+        linear_scale=(1.0 / np.maximum(linear.std(axis=0), 1e-6)).astype(np.float32),
+        scale=(1.0 / np.maximum(sub.std(axis=0), 1e-6)).astype(np.float32),
+        offset=sub.mean(axis=0).astype(np.float32),
+    )  # fmt: skip
 
 
 def _movie_seed(seed: int, m: int) -> int:
@@ -191,6 +348,9 @@ class Simulation:
             "frames": int(next(iter(self.movies.values())).stimulus.shape[0]),
             "size": list(r.size), "fps": r.fps, "model": "LNP: DoG x biphasic kernel, softplus, Poisson",
         }  # fmt: skip
+        if r.settings != RetinaSettings():  # the default retina's attribute stays as it always was
+            params["retina"] = r.settings.to_dict()
+            params["model"] = "DoG + rectified subunits x biphasic kernel, contrast adaptation, softplus, gamma-Poisson"
         return write_dataset(
             path,
             {name: (m.stimulus, m.rates, m.spikes) for name, m in self.movies.items()},
@@ -213,8 +373,10 @@ def simulate(
     seed: int = 0,
     size: tuple[int, int] = (120, 160),
     fps: float = 30.0,
+    settings: RetinaSettings | None = None,
 ) -> Simulation:
-    """Simulate C cells' responses to K synthetic movies of T frames over R trials; writes nothing."""
+    """Simulate C cells' responses to K synthetic movies of T frames over R trials; writes nothing.
+    `settings`: the kind of retina (default: the LNP retina of the demo)."""
     for label, value, low in (("cells", n_cells, 1), ("movies", n_movies, 1), ("frames", n_frames, 1),
                               ("trials", n_trials, 1)):  # fmt: skip
         if not isinstance(value, (int, np.integer)) or value < low:
@@ -226,13 +388,17 @@ def simulate(
         raise VistError(f"simulate: seed must be an integer >= 0, got {seed!r}")
     if not (np.isfinite(fps) and FPS_RANGE[0] <= fps <= FPS_RANGE[1]):
         raise VistError(f"simulate: fps must be between {FPS_RANGE[0]:g} and {FPS_RANGE[1]:g} Hz, got {fps!r}")
-    retina = make_retina(n_cells, seed, (h, w), float(fps))
+    retina = make_retina(n_cells, seed, (h, w), float(fps), settings=settings)
+    fano = retina.settings.fano
     movies: dict[str, SimMovie] = {}
     for m in range(n_movies):
         stim = SyntheticMovie(seed=_movie_seed(seed, m), size=(h, w), fps=fps).frames(n_frames)
         truth = retina.rates(stim)
         rng = np.random.default_rng([seed, 2, m])
-        counts = rng.poisson(truth[None] / fps, size=(n_trials, *truth.shape))
+        mean = np.broadcast_to(truth[None] / fps, (n_trials, *truth.shape))
+        if fano > 1:  # gamma-Poisson: mean as Poisson, variance fano x mean
+            mean = rng.gamma(mean / (fano - 1), fano - 1)
+        counts = rng.poisson(mean, size=(n_trials, *truth.shape))
         spikes = np.minimum(counts, np.iinfo(np.uint16).max).astype(np.uint16)
         rates = (spikes.mean(axis=0) * fps).astype(np.float32)
         movies[f"movie{m + 1}"] = SimMovie(stimulus=stim, truth=truth, rates=rates, spikes=spikes)
@@ -263,7 +429,8 @@ def retina_from_params(params: Any, where: str = "the dataset") -> Retina:
         raise VistError(f"{where}: its simulation parameters are malformed ({exc})") from None
     if len(size) != 2 or min(size) < 16 or cells < 1 or seed < 0 or not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
         raise VistError(f"{where}: its simulation parameters are out of range (cells {cells}, size {size}, fps {fps})")
-    return make_retina(cells, seed, (size[0], size[1]), fps)
+    settings = RetinaSettings.from_dict(params["retina"]) if "retina" in params else None
+    return make_retina(cells, seed, (size[0], size[1]), fps, settings=settings)
 
 
 def known_retina(path: str | os.PathLike[str]) -> Retina:
@@ -291,13 +458,14 @@ def write_simulation(
     size: tuple[int, int] = (120, 160),
     fps: float = 30.0,
     *,
+    settings: RetinaSettings | None = None,
     overwrite: bool = False,
 ) -> Simulation:
     """`simulate(...)` and write the result to `path` (the dataset format plus `/movies/<name>/truth`).
 
     `path` is checked first (a folder, an unwritable place, or an existing file without `overwrite`: VistError)."""
     check_output_file(path, overwrite=overwrite)
-    sim = simulate(n_cells, n_movies, n_frames, n_trials, seed, size, fps)
+    sim = simulate(n_cells, n_movies, n_frames, n_trials, seed, size, fps, settings=settings)
     sim.write(path, overwrite=overwrite)
     return sim
 

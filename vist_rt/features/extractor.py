@@ -7,7 +7,7 @@ size, preprocessing); the backend, device and precision are run-time choices kep
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from vist_rt.errors import VistError
 from vist_rt.features.backbones import PATCH, get_backbone
 from vist_rt.features.backends import Backend, make_backend
 from vist_rt.features.preprocess import Preprocessor, PreprocessSpec
-from vist_rt.features.vit import DINOv2Tokens, state_sha256
+from vist_rt.features.vit import DINOv2Tokens, resolve_block, state_sha256
 from vist_rt.features.weights import WeightsError, load_into, read_weights
 
 
@@ -199,6 +199,21 @@ class DINOv2Extractor(Extractor):
         if pixels.ndim != 4 or pixels.shape[1:] != (3, s, s):
             raise VistError(f"pixels must be [N, 3, {s}, {s}], got {list(pixels.shape)}")
         return self.backend(pixels)
+
+    def tokens_of_blocks(self, frames: np.ndarray, blocks: Sequence[int]) -> np.ndarray:
+        """uint8 frames -> float32 `[len(blocks), N, grid*grid, D]`: the tokens after each of `blocks` (0-based, at
+        most this extractor's block) from one pass of the ViT in float32 torch, as an extractor of that block gives."""
+        depth = self._backbone.depth
+        wanted = [resolve_block(b, self._backbone) for b in blocks]
+        if not wanted or max(wanted) > self.spec["block"]:
+            raise VistError(f"blocks {list(blocks)} must be some of 0..{self.spec['block']} (of {depth})")
+        param = next(self.module.parameters())
+        pixels = torch.from_numpy(self.preprocess(frames)).to(param.device)
+        with torch.no_grad():
+            out = self.module.vit.forward_intermediates(
+                pixels, indices=wanted, norm=self.spec["norm"], output_fmt="NLC", intermediates_only=True
+            )
+        return np.stack([o.float().cpu().numpy() for o in out])
 
     def close(self) -> None:
         self.backend.close()

@@ -19,7 +19,7 @@ from vist_rt.features import from_spec
 from vist_rt.model import StreamingViST, load_checkpoint
 from vist_rt.train.ln import LNModel
 from vist_rt.train.metrics import sdkl_scale, summary
-from vist_rt.train.trainer import cached_features
+from vist_rt.train.trainer import cached_features, cell_columns
 
 ALPHA_MAX = 10.0  # the largest SD-KL KDE bandwidth factor accepted (the published one is 0.3)
 STREAM_TOLERANCE = 1e-4  # max |streaming - offline|, relative to the offline output's scale
@@ -67,8 +67,7 @@ def evaluate_checkpoint(
         check_output_dir(cache_dir, flag="--cache")  # before any work
     ckpt = load_checkpoint(checkpoint)
     with open_dataset(dataset) as ds:
-        if ds.n_cells != ckpt.config.cells:
-            raise VistError(f"the checkpoint predicts {ckpt.config.cells} cells, the dataset has {ds.n_cells}")
+        pick = _checkpoint_columns(ckpt, ds.cell_ids)
         m = ds.movie(movie)
         ln_movie = ln_train_movie or ckpt.meta.get("train_movie")
         ln_m = ds.movie(ln_movie) if ln_movie else None
@@ -81,15 +80,16 @@ def evaluate_checkpoint(
             return cached_features(Path(dataset), name, mov.stimulus, ext, cache, progress=report(f"features {name}"))
 
         feats = features(movie, m)
-        target = np.asarray(m.rates)
+        target = np.asarray(m.rates)[:, pick]
         scale = sdkl_scale(ds.units, ds.fps)
         ds_units = ds.units
-        spikes = None if m.spikes is None else np.asarray(m.spikes)
+        spikes = None if m.spikes is None else np.asarray(m.spikes)[:, :, pick]
         truth = m.extra("truth")  # the simulator's ground-truth rate, when the dataset has one
+        truth = None if truth is None else np.asarray(truth)[:, pick]
         ln_feats = ln_rates = None
         if ln_m is not None and ln_movie is not None:
             ln_feats = features(ln_movie, ln_m)
-            ln_rates = np.asarray(ln_m.rates)
+            ln_rates = np.asarray(ln_m.rates)[:, pick]
     pred = streaming_prediction(ckpt.model, ckpt.rf, feats, progress=report("streaming Vi-ST"))
     ceiling = noise_ceiling(spikes) if spikes is not None and spikes.shape[0] >= 2 else None
     result: dict[str, Any] = {
@@ -98,6 +98,7 @@ def evaluate_checkpoint(
         "movie": movie,
         "frames": len(target),
         "cells": ckpt.config.cells,
+        "cell_ids": [str(c) for c in ckpt.cell_ids] if ckpt.cell_ids else None,
         "alpha": alpha,
         "features": ext.describe(),
         "units": ds_units,
@@ -115,6 +116,17 @@ def evaluate_checkpoint(
     return _jsonable(result), arrays
 
 
+def _checkpoint_columns(ckpt: Any, dataset_ids: list[str]) -> np.ndarray:
+    """The dataset's columns of the checkpoint's cells `[C]`: all of them, or (a checkpoint of a subset of cells)
+    those its cell ids name."""
+    ids = [str(c) for c in (ckpt.cell_ids or [])]
+    if ids and ids != list(dataset_ids) and set(ids) <= set(dataset_ids):
+        return cell_columns(dataset_ids, ids)
+    if len(dataset_ids) != ckpt.config.cells:
+        raise VistError(f"the checkpoint predicts {ckpt.config.cells} cells, the dataset has {len(dataset_ids)}")
+    return np.arange(len(dataset_ids))
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _jsonable(v) for k, v in obj.items()}
@@ -129,7 +141,8 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _savefig(plt: Any, fig: Any, path: Path) -> None:
+def save_figure(plt: Any, fig: Any, path: Path) -> None:
+    """Write a matplotlib figure (one-line VistError if it cannot be written) and close it."""
     try:
         fig.savefig(path, dpi=100)
     except OSError as exc:
@@ -168,7 +181,7 @@ def write_plots(
     axes[-1].set_xlabel("time (s)")
     fig.tight_layout()
     traces = folder / "traces.png"
-    _savefig(plt, fig, traces)
+    save_figure(plt, fig, traces)
     fig, ax = plt.subplots(figsize=(8, 3))
     ax.bar(np.arange(len(cc)), cc, color="C1", label="Vi-ST")
     if "ln" in result:
@@ -178,5 +191,5 @@ def write_plots(
     ax.legend(fontsize=8)
     fig.tight_layout()
     bars = folder / "cc_per_cell.png"
-    _savefig(plt, fig, bars)
+    save_figure(plt, fig, bars)
     return [traces, bars]

@@ -9,7 +9,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +231,7 @@ def train(
     recipe: Recipe | None = None,
     model_config: ViSTConfig | None = None,
     ablations: tuple[str, ...] = (),
+    cells: Sequence[str] | None = None,
     extractor: Extractor | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
@@ -246,6 +247,7 @@ def train(
     `<out>` (best held-out CC) and `<out stem>.last.safetensors`, and the resumable state after every epoch.
 
     `ablations`: the model without these modules (`ViSTConfig.ablate`; saved in the checkpoint's config).
+    `cells`: model only these cells (ids of the dataset, in this order; default all), e.g. for the population study.
     `recipe` overrides the preset's. `on_step(step, total_steps, loss)` after every optimiser step,
     `on_epoch(entry)` after every epoch (rank 0). Existing outputs of an earlier run (`<out>`, the last
     checkpoint, the state) are refused up front unless `resume` (which continues from them) or `force`. Under
@@ -286,19 +288,21 @@ def train(
         n_frames = train_m.T
         if n_frames < recipe.window:  # before any work
             raise VistError(f"{train_movie} has {n_frames} frames, fewer than one {recipe.window}-frame window")
-        r_train, r_test = np.asarray(train_m.rates), np.asarray(test_m.rates)
-        cells = r_train.shape[1]
-        cfg = (model_config or ViSTConfig(feature_dim=extractor.dim, video_dim=32, cells=cells,
+        pick = cell_columns(list(ds.cell_ids), cells)
+        r_train, r_test = np.asarray(train_m.rates)[:, pick], np.asarray(test_m.rates)[:, pick]
+        n_cells = r_train.shape[1]
+        cfg = (model_config or ViSTConfig(feature_dim=extractor.dim, video_dim=32, cells=n_cells,
                                           grid=int(extractor.spec["grid"]))).ablate(*ablations)  # fmt: skip
-        if cfg.cells != cells or cfg.feature_dim != extractor.dim or cfg.grid != int(extractor.spec["grid"]):
+        if cfg.cells != n_cells or cfg.feature_dim != extractor.dim or cfg.grid != int(extractor.spec["grid"]):
             raise VistError(
                 f"model config (cells {cfg.cells}, feature_dim {cfg.feature_dim}, grid {cfg.grid}) does not match "
-                f"the data (cells {cells}) and features (dim {extractor.dim}, grid {extractor.spec['grid']})"
+                f"the data (cells {n_cells}) and features (dim {extractor.dim}, grid {extractor.spec['grid']})"
             )
         grid = cfg.grid
         crop = extractor.spec["preprocess"]["crop"]
-        rf_cpu = torch.from_numpy(rf_to_grid(ds.rf, grid=grid, crop=crop, image_size=int(extractor.spec["image_size"])))
-        cell_ids, fps, units = list(ds.cell_ids), float(ds.fps), ds.units
+        size = int(extractor.spec["image_size"])
+        rf_cpu = torch.from_numpy(rf_to_grid(ds.rf[pick], grid=grid, crop=crop, image_size=size))
+        cell_ids, fps, units = [str(ds.cell_ids[i]) for i in pick], float(ds.fps), ds.units
         sim = ds.attrs.get("simulation")
         provenance = {
             "dataset_sha256": _dataset_digest(Path(dataset_path)),
@@ -319,6 +323,8 @@ def train(
             meta = {"preset": preset, "recipe": dataclasses.asdict(recipe), "dataset": str(dataset_path),
                     "train_movie": train_movie, "test_movie": test_movie, "seed": seed,
                     "world_size": dist_info.world, "provenance": provenance}  # fmt: skip
+            if cells is not None:
+                meta["cells"] = cell_ids  # a subset (the checkpoint's cell_ids say which)
             return _fit(
                 _Run(f_train, r_train, f_test, r_test, rf_cpu.to(dev), cfg, recipe, seed, dist_info, out, last_path,
                      meta, dict(rf=rf_cpu, fps=fps, extractor=extractor.spec, cell_ids=cell_ids, units=units)),
@@ -329,6 +335,19 @@ def train(
                 import torch.distributed as dist
 
                 dist.destroy_process_group()
+
+
+def cell_columns(dataset_ids: Sequence[str], wanted: Sequence[str] | None) -> np.ndarray:
+    """Column indices `[n]` of the cells `wanted` (ids, in that order) among a dataset's; all when None."""
+    if wanted is None:
+        return np.arange(len(dataset_ids))
+    index = {str(c): i for i, c in enumerate(dataset_ids)}
+    missing = [str(c) for c in wanted if str(c) not in index]
+    if missing:
+        raise VistError(f"cell(s) {', '.join(missing[:5])} are not in the dataset (it has {len(dataset_ids)} cells)")
+    if not wanted or len(set(map(str, wanted))) != len(wanted):
+        raise VistError("the cells to model must be a non-empty list without repeats")
+    return np.array([index[str(c)] for c in wanted], dtype=np.int64)
 
 
 def _dataset_digest(path: Path) -> str:
