@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -260,6 +263,11 @@ def test_durations_study_cli(sim: Path, tmp_path: Path, capsys) -> None:
         (["blocks"], "compares DINOv2 blocks"),
         (["population", "--sizes", "2,99"], "the dataset has 6 cells"),
         (["loss", "--train-movie", "nope"], "movie 'nope' is not in the dataset"),
+        pytest.param(
+            ["ablation", "--device", "cuda"],
+            "no CUDA device",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal needs a machine without CUDA"),
+        ),
     ],
 )
 def test_bad_study_requests_are_one_line(sim: Path, tmp_path: Path, capsys, extra: list[str], message: str) -> None:
@@ -284,3 +292,20 @@ def test_a_checkpoint_of_some_cells_is_evaluated_on_those(sim: Path, tmp_path: P
     assert result["cell_ids"] == ["sim005", "sim001"] and len(result["vist"]["cc"]) == 2
     with pytest.raises(VistError, match="not in the dataset"):
         train(sim, "movie1", tmp_path / "x.safetensors", recipe=recipe, cells=["sim999"], extractor=ext)
+
+
+@pytest.mark.slow
+def test_a_study_under_torchrun(sim: Path, tmp_path: Path) -> None:
+    """Two gloo processes: every arm is a DDP run, rank 0 alone evaluates and writes the study."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "vist_rt",
+           "study", "population", str(sim), "--out", str(out), "--sizes", "2,4", "--image-size", "126",
+           "--recipe", str(sim.with_name("tiny.toml"))]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("study.json") == 1  # rank 0 only
+    s = json.loads((out / "study.json").read_text())
+    assert [g["group"] for g in s["groups"]] == ["n=2", "n=4"]
+    for row in s["results"]:
+        assert load_checkpoint(out / "arms" / row["key"] / "model.last.safetensors").meta["world_size"] == 2

@@ -498,3 +498,26 @@ def noise_ceiling(spikes: np.ndarray) -> np.ndarray:
 def truth_cc(sim: Simulation) -> dict[str, np.ndarray]:
     """Per movie, the per-cell CC of the ground-truth rate with the recorded trial average."""
     return {name: pearson(m.truth, m.rates) for name, m in sim.movies.items()}
+
+
+FAMILY_SIZES = ((96, 96), (120, 160), (240, 320), (480, 640))  # frame sizes of the retina family
+
+
+def family_member(index: int) -> dict[str, Any]:
+    """Member `index` of the family of simulated retinas the CPU preset is judged on: frame size, cell count and
+    RetinaSettings drawn from the index (members 0-99 for tuning, 100 and up held out). Returns `simulate`'s
+    keywords (`n_cells`, `size`, `settings`, `seed`)."""
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise VistError(f"a family member is an integer >= 0, got {index!r}")
+    rng = np.random.default_rng([index, 77])
+    lo = float(rng.uniform(0.025, 0.05))
+    rate = float(rng.uniform(3.0, 8.0))
+    settings = RetinaSettings(
+        cell_size=(round(lo, 4), round(lo * float(rng.uniform(1.3, 2.0)), 4)),
+        rate=(round(rate, 2), round(rate * float(rng.uniform(2.0, 4.0)), 2)),
+        subunits=round(float(rng.uniform(0.0, 0.7)), 3),
+        adaptation=round(float(rng.uniform(0.0, 2.0)), 3),
+        fano=round(float(rng.uniform(1.0, 2.0)), 3),
+    )
+    size = FAMILY_SIZES[int(rng.integers(len(FAMILY_SIZES)))]
+    return {"n_cells": int(rng.integers(8, 41)), "size": size, "settings": settings, "seed": 1000 + index}

@@ -31,6 +31,7 @@ from vist_rt.train.schedule import Recipe
 from vist_rt.train.trainer import (
     feature_cache_path,
     read_cache_entry,
+    start_distributed,
     state_path,
     store_cache_entry,
     train,
@@ -351,7 +352,23 @@ class StudyRun:
 
 def run_study(plan: StudyPlan, run: StudyRun) -> dict[str, Any]:
     """Run every unfinished arm (train, then eval on the arm's movie), then write study.json and study.png.
-    Under torchrun every rank trains each arm (DDP) and rank 0 alone evaluates and writes."""
+    Under torchrun every rank trains each arm (DDP, one process group for the whole study) and rank 0 alone
+    evaluates and writes."""
+    import torch
+
+    if run.device == "cuda" and not torch.cuda.is_available():  # before anything is written
+        raise VistError("--device cuda: no CUDA device is available to torch here")
+    _where, _device, created = start_distributed(torch.device(run.device))
+    try:
+        return _run_arms(plan, run)
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _run_arms(plan: StudyPlan, run: StudyRun) -> dict[str, Any]:
     main = os.environ.get("RANK", "0") == "0"
     out = check_output_dir(run.out, flag="--out")
     cache = run.cache or out / "features"

@@ -207,18 +207,22 @@ class _Dist:
         return self.rank == 0
 
 
-def _start_distributed(device: torch.device) -> tuple[_Dist, torch.device]:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU."""
+def start_distributed(device: torch.device) -> tuple[_Dist, torch.device, bool]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU.
+    Returns (where this process sits, its device, whether this call created the group: its caller then
+    destroys it); a group that already exists (a study's, over many runs) is reused."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return _Dist(), device
+        return _Dist(), device, False
     import torch.distributed as dist
 
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Dist(world=dist.get_world_size(), rank=dist.get_rank()), device
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(world=dist.get_world_size(), rank=dist.get_rank()), device, created
 
 
 def train(
@@ -312,7 +316,7 @@ def train(
             "command": command,
             "torch": torch.__version__,
         }
-        dist_info, dev = _start_distributed(torch.device(device))
+        dist_info, dev, created = start_distributed(torch.device(device))
         try:
             if recipe.batch % dist_info.world:
                 raise VistError(f"batch {recipe.batch} does not split over {dist_info.world} processes")
@@ -331,7 +335,7 @@ def train(
                 resume=resume, log=log, on_step=on_step, on_epoch=on_epoch,
             )  # fmt: skip
         finally:
-            if dist_info.world > 1:
+            if created:
                 import torch.distributed as dist
 
                 dist.destroy_process_group()
