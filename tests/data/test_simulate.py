@@ -228,3 +228,17 @@ def test_bad_retina_settings_are_one_line(tmp_path: Path, capsys, flags: list[st
     except SystemExit as exc:
         code = exc.code
     assert code == 2 and message in capsys.readouterr().err and not (tmp_path / "x.h5").exists()
+
+
+def test_family_members_are_reproducible_and_varied() -> None:
+    from vist_rt.data.simulate import FAMILY_SIZES, RetinaSettings, family_member
+
+    members = [family_member(i) for i in (0, 1, 2, 3, 100, 101, 102, 103)]
+    assert family_member(101) == members[5]  # the same index, the same retina
+    assert len({(m["size"], m["n_cells"], m["settings"]) for m in members}) == len(members)
+    for m in members:
+        s = m["settings"]
+        assert isinstance(s, RetinaSettings) and m["size"] in FAMILY_SIZES and 8 <= m["n_cells"] <= 40
+        assert 0 <= s.subunits <= 0.7 and 0 <= s.adaptation <= 2 and 1 <= s.fano <= 2
+    with pytest.raises(VistError, match="integer >= 0"):
+        family_member(-1)
