@@ -35,7 +35,7 @@ from vist_rt.movie import SyntheticMovie
 CALIBRATION_FRAMES = 240  # frames of the calibration movie that fix each cell's generator scale
 FPS_RANGE = (0.1, 1000.0)  # Hz: frame (= bin) rates the simulator accepts
 RF_MASK_SIGMAS = 1.5  # a cell's RF mask: pixels within this many centre sigmas of its centre
-CHUNK_FRAMES = 256  # frames converted to contrast at a time
+CHUNK_PIXELS = 1 << 26  # pixels converted to float contrast at a time (256 MiB); a demo-sized movie is one chunk
 SUBUNITS_PER_CELL = 8  # bipolar-like subunits inside a cell's centre (when `subunits` > 0)
 SUBUNIT_SIGMA = 0.35  # a subunit's Gaussian sigma, as a fraction of the retina's mean centre sigma
 
@@ -186,9 +186,10 @@ class Retina:
         t = stim.shape[0]
         filters = self.spatial().reshape(self.n_cells, -1).T  # [H*W, C]
         s = np.empty((t, self.n_cells), np.float32)
-        for a in range(0, t, CHUNK_FRAMES):  # bounded memory for long movies of large frames
-            x = (stim[a : a + CHUNK_FRAMES].reshape(-1, filters.shape[0]).astype(np.float32) - 128.0) / 128.0
-            s[a : a + CHUNK_FRAMES] = x @ filters
+        step = max(1, CHUNK_PIXELS // filters.shape[0])  # bounded memory; one matmul (the same bits) when it fits
+        for a in range(0, t, step):
+            x = (stim[a : a + step].reshape(-1, filters.shape[0]).astype(np.float32) - 128.0) / 128.0
+            s[a : a + step] = x @ filters
         if self.subunits is None:
             return s
         w = np.float32(self.settings.subunits)

@@ -156,7 +156,7 @@ def plan_study(
             raise VistError("the blocks study compares DINOv2 blocks: give --extractor dinov2 (--vit-weights or "
                             "--random-vit)")  # fmt: skip
         depth = extractor.spec["block"] + 1 if blocks is None else None
-        chosen = _int_list(blocks, "--blocks", 0) if blocks is not None else (0, (depth or 1) // 2 - 1, depth - 1)
+        chosen = _int_list(blocks, "--blocks", 0) if blocks is not None else (0, max(0, (depth or 1) // 2 - 1), (depth or 1) - 1)
         chosen = tuple(sorted(set(chosen)))
         settings["blocks"] = list(chosen)
         groups = [(f"block {b}", {"block": b}) for b in chosen]
@@ -373,10 +373,10 @@ def _run_arms(plan: StudyPlan, run: StudyRun) -> dict[str, Any]:
     out = check_output_dir(run.out, flag="--out")
     cache = run.cache or out / "features"
     check_output_dir(cache, flag="--cache")
+    extractors = {a.key: arm_extractor(a, run.extractor, run.vit_weights) for a in plan.arms}  # bad blocks: here
     out.mkdir(parents=True, exist_ok=True)
     if main:
         _check_plan(out, plan)
-    extractors = {a.key: arm_extractor(a, run.extractor, run.vit_weights) for a in plan.arms}
     blocks = [e for e in {id(e): e for e in extractors.values()}.values() if isinstance(e, DINOv2Extractor)]
     if plan.name == "blocks" and main:
         movies = [m for a in plan.arms for m in (a.train_movie, a.test_movie, a.eval_movie)]
