@@ -261,8 +261,10 @@ def test_durations_study_cli(sim: Path, tmp_path: Path, capsys) -> None:
         (["ablation", "--sizes", "2,4"], "--sizes applies to the population study"),
         (["ablation", "--blocks", "1"], "--blocks applies to the blocks study"),
         (["blocks"], "compares DINOv2 blocks"),
-        (["blocks", "--extractor", "dinov2", "--backbone", "vits14", "--random-vit", "0", "--blocks", "3,12"],
-         "block 12 is out of range"),
+        (
+            ["blocks", "--extractor", "dinov2", "--backbone", "vits14", "--random-vit", "0", "--blocks", "3,12"],
+            "block 12 is out of range",
+        ),
         (["population", "--sizes", "2,99"], "the dataset has 6 cells"),
         (["loss", "--train-movie", "nope"], "movie 'nope' is not in the dataset"),
         pytest.param(

@@ -155,9 +155,11 @@ def plan_study(
         if extractor.spec["kind"] != "dinov2":
             raise VistError("the blocks study compares DINOv2 blocks: give --extractor dinov2 (--vit-weights or "
                             "--random-vit)")  # fmt: skip
-        depth = extractor.spec["block"] + 1 if blocks is None else None
-        chosen = _int_list(blocks, "--blocks", 0) if blocks is not None else (0, max(0, (depth or 1) // 2 - 1), (depth or 1) - 1)
-        chosen = tuple(sorted(set(chosen)))
+        if blocks is None:  # first, middle and the extractor's own block
+            last = extractor.spec["block"]
+            chosen = tuple(sorted({0, max(0, (last + 1) // 2 - 1), last}))
+        else:
+            chosen = tuple(sorted(set(_int_list(blocks, "--blocks", 0))))
         settings["blocks"] = list(chosen)
         groups = [(f"block {b}", {"block": b}) for b in chosen]
     elif name == "population":
