@@ -41,7 +41,11 @@ def test_export_features_writes_the_asked_graph(tmp_path: Path, capsys) -> None:
         (["bench", "features", *TINY_VIT, "--extractor", "patches"], "measures a ViT"),
         (["bench", "features", *TINY_VIT, "--backends", "tensorrt"], "not available"),
         (["bench", "features", *TINY_VIT, "--backends", "torch,torch"], "twice"),
-        (["bench", "features", *TINY_VIT, "--precision", "bf16"], "onnxruntime backend runs fp32 only"),
+        (["bench", "features", *TINY_VIT, "--backends", "torch,onnxruntime", "--precision", "bf16"],
+         "onnxruntime backend runs fp32, int8 on cpu, not bf16"),
+        (["bench", "features", *TINY_VIT, "--paths", "torch:fp32,torch:int8"], "torch backend runs fp32, bf16"),
+        (["bench", "features", *TINY_VIT, "--paths", "torch"], "--paths items look like torch:fp32"),
+        (["bench", "features", *TINY_VIT, "--paths", "torch:fp32,torch:fp32"], "a path twice"),
         (["bench", "features", *TINY_VIT, "--backends", "onnxruntime", "--engines", "afile"], "cannot write"),
         (["export", "onnx", "features", *TINY_VIT, "--random-vit", "0", "--out", "."], "is a folder"),
         (["export", "onnx", "features", *TINY_VIT, "--random-vit", "0", "--out", "afile/x.onnx"], "cannot write"),
@@ -63,7 +67,7 @@ def test_bench_features_every_flag_is_used(tmp_path: Path, capsys) -> None:
     try:
         args = ["bench", "features", *TINY_VIT, "--random-vit", "2", "--frames", "5", "--warmup", "1",
                 "--frame-size", "64x48", "--seed", "1", "--threads", "1", "--engines", str(tmp_path / "eng"),
-                "--backends", "onnxruntime,torch", "--json", str(out)]  # fmt: skip
+                "--backends", "onnxruntime,torch", "--precision", "fp32", "--json", str(out)]  # fmt: skip
         assert main(args) == 0
         assert torch.get_num_threads() == 1  # --threads
     finally:
@@ -73,7 +77,8 @@ def test_bench_features_every_flag_is_used(tmp_path: Path, capsys) -> None:
     assert r["extractor"]["weights"] == {"kind": "random", "seed": 2} and r["extractor"]["image_size"] == 28
     assert r["frame_shape"] == [48, 64] and r["frames"] == 5 and r["warmup"] == 1
     assert all(b["vit_ms"]["n"] == 5 for b in r["backends"].values())
-    assert r["max_rel_diff_vs_first"]["torch"] <= 1e-4 and r["floor_ms"] > 0 and r["flops_per_frame"] > 0
+    assert r["max_rel_diff_vs_first"]["torch"] <= 1e-4 and r["floor_ms"]["fp32"] > 0 and r["flops_per_frame"] > 0
+    assert r["backends"]["torch"]["accuracy"]["min_cos"] > 0.99999 and r["reference"] == "onnxruntime"
     assert any((tmp_path / "eng" / "onnx").glob("*.onnx"))  # --engines
     assert r["command"].startswith("vist-rt bench features")
     assert "ratio onnxruntime/torch" in capsys.readouterr().out
@@ -111,3 +116,25 @@ def test_bench_features_with_a_weights_file(tmp_path: Path) -> None:
     assert main(args) == 0
     r = json.loads(out.read_text())
     assert r["extractor"]["weights"]["kind"] == "file" and r["extractor"]["dinov2"] is True
+
+
+def test_bench_features_compares_every_native_cpu_path(tmp_path: Path, capsys) -> None:
+    from vist_rt.bench.features import native_cpu_paths
+    from vist_rt.features.backends import resolve
+
+    out = tmp_path / "p.json"
+    args = ["bench", "features", *TINY_VIT, "--frames", "3", "--warmup", "1", "--frame-size", "64x48",
+            "--engines", str(tmp_path / "eng"), "--json", str(out)]  # fmt: skip
+    assert main(args) == 0
+    r = json.loads(out.read_text())
+    labels = [p.label for p in native_cpu_paths()]
+    assert list(r["backends"]) == labels and labels[0] == "torch:fp32" == r["reference"]
+    for label in labels:
+        backend, precision = label.split(":")
+        b = r["backends"][label]
+        assert b["runtime"]["backend"] == backend and b["runtime"]["precision"] == precision
+        assert b["floor_ms"] == r["floor_ms"][precision] > 0 and b["accuracy"]["within"]
+    assert set(r["matmul_gflops"]) == {label.split(":")[1] for label in labels}
+    auto = resolve("auto", "cpu", "auto")
+    assert r["auto"]["path"] == f"{auto.backend}:{auto.precision}"
+    assert f"precision auto here: {auto.backend}:{auto.precision}" in capsys.readouterr().out

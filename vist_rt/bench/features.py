@@ -1,17 +1,53 @@
-"""`vist-rt bench features`: per-frame feature latency on each backend, and the ViT's compute floor."""
+"""`vist-rt bench features`: per-frame ViT latency of each CPU path (backend x precision), its accuracy against
+fp32 and its compute floor at that precision's matmul rate, all measured in one run."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from vist_rt.bench.stats import machine_info, matmul_gflops, time_calls
+from vist_rt.cpu import this_cpu
+from vist_rt.features.accuracy import BOUNDS, agreement
 from vist_rt.features.backbones import PATCH
+from vist_rt.features.backends import RUNS, available, resolve
 from vist_rt.features.extractor import DINOv2Extractor
 from vist_rt.features.vit import DINOv2Tokens
 from vist_rt.latency import summarize
+from vist_rt.movie import SyntheticMovie
+
+
+class FeaturePath(NamedTuple):
+    """One way to run the ViT: a backend at a precision."""
+
+    backend: str
+    precision: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}:{self.precision}"
+
+
+def parse_paths(text: str) -> list[FeaturePath]:
+    """ "torch:fp32,onnxruntime:int8" -> paths; ValueError (one line) on anything else."""
+    paths = []
+    for item in (t.strip() for t in text.split(",")):
+        backend, sep, precision = item.partition(":")
+        if not sep or ((backend, "cpu") not in RUNS and (backend, "cuda") not in RUNS):
+            raise ValueError(f"--paths items look like torch:fp32 or onnxruntime:int8, got {item!r}")
+        paths.append(FeaturePath(backend, precision))
+    if len(set(paths)) != len(paths):
+        raise ValueError(f"--paths lists a path twice: {text!r}")
+    return paths
+
+
+def native_cpu_paths() -> list[FeaturePath]:
+    """Every CPU path installed here whose precision this CPU runs natively; torch fp32 (the reference) first."""
+    reasons = available()
+    order = [("torch", "fp32"), ("onnxruntime", "fp32"), ("torch", "bf16"), ("onnxruntime", "int8")]
+    return [FeaturePath(b, p) for b, p in order if reasons[b] is None and this_cpu().native(p)]
 
 
 def vit_flops(module: DINOv2Tokens) -> int:
@@ -28,64 +64,123 @@ def vit_flops(module: DINOv2Tokens) -> int:
     return 2 * macs
 
 
-def _measure(ext: DINOv2Extractor, pool: np.ndarray, frames: int, warmup: int) -> tuple[dict[str, Any], np.ndarray]:
-    """One backend: ViT and preprocessing times for one frame at a time, and one output for agreement."""
+def ort_matmul_gflops(n: int = 1024, repeats: int = 30) -> float | None:
+    """ONNX Runtime's float32 matmul rate on the CPU (GFLOP/s of an n^3 product), None without onnxruntime: its
+    kernels may beat torch's on CPUs where torch's BLAS takes a generic path."""
+    if available()["onnxruntime"] is not None:
+        return None
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from vist_rt.export.ort import require_ort
+
+    ort = require_ort()
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [w])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(onnx.shape_inference.infer_shapes(model).SerializeToString(), opts,
+                                   providers=["CPUExecutionProvider"])  # fmt: skip
+    x = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    times = time_calls(lambda: session.run(None, {"x": x}), repeats, warmup=3)
+    return 2.0 * n**3 / float(np.median(times)) / 1e9
+
+
+def matmul_rates(precisions: Sequence[str], n: int = 1024) -> dict[str, float]:
+    """The best matmul rate (GFLOP/s, GOP/s for int8) this machine reaches at each precision, in torch (fp32 also
+    in ONNX Runtime, the larger taken)."""
+    rates = {p: matmul_gflops(n, precision=p) for p in dict.fromkeys(precisions)}
+    if "fp32" in rates:
+        rates["fp32"] = max(rates["fp32"], ort_matmul_gflops(n) or 0.0)
+    return rates
+
+
+def accuracy_frames(shape: tuple[int, int], n: int = 16, seed: int = 0) -> np.ndarray:
+    """The accuracy set: n frames, one per second, of the synthetic movie (natural-like colour), uint8 BGR."""
+    movie = SyntheticMovie(seed=seed, size=shape, color=True)
+    return np.stack([movie.frame(int(i * movie.fps)) for i in range(n)])
+
+
+def _measure(ext: DINOv2Extractor, pool: np.ndarray, frames: int, warmup: int) -> dict[str, Any]:
+    """One path: ViT and preprocessing times for one frame at a time."""
     pixels = [ext.preprocess(f).copy() for f in pool]
     counter = iter(range(1 << 62))
     vit = summarize(time_calls(lambda: ext.tokens_from_pixels(pixels[next(counter) % len(pool)]), frames, warmup))
     pre = summarize(time_calls(lambda: ext.preprocess(pool[next(counter) % len(pool)]), frames, warmup))
-    out = ext.tokens_from_pixels(pixels[0]).copy()
-    return {"runtime": ext.runtime, "vit_ms": vit, "preprocess_ms": pre}, out
+    return {"runtime": ext.runtime, "vit_ms": vit, "preprocess_ms": pre}
 
 
 def run_features_bench(
-    make: Callable[[str], DINOv2Extractor],
-    backends: Sequence[str] = ("torch", "onnxruntime"),
+    make: Callable[[FeaturePath], DINOv2Extractor],
+    paths: Sequence[FeaturePath],
     *,
     frames: int = 200,
     warmup: int = 20,
     frame_shape: tuple[int, int] = (480, 640),
     seed: int = 0,
     matmul_size: int = 1024,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Time preprocessing and one-frame token extraction on each backend; floor = FLOPs / matmul rate."""
+    """Time preprocessing and one-frame token extraction on each path; accuracy of each against the first path
+    on the accuracy set; floor of each = FLOPs / the matmul rate of its precision, measured in this run."""
     if frames < 1 or warmup < 0:
         raise ValueError("frames must be >= 1 and warm-up >= 0")
+    if not paths:
+        raise ValueError("no feature path to measure")
+    labels = list(labels or [p.label for p in paths])
     rng = np.random.default_rng(seed)
     pool = rng.integers(0, 256, (8, *frame_shape, 3), dtype=np.uint8)
+    acc_frames = accuracy_frames(frame_shape, seed=seed)
     results: dict[str, Any] = {}
-    first: DINOv2Extractor | None = None
     outputs: dict[str, np.ndarray] = {}
-    for name in backends:
-        ext = make(name)
-        first = first or ext
-        results[name], outputs[name] = _measure(ext, pool, frames, warmup)
-        ext.close()
-    assert first is not None
-    flops = vit_flops(first.module)
-    gflops = matmul_gflops(matmul_size)
-    floor_ms = flops / (gflops * 1e9) * 1e3
-    for r in results.values():
-        r["vit_over_floor"] = r["vit_ms"]["p50"] / floor_ms
-    ref = outputs[backends[0]]
-    agreement = {
-        name: float(np.abs(out.astype(np.float64) - ref).max() / np.abs(ref).max()) for name, out in outputs.items()
-    }
+    spec: dict[str, Any] = {}
+    described, flops = "", 0
+    for label, path in zip(labels, paths):
+        ext = make(path)
+        try:
+            if not spec:
+                spec, described, flops = ext.spec, ext.describe(), vit_flops(ext.module)
+            results[label] = _measure(ext, pool, frames, warmup)
+            outputs[label] = ext(acc_frames)
+        finally:
+            ext.close()
+    rates = matmul_rates([r["runtime"]["precision"] for r in results.values()], matmul_size)
+    floors = {p: flops / (rate * 1e9) * 1e3 for p, rate in rates.items()}
+    ref_label = labels[0]
+    ref = outputs[ref_label]
+    for label, r in results.items():
+        r["floor_ms"] = floors[r["runtime"]["precision"]]
+        r["vit_over_floor"] = r["vit_ms"]["p50"] / r["floor_ms"]
+        r["accuracy"] = agreement(outputs[label], ref)
     out: dict[str, Any] = {
         "bench": "features",
         "machine": machine_info(),
-        "extractor": first.spec,
-        "described": first.describe(),
+        "extractor": spec,
+        "described": described,
         "frame_shape": list(frame_shape),
         "frames": frames,
         "warmup": warmup,
         "backends": results,
-        "max_rel_diff_vs_first": agreement,
+        "reference": ref_label,
+        "accuracy_set": f"{len(acc_frames)} frames of the synthetic movie (seed {seed}, colour, one per second)",
+        "bounds": {"mean_cos": BOUNDS.mean_cos, "min_cos": BOUNDS.min_cos},
+        "max_rel_diff_vs_first": {
+            k: float(np.abs(v.astype(np.float64) - ref).max() / np.abs(ref).max()) for k, v in outputs.items()
+        },
         "flops_per_frame": flops,
-        "matmul_gflops": gflops,
-        "floor_ms": floor_ms,
+        "matmul_gflops": rates,
+        "floor_ms": floors,
     }
-    if len(backends) >= 2:
-        a, b = backends[0], backends[1]
+    if len(labels) >= 2:
+        a, b = labels[0], labels[1]
         out["ratio_p50"] = {f"{a}/{b}": results[a]["vit_ms"]["p50"] / results[b]["vit_ms"]["p50"]}
+    ort_fp32 = next((k for k, p in zip(labels, paths) if p == ("onnxruntime", "fp32")), None)
+    if ort_fp32 is not None:
+        base = results[ort_fp32]["vit_ms"]["p50"]
+        out["speedup_vs_onnxruntime_fp32"] = {k: base / r["vit_ms"]["p50"] for k, r in results.items()}
+    auto = resolve("auto", "cpu", "auto")
+    out["auto"] = {"path": f"{auto.backend}:{auto.precision}", "why": auto.why}
     return out

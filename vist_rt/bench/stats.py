@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from vist_rt.cpu import this_cpu
 from vist_rt.errors import VistError
 from vist_rt.files import atomic_write
 
@@ -32,14 +33,8 @@ def time_calls(fn: Callable[[], object], n: int, warmup: int = 0) -> list[float]
 
 def cpu_name() -> str:
     """The processor's model name, as the OS reports it."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    cpu = this_cpu()
+    return cpu.model if cpu.model != "unknown CPU" else platform.processor() or platform.machine()
 
 
 def machine_info() -> dict[str, Any]:
@@ -48,6 +43,7 @@ def machine_info() -> dict[str, Any]:
 
     info: dict[str, Any] = {
         "cpu": cpu_name(),
+        "cpu_extensions": list(this_cpu().extensions),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -67,18 +63,28 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 30, device: str = "cpu") -> float:
-    """This machine's float32 matmul rate: median GFLOP/s of an n x n x n product."""
+def matmul_gflops(n: int = 1024, repeats: int = 30, device: str = "cpu", precision: str = "fp32") -> float:
+    """This machine's matmul rate in torch: median GFLOP/s (GOP/s for int8) of an n x n x n product at
+    `precision` (fp32, bf16, fp16; int8 on the CPU: int8 x int8 -> int32)."""
     import torch
 
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    out = torch.empty(n, n, device=device)
+    if precision == "int8":
+        a = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device)
+        b = torch.randint(-128, 128, (n, n), dtype=torch.int8, device=device)
 
-    def mm() -> None:
-        torch.mm(a, b, out=out)
-        if device != "cpu":
-            torch.cuda.synchronize()
+        def mm() -> None:
+            torch._int_mm(a, b)
+
+    else:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        out = torch.empty(n, n, device=device, dtype=dtype)
+
+        def mm() -> None:
+            torch.mm(a, b, out=out)
+            if device != "cpu":
+                torch.cuda.synchronize()
 
     with torch.inference_mode():
         times = time_calls(mm, repeats, warmup=3)

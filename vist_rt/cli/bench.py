@@ -37,10 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     p.set_defaults(func=run_temporal)
 
-    f = kinds.add_parser("features", help="per-frame feature latency on PyTorch vs ONNX Runtime, vs compute floor")
+    f = kinds.add_parser("features", help="per-frame ViT latency of each CPU path, its accuracy and compute floor")
     add_extractor_args(f, default_backbone="vits14", default_extractor="dinov2")  # it measures a ViT
     add_backend_args(f, backend=False)
-    f.add_argument("--backends", default="torch,onnxruntime", help="backends to compare, first = reference")
+    which = f.add_mutually_exclusive_group()
+    which.add_argument("--paths", metavar="LIST", help="backend:precision paths to compare, first = reference "
+                       "(default on the CPU: every path this CPU runs natively, torch:fp32 first)")  # fmt: skip
+    which.add_argument("--backends", metavar="LIST", help="backends to compare at --precision, first = reference")
     f.add_argument("--frames", type=_positive, default=200, help="timed frames per backend (default 200)")
     f.add_argument("--warmup", type=_non_negative, default=20, help="untimed frames first (default 20)")
     f.add_argument("--frame-size", default="640x480", metavar="WxH", help="size of the uint8 input frames (640x480)")
@@ -202,28 +205,33 @@ def _features_table(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"vist-rt bench features: {result['described']} (ms per frame)")
-    table.add_column("stage / backend", no_wrap=True)
-    for col in ("n", "min", "p50", "p90", "p99", "max", "jitter", "x floor"):
+    table.add_column("stage / path", no_wrap=True)
+    for col in ("n", "min", "p50", "p90", "p99", "max", "jitter", "x floor", "cos mean", "cos min"):
         table.add_column(col, justify="right")
     cols = ("min", "p50", "p90", "p99", "max", "jitter")
     for name, r in result["backends"].items():
-        rt = r["runtime"]
-        s = r["vit_ms"]
-        label = f"ViT {name} ({rt['device']}, {rt['precision']})"
-        table.add_row(label, str(s["n"]), *(_ms(s[c]) for c in cols), f"{r['vit_over_floor']:.2f}")
+        rt, s, acc = r["runtime"], r["vit_ms"], r["accuracy"]
+        label = f"ViT {name} ({rt['backend']}, {rt['device']}, {rt['precision']})"
+        cos = [f"{acc['mean_cos']:.6f}", f"{acc['min_cos']:.6f}"]
+        if not acc["within"]:
+            cos = [f"[red]{c}[/]" for c in cos]
+        table.add_row(label, str(s["n"]), *(_ms(s[c]) for c in cols), f"{r['vit_over_floor']:.2f}", *cos)
     first = next(iter(result["backends"].values()))["preprocess_ms"]
     h, w = result["frame_shape"]
     table.add_row(f"preprocess {w}x{h} -> {result['extractor']['image_size']}", str(first["n"]),
-                  *(_ms(first[c]) for c in cols), "")  # fmt: skip
+                  *(_ms(first[c]) for c in cols), "", "", "")  # fmt: skip
     console = _console()
     console.print(table)
-    console.print(
-        f"floor: {result['flops_per_frame'] / 1e9:.2f} GFLOP per frame at {result['matmul_gflops']:.0f} GFLOP/s "
-        f"= {result['floor_ms']:.2f} ms"
-    )
+    floors = ", ".join(f"{p} {result['floor_ms'][p]:.2f} ms ({g:.0f} G/s)" for p, g in result["matmul_gflops"].items())
+    console.print(f"floor: {result['flops_per_frame'] / 1e9:.2f} GFLOP per frame at each precision's matmul rate: "
+                  f"{floors}")  # fmt: skip
     for pair, ratio in result.get("ratio_p50", {}).items():
         console.print(f"ratio {pair} (p50): [bold]{ratio:.2f}x[/]")
-    console.print(f"max relative difference vs the first backend: {result['max_rel_diff_vs_first']}")
+    for path, ratio in result.get("speedup_vs_onnxruntime_fp32", {}).items():
+        console.print(f"{path}: {ratio:.2f}x faster than onnxruntime fp32 (p50)")
+    console.print(f"accuracy vs {result['reference']} on {result['accuracy_set']}; bounds: mean cos >= "
+                  f"{result['bounds']['mean_cos']}, every token >= {result['bounds']['min_cos']}")  # fmt: skip
+    console.print(f"precision auto here: {result['auto']['path']} ({result['auto']['why']})")
     m = result["machine"]
     console.print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} threads")
 
@@ -232,43 +240,56 @@ def run_features(args: argparse.Namespace) -> int:
     """Run the feature benchmark."""
     import torch
 
-    from vist_rt.bench.features import run_features_bench
+    from vist_rt.bench.features import FeaturePath, native_cpu_paths, parse_paths, run_features_bench
     from vist_rt.bench.stats import write_json
     from vist_rt.cli.options import extractor_from_args
+    from vist_rt.features.backends import resolve
 
     if args.extractor != "dinov2":
         raise VistError("bench features measures a ViT: use --extractor dinov2")
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    allowed = ("torch", "onnxruntime", "tensorrt")
-    if not backends or any(b not in allowed for b in backends):
-        raise VistError(f"--backends must list some of {', '.join(allowed)}, got {args.backends!r}")
+    labels = None
+    if args.backends is not None:
+        backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+        allowed = ("torch", "onnxruntime", "tensorrt")
+        if not backends or any(b not in allowed for b in backends):
+            raise VistError(f"--backends must list some of {', '.join(allowed)}, got {args.backends!r}")
+        if len(set(backends)) != len(backends):
+            raise VistError(f"--backends lists a backend twice: {args.backends!r}")
+        paths = [FeaturePath(*resolve(b, args.device, args.precision)[:2]) for b in backends]
+        labels = backends
+    elif args.paths is not None:
+        try:
+            paths = parse_paths(args.paths)
+        except ValueError as exc:
+            raise VistError(str(exc)) from None
+        for p in paths:
+            resolve(p.backend, args.device, p.precision)  # each checked before any work
+    elif args.device == "cpu":
+        paths = native_cpu_paths()
+    else:
+        paths = [FeaturePath(*resolve("auto", args.device, args.precision)[:2])]
     frame_shape = _parse_size(args.frame_size)
     if args.vit_weights is None and args.random_vit is None:
         args.random_vit = 0  # timing does not depend on the weights' values; --vit-weights to use real ones
-    if args.precision != "fp32" and "onnxruntime" in backends:
-        raise VistError(f"the onnxruntime backend runs fp32 only: drop --precision {args.precision} or that backend")
-    if len(set(backends)) != len(backends):
-        raise VistError(f"--backends lists a backend twice: {args.backends!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.json:
         write_json(args.json, {"bench": "features", "status": "running"})
 
-    def make(backend: str):  # type: ignore[no-untyped-def]
+    def make(path: FeaturePath):  # type: ignore[no-untyped-def]
         return extractor_from_args(
             args,
-            backend=backend,
+            backend=path.backend,
             device=args.device,
-            precision=args.precision,
+            precision=path.precision,
             cache_dir=args.engines,
             threads=args.threads,
             log=print,
         )
 
     try:
-        result = run_features_bench(
-            make, backends, frames=args.frames, warmup=args.warmup, frame_shape=frame_shape, seed=args.seed
-        )
+        result = run_features_bench(make, paths, frames=args.frames, warmup=args.warmup, frame_shape=frame_shape,
+                                    seed=args.seed, labels=labels)  # fmt: skip
     except ValueError as exc:
         raise VistError(str(exc)) from None
     return _finish(args, result, _features_table)

@@ -80,6 +80,19 @@ def check_backends() -> list[tuple[str, dict[str, Any]]]:
     return rows
 
 
+def check_cpu_path() -> list[tuple[str, dict[str, Any]]]:
+    """The CPU's matrix extensions and the ViT path `--precision auto` picks on it."""
+    from vist_rt.cpu import this_cpu
+    from vist_rt.features.backends import resolve
+
+    cpu = this_cpu()
+    choice = resolve("auto", "cpu", "auto", cpu)
+    has = ", ".join(cpu.extensions) if cpu.known else "flags unreadable"
+    path = f"{choice.backend} {choice.precision} ({choice.why})"
+    detail = f"{cpu.model}: {has or 'no matrix extensions'}; ViT path of --precision auto: {path}"
+    return [("cpu", {"status": OK if choice.precision != "fp32" else INFO, "detail": detail})]
+
+
 def check_cameras(n: int) -> list[tuple[str, dict[str, Any]]]:
     """Camera indices 0..n-1 that open and give a frame (video devices listed first, where the OS has them)."""
     import cv2
@@ -217,6 +230,7 @@ def collect(cameras: int = 4) -> list[tuple[str, dict[str, Any]]]:
     checks: list[tuple[str, Callable[[], list[tuple[str, dict[str, Any]]]]]] = [
         ("torch", check_torch),
         ("backends", check_backends),
+        ("cpu", check_cpu_path),
         ("temporal native", check_native),
         ("low latency", check_low_latency),
         ("real-time priority", check_rt_priority),

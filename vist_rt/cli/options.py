@@ -76,13 +76,15 @@ def add_extractor_args(
     g.add_argument("--crop", choices=("center", "letterbox"), default="center", help="frame to square (center)")
 
 
-def add_backend_args(p: argparse.ArgumentParser, *, backend: bool = True) -> None:
-    """--backend (unless backend=False), --device, --precision, --engines, --threads."""
+def add_backend_args(p: argparse.ArgumentParser, *, backend: bool = True, precision: str = "auto") -> None:
+    """--backend (unless backend=False), --device, --precision (default `precision`), --engines, --threads."""
     g = p.add_argument_group("backend")
     if backend:
         g.add_argument("--backend", choices=BACKENDS, default="auto", help="default auto (best available, shown)")
     g.add_argument("--device", choices=DEVICES, default="cpu", help="default cpu")
-    g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="default fp32")
+    why = "the fastest path this CPU runs natively within the accuracy bounds, shown"
+    why = why if precision == "auto" else "exact features"
+    g.add_argument("--precision", choices=PRECISIONS, default=precision, help=f"ViT (default {precision}: {why})")
     g.add_argument("--engines", default="engines", metavar="DIR", help="cache of ONNX graphs and engines (engines/)")
     g.add_argument("--threads", type=int_at_least(1), help="CPU threads for torch / ONNX Runtime")
 

@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--rf", metavar="NPY", help="an RF set for the checkpoint, .npy [C, g, g] (default: its own)")
     p.add_argument("--backend", choices=BACKENDS, help="feature backend (default auto: best available, shown)")
     p.add_argument("--device", choices=DEVICES, help="default cpu")
-    p.add_argument("--precision", choices=PRECISIONS, help="default fp32")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="of the ViT (default auto: the fastest path this CPU runs natively within the accuracy "
+                   "bounds, shown; fp32 is exact)")  # fmt: skip
     p.add_argument("--temporal", choices=TEMPORAL, help="CPU temporal model: torch (default) or native (C kernels)")
     p.add_argument("--pub", metavar="ENDPOINT", help=f"PUB endpoint (default {DEFAULT_PUB})")
     p.add_argument("--control", metavar="ENDPOINT", help=f"control REP endpoint (default {DEFAULT_CONTROL})")
@@ -139,7 +141,9 @@ def describe(runtime: Any) -> str:
     sources = f"source: {runtime.source_desc}" if n == 1 else f"{batches}: {runtime.source_desc}"
     return (
         f"model: {model_line(runtime.meta)}; features: {runtime.engine.extractor.describe()}; "
-        f"backend {rt.get('backend')} on {rt.get('device', 'cpu')} ({rt.get('precision', 'fp32')}); "
+        f"backend {rt.get('backend')} on {rt.get('device', 'cpu')} ({rt.get('precision', 'fp32')}"
+        + (f", {rt['chosen']}" if rt.get("chosen") else "")
+        + "); "
         f"temporal model: {runtime.meta.get('temporal')}; "
         + sources
         + ("; low latency: idle CPUs kept polling (PM QoS) while it runs" if runtime.cfg.low_latency else "")

@@ -166,7 +166,7 @@ def register_features(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("data", help="dataset file (.h5)")
     p.add_argument("--cache", metavar="DIR", required=True, help="folder for the cached features (reused when current)")
     add_extractor_args(p)
-    add_backend_args(p)
+    add_backend_args(p, precision="fp32")  # training features stay exact unless asked
     p.set_defaults(func=run_features)
 
 

@@ -97,7 +97,8 @@ def header(snap: Snapshot) -> Panel:
     grid.add_row(
         "backend",
         f"{rt.get('backend', '?')} / {rt.get('device', meta.get('device', '?'))} / {rt.get('precision', 'fp32')}"
-        f"   temporal on {meta.get('device', 'cpu')}, torch threads {s.get('torch_threads')}"
+        + (f" ({rt['chosen']})" if rt.get("chosen") else "")
+        + f"   temporal on {meta.get('device', 'cpu')}, torch threads {s.get('torch_threads')}"
         + ("   low latency (PM QoS)" if s.get("low_latency") else "")
         + "".join(
             f"   {what} CPU {s[key]}"

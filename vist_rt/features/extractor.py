@@ -16,7 +16,7 @@ import torch
 
 from vist_rt.errors import VistError
 from vist_rt.features.backbones import PATCH, get_backbone
-from vist_rt.features.backends import Backend, make_backend
+from vist_rt.features.backends import Backend, make_backend, resolve
 from vist_rt.features.preprocess import Preprocessor, PreprocessSpec
 from vist_rt.features.vit import DINOv2Tokens, resolve_block, state_sha256
 from vist_rt.features.weights import WeightsError, load_into, read_weights
@@ -141,6 +141,7 @@ class DINOv2Extractor(Extractor):
             raise VistError("give either a weights file or a random seed, not both")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
             raise VistError(f"random seed must be an integer in 0..2**63-1, got {seed!r}")
+        self.choice = resolve(backend, device, precision)  # a path this machine cannot run fails here, first
         self.preprocess = Preprocessor(PreprocessSpec(image_size=image_size, crop=crop, color=color))
         if weights is None:
             with torch.random.fork_rng(devices=[]):
@@ -180,12 +181,15 @@ class DINOv2Extractor(Extractor):
             threads=threads,
             cuda_graphs=cuda_graphs,
             log=log,
+            choice=self.choice,
         )
 
     @property
     def runtime(self) -> dict[str, Any]:
+        """backend, device, precision, and `chosen` (why) where precision auto chose the path."""
         b = self.backend
-        return {"backend": b.name, "device": b.device, "precision": b.precision}
+        chosen = {"chosen": self.choice.why} if self.choice.why else {}
+        return {"backend": b.name, "device": b.device, "precision": b.precision, **chosen}
 
     def describe(self) -> str:
         what = f"{self._backbone.title} block {self.spec['block']}{' +norm' if self.spec['norm'] else ''}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from vist_rt.export.onnx import OnnxFileError, export_module, read_meta
+from vist_rt.errors import VistError, first_line
+from vist_rt.export.onnx import META_KEY, OnnxFileError, export_module, file_sha256, read_meta
+from vist_rt.export.ort import require_ort
+from vist_rt.files import atomic_path
 
 KIND = "features"
 INPUT, OUTPUT = "pixels", "tokens"
+# int8: ONNX Runtime's dynamic quantization (weights int8 per channel, activations scaled per call: no
+# calibration set); bump INT8_VERSION when these settings change, so that cached files are rebuilt
+INT8_VERSION = 1
+INT8_SETTINGS = {"method": "onnxruntime.quantize_dynamic", "weights": "QInt8", "per_channel": True, "ops": ["MatMul"]}
 
 
 def onnx_filename(spec: dict[str, Any]) -> str:
@@ -69,3 +77,57 @@ def ensure_features_onnx(
     else:
         log(f"exporting ONNX graph to {path}")
     return export_features_onnx(module, spec, path)
+
+
+def int8_key(source: Path) -> dict[str, Any]:
+    """What makes an int8 graph: its fp32 source's bytes, the quantization settings and the ONNX Runtime version."""
+    ort = require_ort()
+    sha = file_sha256(source)
+    return {"version": INT8_VERSION, **INT8_SETTINGS, "source_sha256": sha, "onnxruntime": ort.__version__}
+
+
+def ensure_int8_onnx(source: Path, spec: dict[str, Any], log: Callable[[str], None] = print) -> Path:
+    """The int8 graph of the fp32 features graph `source` (next to it, `*-int8.onnx`), quantized now if missing,
+    stale (other source, settings or ONNX Runtime) or unreadable; never used stale."""
+    path = source.with_name(source.stem + "-int8.onnx")
+    want = int8_key(source)
+    if path.is_file():
+        try:
+            got = check_features_onnx(path, spec).get("int8")
+            if got == want:
+                log(f"reusing int8 graph {path}")
+                return path
+            changed = sorted(k for k in want if not isinstance(got, dict) or got.get(k) != want[k])
+            log(f"re-quantizing int8 graph {path}: {', '.join(changed)} changed")
+        except OnnxFileError as exc:
+            log(f"re-quantizing int8 graph: {exc}")
+    else:
+        log(f"quantizing the ViT to int8: {path}")
+    return _quantize(source, path, want)
+
+
+def _quantize(source: Path, path: Path, key: dict[str, Any]) -> Path:
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    try:
+        root.setLevel(logging.ERROR)  # the quantizer's advice on pre-processing goes to the root logger
+        with atomic_path(path) as tmp:
+            quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=INT8_SETTINGS["ops"])  # fmt: skip
+            model = onnx.load(str(tmp))
+            props = {p.key: p for p in model.metadata_props}
+            meta = json.loads(props[META_KEY].value)
+            props[META_KEY].value = json.dumps({**meta, "int8": key})
+            onnx.save(model, str(tmp))
+    except OSError as exc:
+        raise OnnxFileError(f"cannot write the int8 graph {path}: {exc.strerror or exc}") from None
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise VistError(f"cannot quantize {source} to int8: {first_line(exc)[:200]}") from None
+    finally:
+        root.setLevel(level)
+    return path

@@ -66,7 +66,7 @@ class RunConfig:
     vit_weights: str | None = None
     backend: str = "auto"  # of the feature stage
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: str = "auto"  # of the ViT: on the CPU the fastest native path within the accuracy bounds
     temporal: str = "torch"  # the streaming temporal model on the CPU: torch, or native (compiled C kernels)
     pub: str = DEFAULT_PUB
     control: str = DEFAULT_CONTROL

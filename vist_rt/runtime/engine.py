@@ -100,7 +100,7 @@ class Engine:
         vit_weights: str | None = None,
         backend: str = "auto",
         device: str = "cpu",
-        precision: str = "fp32",
+        precision: str = "auto",
         engines: str = "engines",
         threads: int | None = None,
         temporal: str = "torch",
@@ -120,7 +120,7 @@ class Engine:
         if ckpt.extractor.get("kind") == "dinov2":
             runtime = dict(backend=backend, device=device, precision=precision, cache_dir=engines,
                            threads=threads, log=log)  # fmt: skip
-        elif backend not in ("auto", "torch") or precision != "fp32":
+        elif backend not in ("auto", "torch") or precision not in ("auto", "fp32"):
             raise VistError(f"the checkpoint's {ckpt.extractor.get('kind')} extractor has no backend or precision")
         extractor = from_spec(ckpt.extractor, weights=vit_weights, **runtime)
         try:
