@@ -115,7 +115,7 @@ def test_the_bounds_catch_a_path_that_is_off() -> None:
 
 
 @pytest.mark.skipif(not this_cpu().native("int8"), reason=this_cpu().missing("int8"))
-def test_int8_graph_is_cached_and_rebuilt_when_stale_or_truncated(tmp_path: Path) -> None:
+def test_int8_graph_is_cached_and_rebuilt_when_stale_or_truncated(tmp_path: Path, monkeypatch) -> None:
     lines: list[str] = []
     kw = dict(seed=0, block=1, image_size=28, backend="onnxruntime", precision="int8", cache_dir=tmp_path,
               log=lines.append)  # fmt: skip
@@ -134,10 +134,6 @@ def test_int8_graph_is_cached_and_rebuilt_when_stale_or_truncated(tmp_path: Path
     lines.clear()
     from vist_rt.features import onnx as features_onnx
 
-    old = features_onnx.INT8_VERSION
-    features_onnx.INT8_VERSION = old + 1
-    try:
-        DINOv2Extractor("vits14", **kw)
-    finally:
-        features_onnx.INT8_VERSION = old
+    monkeypatch.setattr(features_onnx, "INT8_VERSION", features_onnx.INT8_VERSION + 1)
+    DINOv2Extractor("vits14", **kw)
     assert lines[1] == f"re-quantizing int8 graph {path}: version changed"

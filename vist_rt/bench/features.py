@@ -12,7 +12,7 @@ from vist_rt.bench.stats import machine_info, matmul_gflops, time_calls
 from vist_rt.cpu import this_cpu
 from vist_rt.features.accuracy import BOUNDS, agreement
 from vist_rt.features.backbones import PATCH
-from vist_rt.features.backends import RUNS, available, resolve
+from vist_rt.features.backends import CPU_AUTO_ORDER, RUNS, available, resolve
 from vist_rt.features.extractor import DINOv2Extractor
 from vist_rt.features.vit import DINOv2Tokens
 from vist_rt.latency import summarize
@@ -46,8 +46,8 @@ def parse_paths(text: str) -> list[FeaturePath]:
 def native_cpu_paths() -> list[FeaturePath]:
     """Every CPU path installed here whose precision this CPU runs natively; torch fp32 (the reference) first."""
     reasons = available()
-    order = [("torch", "fp32"), ("onnxruntime", "fp32"), ("torch", "bf16"), ("onnxruntime", "int8")]
-    return [FeaturePath(b, p) for b, p in order if reasons[b] is None and this_cpu().native(p)]
+    slowest_first = reversed(CPU_AUTO_ORDER)
+    return [FeaturePath(b, p) for b, p in slowest_first if reasons[b] is None and this_cpu().native(p)]
 
 
 def vit_flops(module: DINOv2Tokens) -> int:
