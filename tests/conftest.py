@@ -79,6 +79,14 @@ def run_checkpoint(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def dinov2_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """(checkpoint, weights folder): the tiny run checkpoint on DINOv2 ViT-S/14 block 0 features of a replica."""
+    from tests.runtime.helpers import make_dinov2_checkpoint
+
+    return make_dinov2_checkpoint(tmp_path_factory.mktemp("dinov2"))
+
+
+@pytest.fixture(scope="session")
 def colour_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     """The tiny run checkpoint on colour (RGB) pixel patches: swapping two channels changes its rates."""
     from tests.runtime.helpers import make_run_checkpoint

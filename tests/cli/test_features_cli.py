@@ -21,7 +21,8 @@ def test_export_features_writes_the_asked_graph(tmp_path: Path, capsys) -> None:
     meta = read_meta(out, kind="features")
     spec = meta["spec"]
     assert (spec["backbone"], spec["block"], spec["image_size"], spec["norm"]) == ("vits14", 0, 28, True)
-    assert spec["weights"] == {"kind": "random", "seed": 4} and spec["preprocess"]["crop"] == "letterbox"
+    assert spec["weights"] == {"kind": "random", "seed": 4, "init": "scaled"}
+    assert spec["preprocess"]["crop"] == "letterbox"
     assert meta["opset"] == 18 and meta["inputs"] == {"pixels": ["batch", 3, 28, 28]}
     assert "NOT DINOv2" in capsys.readouterr().out
 
@@ -74,7 +75,8 @@ def test_bench_features_every_flag_is_used(tmp_path: Path, capsys) -> None:
         torch.set_num_threads(before)
     r = json.loads(out.read_text())
     assert list(r["backends"]) == ["onnxruntime", "torch"] and "onnxruntime/torch" in r["ratio_p50"]
-    assert r["extractor"]["weights"] == {"kind": "random", "seed": 2} and r["extractor"]["image_size"] == 28
+    assert r["extractor"]["weights"] == {"kind": "random", "seed": 2, "init": "scaled"}
+    assert r["extractor"]["image_size"] == 28
     assert r["frame_shape"] == [48, 64] and r["frames"] == 5 and r["warmup"] == 1
     assert all(b["vit_ms"]["n"] == 5 for b in r["backends"].values())
     assert r["max_rel_diff_vs_first"]["torch"] <= 1e-4 and r["floor_ms"]["fp32"] > 0 and r["flops_per_frame"] > 0

@@ -21,6 +21,7 @@ FLAGS = {
     "--source": ("images:/data/movie", "source", "images:/data/movie"),
     "--checkpoint": ("m.safetensors", "checkpoint", "m.safetensors"),
     "--vit-weights": ("w.pth", "vit_weights", "w.pth"),
+    "--random-vit": ("7", "random_vit", 7),
     "--backend": ("onnxruntime", "backend", "onnxruntime"),
     "--device": ("cuda", "device", "cuda"),
     "--precision": ("fp16", "precision", "fp16"),

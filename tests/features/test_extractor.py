@@ -12,6 +12,7 @@ from tests.features.replicas import hf_model, write_hf_folder
 from vist_rt.errors import VistError
 from vist_rt.features import DINOv2Extractor, PatchesExtractor, WeightsError, from_spec
 from vist_rt.features.backbones import BACKBONES, build_vit
+from vist_rt.features.vit import draw_layer_scales
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,7 @@ def test_block_index_and_norm_follow_timm_on_the_full_model(frames):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(7)
         full = build_vit(BACKBONES["vits14"], 224).eval()
+        draw_layer_scales(full)  # block by block from the first: the pruned extractor draws the same ones
     pixels = ext.preprocess(frames)
     x = torch.from_numpy(pixels)
     with torch.no_grad():
@@ -59,9 +61,30 @@ def test_random_weights_say_so_everywhere(frames):
     a, b = DINOv2Extractor("vits14", seed=3, block=1), DINOv2Extractor("vits14", seed=3, block=1)
     np.testing.assert_array_equal(a(frames), b(frames))  # seeded: reproducible
     assert not np.allclose(a(frames), DINOv2Extractor("vits14", seed=4, block=1)(frames))
-    assert a.spec["dinov2"] is False and a.spec["weights"] == {"kind": "random", "seed": 3}
+    assert a.spec["dinov2"] is False and a.spec["weights"] == {"kind": "random", "seed": 3, "init": "scaled"}
     assert "NOT DINOv2" in a.describe() and "RANDOM" in a.describe()
     json.dumps(a.spec)  # the spec goes into checkpoints and meta messages
+
+
+def test_random_blocks_change_the_tokens_and_old_random_specs_rebuild(frames):
+    from vist_rt.features.accuracy import token_cosines
+
+    def cos(a, b):  # mean per-token cosine of two extractors' tokens
+        return float(token_cosines(a(frames), b(frames)).mean())
+
+    first, deep = (DINOv2Extractor("vits14", seed=0, block=b, image_size=56) for b in (0, 5))
+    assert cos(first, deep) < 0.98  # every block changes the tokens, as trained DINOv2 blocks do
+    flat = [DINOv2Extractor("vits14", seed=0, block=b, image_size=56, random_init="timm") for b in (0, 5)]
+    assert cos(*flat) > 0.9999  # timm's 1e-5 layer scales: ~ the patch embedding, whatever the block
+    old = {**flat[1].spec, "weights": {"kind": "random", "seed": 0}}  # a spec from before `init` existed
+    assert flat[1].spec == old
+    np.testing.assert_array_equal(from_spec(old)(frames), flat[1](frames))
+    mid = DINOv2Extractor("vits14", seed=0, block=2, image_size=56)  # a block's weights do not depend on the depth
+    np.testing.assert_array_equal(
+        mid.module.vit.blocks[2].ls1.gamma.detach(), deep.module.vit.blocks[2].ls1.gamma.detach()
+    )
+    with pytest.raises(VistError, match="random init must be one of scaled, timm"):
+        DINOv2Extractor("vits14", seed=0, random_init="xavier")
 
 
 def test_output_shape_and_dtype_for_every_input_form(frames):

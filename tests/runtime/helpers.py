@@ -42,6 +42,22 @@ def make_run_checkpoint(path: Path, channels: str = "grey", seed: int = 1) -> Pa
     return path
 
 
+def make_dinov2_checkpoint(folder: Path) -> tuple[Path, Path]:
+    """A tiny run checkpoint on DINOv2 ViT-S/14 features (block 0 at 140 px: a 10x10 grid) made with a weights
+    file (a replica's Hugging Face folder): (checkpoint, weights folder)."""
+    from tests.features.replicas import hf_model, write_hf_folder
+    from vist_rt.features import DINOv2Extractor
+
+    weights = write_hf_folder(hf_model(seed=3), folder / "dinov2-small")
+    spec = DINOv2Extractor("vits14", weights, block=0, image_size=IMAGE).spec
+    cfg = dataclasses.replace(RUN_CFG, feature_dim=384)
+    model = randomize(ViST(cfg), seed=4)
+    rf = torch.rand(cfg.cells, cfg.grid, cfg.grid, generator=torch.Generator().manual_seed(2))
+    path = folder / "dinov2.safetensors"
+    save_checkpoint(path, model, rf=rf, fps=30.0, extractor=spec, cell_ids=[f"c{i}" for i in range(5)])
+    return path, weights
+
+
 def write_video(path: Path, frames: np.ndarray, fps: float) -> Path:
     """uint8 BGR frames [N,H,W,3] -> an MJPG .avi."""
     h, w = frames.shape[1:3]

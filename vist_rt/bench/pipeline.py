@@ -146,6 +146,9 @@ def run_pipeline_bench(
     streams: int = 1,
     width: int | None = None,
     height: int | None = None,
+    precision: str = "auto",
+    random_vit: int | None = None,
+    vit_weights: str | None = None,
 ) -> dict[str, Any]:
     """A live run of warmup + ticks model ticks with a subscriber attached, then `baseline` bare ZeroMQ
     messages at the same rate (the machine's delivery floor, same run); every figure as a dict.
@@ -156,7 +159,8 @@ def run_pipeline_bench(
     floor's measurement, so that both are measured alike; `tick_cpu` / `io_cpu` likewise pin both, and
     `rt_priority` puts both sending threads under SCHED_FIFO. `record`: the
     run records to a temporary file, as `--record` (the recorder's per-tick cost is part of `housekeeping`).
-    `width` / `height`: the source's frame size, as `vist-rt run --width/--height`."""
+    `width` / `height`: the source's frame size, as `vist-rt run --width/--height`; `precision`, `random_vit`,
+    `vit_weights`: of a DINOv2 checkpoint's ViT, as `vist-rt run`'s flags."""
     from vist_rt.demo import demo_checkpoint
     from vist_rt.runtime.config import RunConfig
 
@@ -170,7 +174,8 @@ def run_pipeline_bench(
         cfg = RunConfig.from_dict(dict(checkpoint=ckpt, pub=pub, control=f"tcp://127.0.0.1:{free_port()}",
                                        max_frames=warmup + ticks, dashboard=False, status_every_s=1e9, meta_every_s=1.0,
                                        temporal=temporal, low_latency=low_latency, tick_cpu=tick_cpu, io_cpu=io_cpu,
-                                       rt_priority=rt_priority, record=path, **many))  # fmt: skip
+                                       rt_priority=rt_priority, record=path, precision=precision,
+                                       random_vit=random_vit, vit_weights=vit_weights, **many))  # fmt: skip
         result = _pipeline_run(cfg, ticks=ticks, warmup=warmup, baseline=baseline)
         if path:
             from vist_rt.runtime.pipeline import record_paths
@@ -279,6 +284,7 @@ def _pipeline_run(cfg: Any, *, ticks: int, warmup: int, baseline: int) -> dict[s
         "bench": "pipeline",
         "machine": machine_info(),
         "extractor": summary["extractor"],
+        "feature_runtime": runtime.engine.extractor.runtime,  # backend, device, precision (and why, where auto)
         "sources": [s["source"] for s in summary["streams"]],  # as described once open (size, rate)
         "temporal": runtime.meta["temporal"],
         "recording": None
@@ -295,6 +301,7 @@ def _pipeline_run(cfg: Any, *, ticks: int, warmup: int, baseline: int) -> dict[s
         "target_hz": summary["target_hz"],
         "rate_hz": summary["rate_hz"],
         "stale": summary["stale"],
+        "stale_timed": sum(bool(h["stale"]) for h, _, _ in per_tick),  # of the timed ticks (warmup excluded)
         "missed": summary["missed"],
         "dropped": summary["dropped"],
         "stages_ms": stages,

@@ -7,7 +7,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
-from vist_rt.choices import TEMPORAL
+from vist_rt.choices import PRECISIONS, TEMPORAL
 from vist_rt.cli.options import add_backend_args, add_extractor_args, float_in, int_at_least
 from vist_rt.errors import VistError
 
@@ -63,6 +63,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="bare ZeroMQ messages after the run, the machine's delivery floor (default 300; 0: none)",
     )
     pl.add_argument("--temporal", choices=TEMPORAL, default="torch", help="CPU temporal model (default torch)")
+    pl.add_argument("--precision", choices=PRECISIONS, default="auto",
+                    help="as `vist-rt run --precision`: of a DINOv2 checkpoint's ViT (default auto)")  # fmt: skip
+    pl.add_argument("--random-vit", type=_non_negative, metavar="SEED",
+                    help="as `vist-rt run --random-vit`: the ViT with random seeded weights (same cost)")  # fmt: skip
+    pl.add_argument("--vit-weights", metavar="PATH", help="as `vist-rt run --vit-weights`")
     pl.add_argument("--low-latency", action="store_true",
                     help="as `vist-rt run --low-latency` (PM QoS; the floor is measured under it too)")  # fmt: skip
     pl.add_argument("--rt-priority", type=_positive, metavar="N",
@@ -340,6 +345,8 @@ def run_gpu(args: argparse.Namespace) -> int:
 def _pipeline_table(result: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from vist_rt.features.backends import describe_runtime
+
     table = Table(title=f"vist-rt bench pipeline: {result['received']} ticks received (ms)")
     table.add_column("what", no_wrap=True)
     for col in ("n", "min", "p50", "p90", "p99", "max", "jitter"):
@@ -360,13 +367,14 @@ def _pipeline_table(result: dict[str, Any]) -> None:
     console.print(table)
     met, t = result["met"], result["targets"]
     console.print(
-        f"rate {result['rate_hz']:.2f}/{result['target_hz']:.0f} Hz, stale {result['stale']}, missed "
+        f"rate {result['rate_hz']:.2f}/{result['target_hz']:.0f} Hz, stale {result['stale_timed']} of "
+        f"{result['received']} timed ticks ({result['stale']} with the warmup), missed "
         f"{result['missed']}, dropped {result['dropped']}; overhead p99 {result['overhead_ms']['p99']:.3f} ms "
         f"(target <= {t['overhead_p99_ms']}: {'met' if met['overhead'] else 'NOT met'}), delivery p99 "
         f"{result['delivery_ms']['p99']:.3f} ms (target <= {t['delivery_p99_ms']}: "
         f"{'met' if met['delivery'] else 'NOT met'}"
         + (f"; {result['delivery_p99_vs_bare']:.2f}x bare ZeroMQ's" if result.get("delivery_p99_vs_bare") else "")
-        + f"); features: {result['extractor']}"
+        + f"); features: {result['extractor']}, {describe_runtime(result['feature_runtime'])}"
         + ("; low latency (PM QoS held)" if result["low_latency"] else "")
         + (f"; real-time priority {result['rt_priority']}" if result.get("rt_priority") else "")
         + (f"; {result['pinning']}" if result.get("pinning") else "")
@@ -388,7 +396,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
         run_pipeline_bench(args.checkpoint, ticks=args.ticks, warmup=args.warmup, source=args.source,
                            baseline=args.baseline, temporal=args.temporal, low_latency=args.low_latency,
                            tick_cpu=args.tick_cpu, io_cpu=args.io_cpu, rt_priority=args.rt_priority,
-                           record=args.record, streams=n,
+                           record=args.record, streams=n, precision=args.precision, random_vit=args.random_vit,
+                           vit_weights=args.vit_weights,
                            width=args.width, height=args.height)
         for n in args.streams
     ]  # fmt: skip

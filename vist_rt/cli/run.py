@@ -29,7 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     src.add_argument("--source", help="camera:N, rtsp://.., video:PATH, images:DIR, synthetic[:SEED], zmq:ENDPOINT")
     src.add_argument("--lockstep", action="store_true", help="no source: one control `predict` = one model tick")
     p.add_argument("--checkpoint", metavar="PATH", help="vist-rt checkpoint (.safetensors)")
-    p.add_argument("--vit-weights", metavar="PATH", help="DINOv2 weights the checkpoint's features need")
+    vit = p.add_mutually_exclusive_group()
+    vit.add_argument("--vit-weights", metavar="PATH", help="DINOv2 weights the checkpoint's features need")
+    vit.add_argument("--random-vit", type=int_at_least(0), metavar="SEED",
+                     help="the checkpoint's ViT with random seeded weights instead (same cost; the rates are NOT "
+                     "the model's: for timing without the weights)")  # fmt: skip
     p.add_argument("--rf", metavar="NPY", help="an RF set for the checkpoint, .npy [C, g, g] (default: its own)")
     p.add_argument("--backend", choices=BACKENDS, help="feature backend (default auto: best available, shown)")
     p.add_argument("--device", choices=DEVICES, help="default cpu")
@@ -134,6 +138,7 @@ def _dashboard(runtime: Any) -> Any:
 def describe(runtime: Any) -> str:
     """One line saying honestly what runs: model (demo or not), features (DINOv2 or not), backend, device."""
     from vist_rt.dashboard.view import model_line
+    from vist_rt.features.backends import describe_runtime
 
     rt = runtime.engine.extractor.runtime
     n = len(runtime.streams)
@@ -141,10 +146,7 @@ def describe(runtime: Any) -> str:
     sources = f"source: {runtime.source_desc}" if n == 1 else f"{batches}: {runtime.source_desc}"
     return (
         f"model: {model_line(runtime.meta)}; features: {runtime.engine.extractor.describe()}; "
-        f"backend {rt.get('backend')} on {rt.get('device', 'cpu')} ({rt.get('precision', 'fp32')}"
-        + (f", {rt['chosen']}" if rt.get("chosen") else "")
-        + "); "
-        f"temporal model: {runtime.meta.get('temporal')}; "
+        f"{describe_runtime(rt)}; temporal model: {runtime.meta.get('temporal')}; "
         + sources
         + ("; low latency: idle CPUs kept polling (PM QoS) while it runs" if runtime.cfg.low_latency else "")
         + (f"; tick thread at real-time priority {runtime.cfg.rt_priority}" if runtime.cfg.rt_priority else "")

@@ -18,7 +18,7 @@ from vist_rt.errors import VistError
 from vist_rt.features.backbones import PATCH, get_backbone
 from vist_rt.features.backends import Backend, make_backend, resolve
 from vist_rt.features.preprocess import Preprocessor, PreprocessSpec
-from vist_rt.features.vit import DINOv2Tokens, resolve_block, state_sha256
+from vist_rt.features.vit import RANDOM_INITS, DINOv2Tokens, draw_layer_scales, resolve_block, state_sha256
 from vist_rt.features.weights import WeightsError, load_into, read_weights
 
 
@@ -106,7 +106,9 @@ class DINOv2Extractor(Extractor):
 
     backbone: vits14, vitb14, vitl14 (published), vitg14, each also as `*_reg` (4 registers).
     weights: Meta .pth, timm .safetensors/.bin, or a Hugging Face folder. weights=None needs `seed`
-    (random weights: the features are then NOT DINOv2's, and the spec and `describe()` say so).
+    (random weights: the features are then NOT DINOv2's, and the spec and `describe()` say so; `random_init`
+    "scaled": timm's init with every block's layer scales drawn, so that each block changes the tokens as trained
+    ones do; "timm": timm's init as is, whose 1e-5 layer scales leave the tokens ~ the patch embedding).
     block: 0-based over the transformer blocks, negative from the end. norm: apply the final norm.
     """
 
@@ -120,6 +122,7 @@ class DINOv2Extractor(Extractor):
         image_size: int = 224,
         seed: int | None = None,
         *,
+        random_init: str = "scaled",
         norm: bool = False,
         crop: str = "center",
         color: str = "bgr",
@@ -141,13 +144,19 @@ class DINOv2Extractor(Extractor):
             raise VistError("give either a weights file or a random seed, not both")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
             raise VistError(f"random seed must be an integer in 0..2**63-1, got {seed!r}")
+        if random_init not in RANDOM_INITS:
+            raise VistError(f"random init must be one of {', '.join(RANDOM_INITS)}, got {random_init!r}")
         self.choice = resolve(backend, device, precision)  # a path this machine cannot run fails here, first
         self.preprocess = Preprocessor(PreprocessSpec(image_size=image_size, crop=crop, color=color))
         if weights is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(seed))  # type: ignore[arg-type]
                 module = DINOv2Tokens(bb, block, image_size, norm, full_init=True)
+                if random_init == "scaled":
+                    draw_layer_scales(module.vit)
             ident: dict[str, Any] = {"kind": "random", "seed": int(seed)}  # type: ignore[arg-type]
+            if random_init != "timm":  # specs from before the choice (timm's init) have no "init"
+                ident["init"] = random_init
         else:
             w = read_weights(weights)
             module = DINOv2Tokens(bb, block, image_size, norm)
@@ -257,6 +266,15 @@ def from_spec(spec: dict[str, Any], weights: str | Path | None = None, **runtime
     return ext
 
 
+def with_random_weights(spec: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The same DINOv2 ViT (backbone, block, size, preprocessing: the same cost) with random weights of `seed`:
+    a spec for timing where the checkpoint's weights are not at hand (the features are then NOT DINOv2's)."""
+    if spec.get("kind") != "dinov2":
+        raise VistError(f"random ViT weights replace a DINOv2 ViT's; these features are {spec.get('kind')}, no ViT")
+    out = {k: v for k, v in spec.items() if k != "weights_sha256"}  # of other weights: the rebuilt ones say theirs
+    return {**out, "weights": {"kind": "random", "seed": seed, "init": "scaled"}, "dinov2": False}
+
+
 def _build(spec: dict[str, Any], weights: str | Path | None, runtime: dict[str, Any]) -> Extractor:
     pre = spec.get("preprocess", {})
     common = {"crop": pre.get("crop", "center"), "color": pre.get("color", "bgr")}
@@ -280,6 +298,7 @@ def _build(spec: dict[str, Any], weights: str | Path | None, runtime: dict[str, 
         int(spec["block"]),
         int(spec["image_size"]),
         seed=w.get("seed") if w["kind"] == "random" else None,
+        random_init=w.get("init", "timm") if w["kind"] == "random" else "scaled",
         norm=bool(spec.get("norm", False)),
         **common,
         **runtime,

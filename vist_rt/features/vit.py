@@ -24,6 +24,21 @@ def resolve_block(block: int, backbone: Backbone) -> int:
     return block % depth
 
 
+RANDOM_INITS = ("scaled", "timm")  # random weights: timm's init with every block's layer scales drawn, or timm's as is
+LAYER_SCALE_STD = 0.3
+
+
+def draw_layer_scales(vit: nn.Module, std: float = LAYER_SCALE_STD) -> None:
+    """Every block's layer scales drawn |N(0, std)|, block by block from the first, from torch's global RNG.
+
+    timm's initial 1e-5 leaves each block's output ~ its input: random tokens would then be ~ the patch embedding
+    whatever the block, and a low-precision path would look exact. Trained DINOv2 scales are far from 1e-5."""
+    with torch.no_grad():
+        for blk in vit.blocks:
+            for ls in (blk.ls1, blk.ls2):
+                ls.gamma.copy_(torch.randn(ls.gamma.shape).abs_() * std)
+
+
 class DINOv2Tokens(nn.Module):
     """pixels `[N, 3, S, S]` -> patch tokens `[N, (S/14)^2, D]` after block `block` (final norm only if `norm`).
 

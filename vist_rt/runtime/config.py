@@ -64,6 +64,7 @@ class RunConfig:
     lockstep: bool = False  # no source: the model advances on the control socket's `predict`
     checkpoint: str | None = None
     vit_weights: str | None = None
+    random_vit: int | None = None  # the checkpoint's ViT with random weights of this seed (timing; NOT its rates)
     backend: str = "auto"  # of the feature stage
     device: str = "cpu"
     precision: str = "auto"  # of the ViT: on the CPU the fastest native path within the accuracy bounds
@@ -103,6 +104,8 @@ class RunConfig:
             raise VistError("a lock-step run has no source: drop source (or lockstep)")
         if self.lockstep and self.replay:
             raise VistError("--lockstep and --replay exclude each other")
+        if self.vit_weights is not None and self.random_vit is not None:
+            raise VistError("give either vit_weights or random_vit, not both")
         if self.realtime and not self.replay:
             raise VistError("--realtime paces a --replay; it means nothing without it")
         if self.temporal == "native" and self.device != "cpu":
@@ -258,6 +261,8 @@ def _field_problem(name: str, value: Any) -> str | None:
         return f"{name} must be 1 to {MAX_SIDE} pixels, got {value}"
     if name == "rt_priority" and not RT_PRIORITIES[0] <= value <= RT_PRIORITIES[1]:
         return f"rt_priority must be {RT_PRIORITIES[0]} to {RT_PRIORITIES[1]}, got {value}"
+    if name == "random_vit" and not 0 <= value < 2**63:
+        return f"random_vit must be a seed in 0..2**63-1, got {value}"
     if name in ("tick_cpu", "io_cpu") and value < 0:
         return f"{name} must be a CPU number >= 0, got {value}"
     if name == "hwm" and not 1 <= value <= MAX_HWM:

@@ -14,6 +14,7 @@ import torch
 from vist_rt.choices import TEMPORAL
 from vist_rt.errors import VistError
 from vist_rt.features import Extractor, from_spec
+from vist_rt.features.extractor import with_random_weights
 from vist_rt.files import read_npy
 from vist_rt.model.checkpoint import Checkpoint, load_checkpoint
 from vist_rt.model.config import ViSTConfig
@@ -98,6 +99,7 @@ class Engine:
         checkpoint: str | Path,
         *,
         vit_weights: str | None = None,
+        random_vit: int | None = None,
         backend: str = "auto",
         device: str = "cpu",
         precision: str = "auto",
@@ -108,7 +110,10 @@ class Engine:
         log: Callable[[str], None] = print,
     ) -> Engine:
         """Load a checkpoint and rebuild the extractor it was trained with, on the chosen backend; `rf`: one RF
-        set [C, g, g] per stream, None for the checkpoint's own (default: one stream, the checkpoint's)."""
+        set [C, g, g] per stream, None for the checkpoint's own (default: one stream, the checkpoint's).
+
+        `random_vit`: the checkpoint's ViT with random weights of this seed instead of its own (for timing where
+        the weights are not at hand: the same cost, but the rates are NOT the model's; said in `log` and meta)."""
         from vist_rt.features.backends import require_device
 
         require_device(device)  # whatever the extractor: the temporal model runs there too
@@ -122,7 +127,16 @@ class Engine:
                            threads=threads, log=log)  # fmt: skip
         elif backend not in ("auto", "torch") or precision not in ("auto", "fp32"):
             raise VistError(f"the checkpoint's {ckpt.extractor.get('kind')} extractor has no backend or precision")
-        extractor = from_spec(ckpt.extractor, weights=vit_weights, **runtime)
+        spec = ckpt.extractor
+        if random_vit is not None:
+            if vit_weights is not None:
+                raise VistError("give either --vit-weights or --random-vit, not both")
+            spec = with_random_weights(spec, random_vit)
+            own = ckpt.extractor["weights"]
+            own_name = own.get("name") if own.get("kind") == "file" else f"random seed {own.get('seed')}"
+            log(f"ViT weights: RANDOM (seed {random_vit}) in place of the checkpoint's ({own_name}): "
+                "the same cost, but the rates are NOT the model's")  # fmt: skip
+        extractor = from_spec(spec, weights=vit_weights, **runtime)
         try:
             return cls(ckpt, extractor, device=device, temporal=temporal, rf=rfs)
         except BaseException:

@@ -125,9 +125,9 @@ class Runtime:
             for path, members in plan.items():
                 rfs = [rf for _, rf in members]
                 engine = Engine.from_files(
-                    str(path), vit_weights=cfg.vit_weights, backend=cfg.backend, device=cfg.device,
-                    precision=cfg.precision, engines=cfg.engines, threads=cfg.threads, temporal=cfg.temporal,
-                    rf=None if rfs == [None] else rfs, log=log,
+                    str(path), vit_weights=cfg.vit_weights, random_vit=cfg.random_vit, backend=cfg.backend,
+                    device=cfg.device, precision=cfg.precision, engines=cfg.engines, threads=cfg.threads,
+                    temporal=cfg.temporal, rf=None if rfs == [None] else rfs, log=log,
                 )  # fmt: skip
                 group = Group(engine)
                 groups.append(group)

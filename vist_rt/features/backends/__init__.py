@@ -160,3 +160,9 @@ def make_backend(
         cuda_graphs=cuda_graphs,
         log=log or (lambda _msg: None),
     )
+
+
+def describe_runtime(rt: dict[str, Any]) -> str:
+    """An extractor's `runtime` in words: backend, device and precision, and why `auto` chose that path."""
+    why = f", {rt['chosen']}" if rt.get("chosen") else ""
+    return f"backend {rt.get('backend')} on {rt.get('device', 'cpu')} ({rt.get('precision', 'fp32')}{why})"
