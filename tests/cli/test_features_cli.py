@@ -68,7 +68,8 @@ def test_bench_features_every_flag_is_used(tmp_path: Path, capsys) -> None:
     try:
         args = ["bench", "features", *TINY_VIT, "--random-vit", "2", "--frames", "5", "--warmup", "1",
                 "--frame-size", "64x48", "--seed", "1", "--threads", "1", "--engines", str(tmp_path / "eng"),
-                "--backends", "onnxruntime,torch", "--precision", "fp32", "--json", str(out)]  # fmt: skip
+                "--backends", "onnxruntime,torch", "--precision", "fp32", "--accuracy-frames", "20",
+                "--json", str(out)]  # fmt: skip
         assert main(args) == 0
         assert torch.get_num_threads() == 1  # --threads
     finally:
@@ -81,6 +82,8 @@ def test_bench_features_every_flag_is_used(tmp_path: Path, capsys) -> None:
     assert all(b["vit_ms"]["n"] == 5 for b in r["backends"].values())
     assert r["max_rel_diff_vs_first"]["torch"] <= 1e-4 and r["floor_ms"]["fp32"] > 0 and r["flops_per_frame"] > 0
     assert r["backends"]["torch"]["accuracy"]["min_cos"] > 0.99999 and r["reference"] == "onnxruntime"
+    assert r["backends"]["torch"]["accuracy"]["rates"]["frames"] == 20  # --accuracy-frames
+    assert r["accuracy_set"].startswith("the first 20 frames")
     assert any((tmp_path / "eng" / "onnx").glob("*.onnx"))  # --engines
     assert r["command"].startswith("vist-rt bench features")
     assert "ratio onnxruntime/torch" in capsys.readouterr().out

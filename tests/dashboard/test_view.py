@@ -67,6 +67,7 @@ def test_everything_a_lab_needs_is_on_screen() -> None:
 def test_low_latency_is_shown_only_while_held() -> None:
     assert "low latency" not in text_of(render(snap(), 120, 40))
     assert "torch threads 1   low latency (PM QoS)" in text_of(render(snap(low_latency=True), 120, 40))
+    assert "torch threads 1, ViT threads 3" in text_of(render(snap(vit_threads=3), 120, 40))
 
 
 def test_pinned_cpus_are_shown_when_pinned() -> None:

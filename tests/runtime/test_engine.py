@@ -65,3 +65,31 @@ def test_run_flags_random_vit_and_vit_weights_exclude_each_other(capsys) -> None
     with pytest.raises(SystemExit) as exc:
         main(["run", "--vit-weights", "w.pth", "--random-vit", "1"])
     assert exc.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_the_vit_leaves_the_tick_thread_a_cpu_unless_threads_are_given(monkeypatch) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    assert RunConfig().feature_threads == 3  # the tick thread keeps one CPU for its temporal step
+    assert RunConfig(threads=4).feature_threads == 4
+    assert RunConfig(device="cuda").feature_threads is None  # the backend's own choice
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {2})
+    assert RunConfig().feature_threads == 1
+
+
+def test_a_live_vit_run_gives_its_backend_the_planned_threads(dinov2_checkpoint, tmp_path: Path, monkeypatch):
+    from tests.runtime.run_thread import run_config
+    from vist_rt.runtime.pipeline import Runtime
+
+    monkeypatch.chdir(tmp_path)  # ONNX graphs go to ./engines
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2})
+    ckpt, _ = dinov2_checkpoint
+    said: list[str] = []
+    cfg = run_config(ckpt, random_vit=1, backend="onnxruntime", precision="fp32", max_frames=2, source="synthetic")
+    runtime = Runtime.from_config(cfg, log=said.append)
+    try:
+        assert runtime.engine.extractor.backend.session.get_session_options().intra_op_num_threads == 2
+        summary = runtime.run()
+    finally:
+        runtime.engine.close()
+    assert summary["vit_threads"] == 2 and summary["torch_threads"] == 1
+    assert any("ViT threads 2" in line for line in said)

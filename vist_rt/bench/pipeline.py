@@ -149,6 +149,7 @@ def run_pipeline_bench(
     precision: str = "auto",
     random_vit: int | None = None,
     vit_weights: str | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """A live run of warmup + ticks model ticks with a subscriber attached, then `baseline` bare ZeroMQ
     messages at the same rate (the machine's delivery floor, same run); every figure as a dict.
@@ -160,7 +161,7 @@ def run_pipeline_bench(
     `rt_priority` puts both sending threads under SCHED_FIFO. `record`: the
     run records to a temporary file, as `--record` (the recorder's per-tick cost is part of `housekeeping`).
     `width` / `height`: the source's frame size, as `vist-rt run --width/--height`; `precision`, `random_vit`,
-    `vit_weights`: of a DINOv2 checkpoint's ViT, as `vist-rt run`'s flags."""
+    `vit_weights`: of a DINOv2 checkpoint's ViT, and `threads`, as `vist-rt run`'s flags."""
     from vist_rt.demo import demo_checkpoint
     from vist_rt.runtime.config import RunConfig
 
@@ -175,7 +176,8 @@ def run_pipeline_bench(
                                        max_frames=warmup + ticks, dashboard=False, status_every_s=1e9, meta_every_s=1.0,
                                        temporal=temporal, low_latency=low_latency, tick_cpu=tick_cpu, io_cpu=io_cpu,
                                        rt_priority=rt_priority, record=path, precision=precision,
-                                       random_vit=random_vit, vit_weights=vit_weights, **many))  # fmt: skip
+                                       random_vit=random_vit, vit_weights=vit_weights, threads=threads,
+                                       **many))  # fmt: skip
         result = _pipeline_run(cfg, ticks=ticks, warmup=warmup, baseline=baseline)
         if path:
             from vist_rt.runtime.pipeline import record_paths

@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     which.add_argument("--backends", metavar="LIST", help="backends to compare at --precision, first = reference")
     f.add_argument("--frames", type=_positive, default=200, help="timed frames per backend (default 200)")
     f.add_argument("--warmup", type=_non_negative, default=20, help="untimed frames first (default 20)")
+    f.add_argument("--accuracy-frames", type=int_at_least(2), default=320, metavar="N",
+                   help="consecutive synthetic-movie frames for each path's accuracy: tokens, and the rates of a Vi-ST "
+                   "on them (default 320; the rates' bound needs >= 300)")  # fmt: skip
     f.add_argument("--frame-size", default="640x480", metavar="WxH", help="size of the uint8 input frames (640x480)")
     f.add_argument("--seed", type=int, default=0, help="seed of the random frames")
     f.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
@@ -68,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     pl.add_argument("--random-vit", type=_non_negative, metavar="SEED",
                     help="as `vist-rt run --random-vit`: the ViT with random seeded weights (same cost)")  # fmt: skip
     pl.add_argument("--vit-weights", metavar="PATH", help="as `vist-rt run --vit-weights`")
+    pl.add_argument("--threads", type=_positive, help="as `vist-rt run --threads`")
     pl.add_argument("--low-latency", action="store_true",
                     help="as `vist-rt run --low-latency` (PM QoS; the floor is measured under it too)")  # fmt: skip
     pl.add_argument("--rt-priority", type=_positive, metavar="N",
@@ -211,7 +215,7 @@ def _features_table(result: dict[str, Any]) -> None:
 
     table = Table(title=f"vist-rt bench features: {result['described']} (ms per frame)")
     table.add_column("stage / path", no_wrap=True)
-    for col in ("n", "min", "p50", "p90", "p99", "max", "jitter", "x floor", "cos mean", "cos min"):
+    for col in ("n", "min", "p50", "p90", "p99", "max", "jitter", "x floor", "cos mean", "cos min", "rates CC min"):
         table.add_column(col, justify="right")
     cols = ("min", "p50", "p90", "p99", "max", "jitter")
     for name, r in result["backends"].items():
@@ -220,11 +224,14 @@ def _features_table(result: dict[str, Any]) -> None:
         cos = [f"{acc['mean_cos']:.6f}", f"{acc['min_cos']:.6f}"]
         if not acc["within"]:
             cos = [f"[red]{c}[/]" for c in cos]
-        table.add_row(label, str(s["n"]), *(_ms(s[c]) for c in cols), f"{r['vit_over_floor']:.2f}", *cos)
+        rates = acc["rates"]
+        cc = "n/a" if rates["min_cc"] is None else f"{rates['min_cc']:.6f}"
+        cc = f"[red]{cc}[/]" if rates["within"] is False else cc
+        table.add_row(label, str(s["n"]), *(_ms(s[c]) for c in cols), f"{r['vit_over_floor']:.2f}", *cos, cc)
     first = next(iter(result["backends"].values()))["preprocess_ms"]
     h, w = result["frame_shape"]
     table.add_row(f"preprocess {w}x{h} -> {result['extractor']['image_size']}", str(first["n"]),
-                  *(_ms(first[c]) for c in cols), "", "", "")  # fmt: skip
+                  *(_ms(first[c]) for c in cols), "", "", "", "")  # fmt: skip
     console = _console()
     console.print(table)
     floors = ", ".join(f"{p} {result['floor_ms'][p]:.2f} ms ({g:.0f} G/s)" for p, g in result["matmul_gflops"].items())
@@ -234,8 +241,10 @@ def _features_table(result: dict[str, Any]) -> None:
         console.print(f"ratio {pair} (p50): [bold]{ratio:.2f}x[/]")
     for path, ratio in result.get("speedup_vs_onnxruntime_fp32", {}).items():
         console.print(f"{path}: {ratio:.2f}x faster than onnxruntime fp32 (p50)")
+    b = result["bounds"]
     console.print(f"accuracy vs {result['reference']} on {result['accuracy_set']}; bounds: mean cos >= "
-                  f"{result['bounds']['mean_cos']}, every token >= {result['bounds']['min_cos']}")  # fmt: skip
+                  f"{b['mean_cos']}, every token >= {b['min_cos']}; rates of a published-size Vi-ST (random weights) "
+                  f"on the tokens: CC >= {b['rate_cc']} for every cell over >= {b['rate_frames']} frames")  # fmt: skip
     console.print(f"precision auto here: {result['auto']['path']} ({result['auto']['why']})")
     m = result["machine"]
     console.print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} threads")
@@ -294,7 +303,7 @@ def run_features(args: argparse.Namespace) -> int:
 
     try:
         result = run_features_bench(make, paths, frames=args.frames, warmup=args.warmup, frame_shape=frame_shape,
-                                    seed=args.seed, labels=labels)  # fmt: skip
+                                    seed=args.seed, labels=labels, accuracy_set=args.accuracy_frames)  # fmt: skip
     except ValueError as exc:
         raise VistError(str(exc)) from None
     return _finish(args, result, _features_table)
@@ -397,7 +406,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
                            baseline=args.baseline, temporal=args.temporal, low_latency=args.low_latency,
                            tick_cpu=args.tick_cpu, io_cpu=args.io_cpu, rt_priority=args.rt_priority,
                            record=args.record, streams=n, precision=args.precision, random_vit=args.random_vit,
-                           vit_weights=args.vit_weights,
+                           vit_weights=args.vit_weights, threads=args.threads,
                            width=args.width, height=args.height)
         for n in args.streams
     ]  # fmt: skip

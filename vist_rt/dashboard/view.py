@@ -99,6 +99,7 @@ def header(snap: Snapshot) -> Panel:
         f"{rt.get('backend', '?')} / {rt.get('device', meta.get('device', '?'))} / {rt.get('precision', 'fp32')}"
         + (f" ({rt['chosen']})" if rt.get("chosen") else "")
         + f"   temporal on {meta.get('device', 'cpu')}, torch threads {s.get('torch_threads')}"
+        + (f", ViT threads {s['vit_threads']}" if s.get("vit_threads") else "")
         + ("   low latency (PM QoS)" if s.get("low_latency") else "")
         + "".join(
             f"   {what} CPU {s[key]}"

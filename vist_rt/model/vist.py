@@ -170,6 +170,36 @@ class ViST(nn.Module):
         return self.readout(x).transpose(1, 2)
 
 
+def perturb(model: ViST, seed: int = 0) -> ViST:
+    """Random weights (of `seed`) where no term is a no-op: non-trivial BatchNorm statistics, a non-zero AdaLN,
+    outputs ~ unit scale; eval mode. A stand-in for a trained model where only its sensitivity to its inputs
+    matters (the golden tests, the low-precision features' effect on rates)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (1.0 / max(1, p[0].numel()) ** 0.5))
+        for layer in model.stage1.layers:
+            n = layer.norm
+            n.running_mean.copy_(torch.randn(n.running_mean.shape, generator=gen) * 0.3)
+            n.running_var.copy_(torch.rand(n.running_var.shape, generator=gen) + 0.5)
+            n.weight.copy_(1 + 0.3 * torch.randn(n.weight.shape, generator=gen))
+        if model.adaln is not None:  # (the no-rf ablation has none)
+            mod = model.adaln.adaLN_modulation[1]
+            mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen) * 0.3)
+            mod.bias.copy_(torch.randn(mod.bias.shape, generator=gen) * 0.3)
+        # scale the readout so that outputs are unit-scale (the golden tests' tolerances assume it)
+        cfg = model.config
+        model.eval()
+        probe = model(
+            torch.randn(1, 64, cfg.tokens, cfg.feature_dim, generator=gen),
+            torch.rand(cfg.cells, cfg.grid, cfg.grid, generator=gen),
+        )
+        std = float(probe.std())
+        model.readout.weight.div_(std)
+        model.readout.bias.div_(std)
+    return model
+
+
 def step_macs(cfg: ViSTConfig) -> int:
     """Multiply-adds to produce one new output frame when nothing is recomputed."""
     g, ch, c = cfg.grid, cfg.video_dim, cfg.cells

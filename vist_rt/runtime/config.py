@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,16 @@ class RunConfig:
     def mode(self) -> str:
         """lockstep, replay or live."""
         return "lockstep" if self.lockstep else "replay" if self.replay else "live"
+
+    @property
+    def feature_threads(self) -> int | None:
+        """Threads of the feature backend (ONNX Runtime / torch ViT): `threads` if given; else on the CPU every CPU
+        this process may use but one, which the tick thread keeps for its temporal step (a ViT on all of them takes
+        the tick thread's CPU: ticks go stale); None on CUDA (the backend's own choice)."""
+        if self.threads is not None or self.device != "cpu":
+            return self.threads
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, cpus - 1)
 
     @property
     def pinning(self) -> str:

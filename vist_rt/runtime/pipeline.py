@@ -126,7 +126,7 @@ class Runtime:
                 rfs = [rf for _, rf in members]
                 engine = Engine.from_files(
                     str(path), vit_weights=cfg.vit_weights, random_vit=cfg.random_vit, backend=cfg.backend,
-                    device=cfg.device, precision=cfg.precision, engines=cfg.engines, threads=cfg.threads,
+                    device=cfg.device, precision=cfg.precision, engines=cfg.engines, threads=cfg.feature_threads,
                     temporal=cfg.temporal, rf=None if rfs == [None] else rfs, log=log,
                 )  # fmt: skip
                 group = Group(engine)
@@ -324,6 +324,7 @@ class Runtime:
                 "record": self.cfg.record,
                 "extractor": ext.describe(),
                 "torch_threads": self.torch_threads,
+                "vit_threads": self.cfg.feature_threads if self._vit_on_cpu else None,
                 "low_latency": self.low_latency is not None and self.low_latency.active,
                 "rt_priority": self.rt_priority.priority if self.rt_priority and self.rt_priority.active else None,
                 "tick_cpu": self.cfg.tick_cpu,
@@ -512,6 +513,11 @@ class Runtime:
         """Threads started meanwhile are born off the tick thread's CPU (--tick-cpu)."""
         return self.pinned.away() if self.pinned is not None else contextlib.nullcontext()
 
+    @property
+    def _vit_on_cpu(self) -> bool:
+        """Whether the features come from a ViT on the CPU (whose threads `feature_threads` sets)."""
+        return self.engine.extractor.spec["kind"] == "dinov2" and self.cfg.device == "cpu"
+
     # ---- lifetimes --------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -599,7 +605,9 @@ class Runtime:
                 self._open_sinks(stack, secret)
                 self.log(
                     f"publishing on {self.publisher.endpoint}, control on {self.control.endpoint} ({cfg.mode}; "
-                    f"torch threads {self.torch_threads}{'; low latency' if cfg.low_latency else ''}"
+                    f"torch threads {self.torch_threads}"
+                    f"{f', ViT threads {cfg.feature_threads}' if self._vit_on_cpu else ''}"
+                    f"{'; low latency' if cfg.low_latency else ''}"
                     f"{f'; real-time priority {cfg.rt_priority}' if cfg.rt_priority else ''}"
                     f"{'; ' + cfg.pinning if cfg.pinning else ''})"
                 )
