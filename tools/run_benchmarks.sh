@@ -7,13 +7,28 @@ out="${1:-bench-results}"
 mkdir -p "$out"
 VIST=".venv/bin/vist-rt"
 [ -x "$VIST" ] || VIST="vist-rt"
+PY=".venv/bin/python"
+[ -x "$PY" ] || PY="python3"
 cache="$(mktemp -d)"
 trap 'rm -rf "$cache"' EXIT
 "$VIST" bench temporal --json "$out/temporal.json"
 "$VIST" bench temporal --backend onnxruntime --json "$out/temporal-onnxruntime.json"
 "$VIST" bench temporal --backend native --json "$out/temporal-native.json"
 "$VIST" bench temporal --config docs/bench/overhead.toml --json "$out/temporal-overhead.json"
-"$VIST" bench features --engines "$cache" --json "$out/features.json"
+# the ViT on the CPU: every path this CPU runs natively (issue 15), then ViT-S/B/L at blocks 1, 6 and all on the
+# thread a live run gives it here (one on 2 cores), then live at 30 Hz on a ViT-S checkpoint (random seeded weights)
+"$VIST" bench features --engines "$cache" --json "$out/features-cpu-paths.json"
+for bb in vits14 vitb14 vitl14; do
+  for blk in 0 5 -1; do
+    "$VIST" bench features --backbone "$bb" --block "$blk" --threads 1 --paths onnxruntime:fp32,onnxruntime:int8 \
+      --frames 20 --warmup 3 --engines "$cache" --json "$out/blocks-$bb-$blk.json"
+  done
+done
+"$PY" tools/timing_checkpoint.py "$cache/vits14.safetensors"
+live=("$VIST" bench pipeline --checkpoint "$cache/vits14.safetensors" --engines "$cache")
+"${live[@]}" --json "$out/pipeline-vits14-auto.json"
+"${live[@]}" --threads 2 --json "$out/pipeline-vits14-auto-threads2.json"
+"${live[@]}" --precision fp32 --json "$out/pipeline-vits14-fp32.json"
 "$VIST" bench pipeline --json "$out/pipeline.json"
 "$VIST" bench pipeline --record --json "$out/pipeline-record.json"
 # the 30-minute soak: SOAK_MINUTES=0 skips it

@@ -46,14 +46,12 @@ def test_bench_pipeline_reports_its_figures(tmp_path: Path, run_checkpoint: Path
 
 
 @pytest.mark.slow
-def test_bench_pipeline_times_a_dinov2_checkpoint_on_random_vit_weights(
-    tmp_path: Path, dinov2_checkpoint, capsys, monkeypatch
-) -> None:
-    monkeypatch.chdir(tmp_path)  # the ONNX graph goes to ./engines
+def test_bench_pipeline_times_a_dinov2_checkpoint_on_random_vit_weights(tmp_path: Path, dinov2_checkpoint, capsys):
     ckpt, _ = dinov2_checkpoint
     out = tmp_path / "p.json"
     args = ["bench", "pipeline", "--checkpoint", str(ckpt), "--random-vit", "2", "--precision", "fp32",
-            "--ticks", "20", "--warmup", "3", "--baseline", "0", "--json", str(out)]  # fmt: skip
+            "--ticks", "20", "--warmup", "3", "--baseline", "0", "--engines", str(tmp_path / "eng"),
+            "--json", str(out)]  # fmt: skip
     assert main(args) == 0
     r = json.loads(out.read_text())
     assert "RANDOM" in r["extractor"] and "ViT-S/14 block 0" in r["extractor"]
@@ -62,6 +60,7 @@ def test_bench_pipeline_times_a_dinov2_checkpoint_on_random_vit_weights(
     assert r["stages_ms"]["vit"]["n"] == r["received"] - r["stale_timed"]
     text = capsys.readouterr().out
     assert "timed ticks" in text and "(fp32)" in text and "RANDOM" in text
+    assert any((tmp_path / "eng" / "onnx").glob("*.onnx"))  # --engines
 
 
 @pytest.mark.slow

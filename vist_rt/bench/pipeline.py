@@ -150,6 +150,7 @@ def run_pipeline_bench(
     random_vit: int | None = None,
     vit_weights: str | None = None,
     threads: int | None = None,
+    engines: str = "engines",
 ) -> dict[str, Any]:
     """A live run of warmup + ticks model ticks with a subscriber attached, then `baseline` bare ZeroMQ
     messages at the same rate (the machine's delivery floor, same run); every figure as a dict.
@@ -161,7 +162,7 @@ def run_pipeline_bench(
     `rt_priority` puts both sending threads under SCHED_FIFO. `record`: the
     run records to a temporary file, as `--record` (the recorder's per-tick cost is part of `housekeeping`).
     `width` / `height`: the source's frame size, as `vist-rt run --width/--height`; `precision`, `random_vit`,
-    `vit_weights`: of a DINOv2 checkpoint's ViT, and `threads`, as `vist-rt run`'s flags."""
+    `vit_weights`: of a DINOv2 checkpoint's ViT, and `threads`, `engines`, as `vist-rt run`'s flags."""
     from vist_rt.demo import demo_checkpoint
     from vist_rt.runtime.config import RunConfig
 
@@ -177,6 +178,7 @@ def run_pipeline_bench(
                                        temporal=temporal, low_latency=low_latency, tick_cpu=tick_cpu, io_cpu=io_cpu,
                                        rt_priority=rt_priority, record=path, precision=precision,
                                        random_vit=random_vit, vit_weights=vit_weights, threads=threads,
+                                       engines=engines,
                                        **many))  # fmt: skip
         result = _pipeline_run(cfg, ticks=ticks, warmup=warmup, baseline=baseline)
         if path:

@@ -72,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     help="as `vist-rt run --random-vit`: the ViT with random seeded weights (same cost)")  # fmt: skip
     pl.add_argument("--vit-weights", metavar="PATH", help="as `vist-rt run --vit-weights`")
     pl.add_argument("--threads", type=_positive, help="as `vist-rt run --threads`")
+    pl.add_argument("--engines", default="engines", metavar="DIR", help="as `vist-rt run --engines` (engines/)")
     pl.add_argument("--low-latency", action="store_true",
                     help="as `vist-rt run --low-latency` (PM QoS; the floor is measured under it too)")  # fmt: skip
     pl.add_argument("--rt-priority", type=_positive, metavar="N",
@@ -407,6 +408,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
                            tick_cpu=args.tick_cpu, io_cpu=args.io_cpu, rt_priority=args.rt_priority,
                            record=args.record, streams=n, precision=args.precision, random_vit=args.random_vit,
                            vit_weights=args.vit_weights, threads=args.threads,
+                           engines=args.engines,
                            width=args.width, height=args.height)
         for n in args.streams
     ]  # fmt: skip
