@@ -53,4 +53,6 @@ if [ -w /dev/cpu_dma_latency ]; then
 else
   echo "skipped the --low-latency pipeline runs: no write access to /dev/cpu_dma_latency (vist-rt doctor says why)"
 fi
+# garbage-collector pauses during a burst of malformed control requests, heap frozen (every run) or not
+"$PY" tools/gc_pauses.py --rounds 3 --requests 30000 --json "$out/gc-pauses.json"
 echo "figures in $out/"

@@ -13,12 +13,20 @@ takes the CPU from the clock's thread for a time slice (milliseconds) in the mid
 often when a send wakes another thread. A thread under SCHED_FIFO is not preempted by ordinary
 threads: `ClockPriority` puts the calling thread there while entered (only that thread: threads it
 starts meanwhile are born ordinary).
+
+Always, for the run: `frozen_heap()` takes everything alive at the start (modules, torch, the model) out of
+the cyclic garbage collector's reach. Otherwise a full collection, which Python starts by itself when
+allocations pile up (a burst of control requests does it), walks that whole heap on whichever thread
+allocated last, the clock's included: measured ~90 ms with ~210k objects, three 30 Hz ticks.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 from vist_rt.errors import VistError
@@ -142,3 +150,16 @@ def current_limit_us(path: str | None = None) -> int | None:
     finally:
         os.close(fd)
     return struct.unpack("=i", data)[0] if len(data) == 4 else None
+
+
+@contextmanager
+def frozen_heap() -> Iterator[int]:
+    """While entered, the objects alive on entry (after one collection) are out of the cyclic collector's
+    reach: its passes walk only what was allocated since. Yields how many were frozen; unfrozen on exit.
+    Process-wide: a run nested in another's block unfreezes at its end (collections get slower, no more)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield gc.get_freeze_count()
+    finally:
+        gc.unfreeze()

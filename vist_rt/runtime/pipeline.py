@@ -65,6 +65,7 @@ class Runtime:
         self.rt_priority: Any = None  # the tick thread's SCHED_FIFO of --rt-priority, while held
         self.pinned: Any = None  # the tick thread's CPU pinning (--tick-cpu), while held
         self.torch_threads: int | None = None
+        self.frozen_objects = 0  # objects out of the garbage collector's reach while running (frozen_heap)
         self._last_meta = 0.0
         self._last_status = 0.0
         self.status_lines = True  # headless status lines (off while a dashboard shows the status)
@@ -596,6 +597,7 @@ class Runtime:
 
     def _run(self) -> dict[str, Any]:
         from vist_rt.runtime import drivers
+        from vist_rt.runtime.lowlatency import frozen_heap
         from vist_rt.runtime.publish import load_curve_keys
 
         cfg = self.cfg
@@ -620,6 +622,7 @@ class Runtime:
                     from vist_rt.runtime.lowlatency import ClockPriority
 
                     self.rt_priority = stack.enter_context(ClockPriority(cfg.rt_priority))
+                self.frozen_objects = stack.enter_context(frozen_heap())  # no full collection walks the model
                 self.pauses.restart()
                 driver = drivers.lockstep if cfg.lockstep else drivers.replay if cfg.replay else drivers.live
                 driver(self)
