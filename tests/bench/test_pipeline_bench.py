@@ -36,12 +36,14 @@ def test_bench_pipeline_reports_its_figures(tmp_path: Path, run_checkpoint: Path
     assert r["ticks"] == 30 and r["warmup"] == 5 and r["checkpoint"] == str(run_checkpoint)
     assert 25 <= r["received"] <= 30  # the subscriber got (nearly) every timed tick
     assert r["delivery_ms"]["n"] == r["subscriber_decode_ms"]["n"] == r["received"] and r["overhead_ms"]["n"] == 30
+    assert r["off_cpu_ms"]["n"] == 30 and r["off_cpu_ms"]["min"] >= 0  # the clock thread's time not running
     assert r["subscriber_decode_ms"]["min"] > 0 and r["delivery_ms"]["min"] > 0
     assert r["stages_ms"]["e2e"]["p50"] > 0 and set(r["met"]) == {"overhead", "delivery"}
     bare = r["bare_zmq_delivery_ms"]
     assert bare["n"] == 20 and 0 < bare["min"] <= bare["p99"] and r["delivery_p99_vs_bare"] > 0
     out_text = capsys.readouterr().out
     assert "pipeline overhead" in out_text and "bare ZeroMQ" in out_text and "decode" in out_text
+    assert "not running" in out_text
     assert f"tick thread on CPU {cpu}" in out_text
 
 

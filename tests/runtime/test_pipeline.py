@@ -349,3 +349,29 @@ def test_replay_on_the_native_temporal_model_equals_torch(tmp_path: Path, run_ch
     assert recs["native"].shape == recs["torch"].shape == (30, 5)
     np.testing.assert_allclose(recs["native"], recs["torch"], rtol=0, atol=1e-5)
     assert list((tmp_path / "cache" / "vist-rt" / "native").glob("vist_native-*.so"))
+
+
+@pytest.mark.parametrize("waits", ["sleeping", "working"])
+def test_live_off_cpu_is_the_part_of_the_tick_its_thread_did_not_run(run_checkpoint: Path, monkeypatch, waits) -> None:
+    from vist_rt.runtime.publish import Publisher
+
+    send = Publisher.publish_rates
+
+    def slow(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if waits == "sleeping":  # 8 ms off the CPU inside the wake-up-to-send window
+            time.sleep(0.008)
+        else:  # 8 ms of the thread's own CPU time there, however long that takes on a busy machine
+            end = time.thread_time() + 0.008
+            while time.thread_time() < end:
+                pass
+        return send(self, *args, **kwargs)
+
+    monkeypatch.setattr(Publisher, "publish_rates", slow)
+    rt = Runtime.from_config(_live(run_checkpoint, source="synthetic", max_frames=20), log=lambda _: None)
+    rt.run()
+    overhead, off_cpu = (rt.stats.latency[k].values[:20] for k in ("overhead", "off_cpu"))
+    assert np.all(overhead >= 8.0)
+    if waits == "sleeping":
+        assert np.median(off_cpu) >= 7.5
+    else:  # on the CPU: overhead - off_cpu = CPU time in the window minus the model's wall time
+        assert np.median(overhead - off_cpu) >= 7.0

@@ -66,7 +66,7 @@ def live(rt: Runtime) -> None:
         rt.pauses.restart()  # the rate is measured from the clock's start
         while not rt.stopping:
             tick = clock.wait(rt.poll_control)
-            woke = time.perf_counter()
+            woke, woke_cpu = time.perf_counter(), time.thread_time()
             rt.stats.missed = clock.missed
             if not rt.check_streams():
                 return
@@ -79,6 +79,7 @@ def live(rt: Runtime) -> None:
             rt.periodic()  # after the send: meta messages, flushes and status lines delay no rates
             rt.stats.add_latencies(
                 {"overhead": (done.sent - woke) * 1e3 - done.temporal_ms,
+                 "off_cpu": max(0.0, (done.sent - woke) - (done.sent_cpu - woke_cpu)) * 1e3,
                  "housekeeping": (time.perf_counter() - done.sent) * 1e3}
             )  # fmt: skip
             if rt.cfg.max_frames is not None and rt.stats.ticks >= rt.cfg.max_frames:

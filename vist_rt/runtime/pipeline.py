@@ -391,7 +391,7 @@ class Runtime:
     def step_groups(self, tick: int, *, held_is_stale: bool = True) -> Ticked:
         """Model tick `tick` for every group with a running stream that has features: one batched temporal step
         each and each running, unpaused stream's rates sent, then (after every send) the other sinks."""
-        sent, temporal = time.perf_counter(), 0.0
+        sent, sent_cpu, temporal = time.perf_counter(), time.thread_time(), 0.0
         out: list[Sent] = []
         for group in self.groups:
             batch = group.newest()
@@ -408,11 +408,11 @@ class Runtime:
                     fresh = feat.seq != stream.used
                     stale = not fresh and held_is_stale
                     out.append(self.send(stream, tick, feat, rates[stream.row], ms, fresh=fresh, stale=stale))
-                    sent = out[-1].delivery.sent
+                    sent, sent_cpu = out[-1].delivery.sent, time.thread_time()
                 stream.used = feat.seq
         self.after_sends(out)
         self._count_tick(tick)
-        return Ticked(sent, temporal)
+        return Ticked(sent, temporal, sent_cpu)
 
     def _count_tick(self, tick: int) -> None:
         with self.stats.lock:
