@@ -36,7 +36,8 @@ def test_bench_pipeline_reports_its_figures(tmp_path: Path, run_checkpoint: Path
     assert r["ticks"] == 30 and r["warmup"] == 5 and r["checkpoint"] == str(run_checkpoint)
     assert 25 <= r["received"] <= 30  # the subscriber got (nearly) every timed tick
     assert r["delivery_ms"]["n"] == r["subscriber_decode_ms"]["n"] == r["received"] and r["overhead_ms"]["n"] == 30
-    assert r["off_cpu_ms"]["n"] == 30 and r["off_cpu_ms"]["min"] >= 0  # the clock thread's time not running
+    assert r["off_cpu_ms"]["n"] == r["overhead_cpu_ms"]["n"] == 30 and r["off_cpu_ms"]["min"] >= 0
+    assert 0 < r["overhead_cpu_ms"]["p50"] <= o["p50"] + 0.01  # its own CPU time: at most the wall time
     assert r["subscriber_decode_ms"]["min"] > 0 and r["delivery_ms"]["min"] > 0
     assert r["stages_ms"]["e2e"]["p50"] > 0 and set(r["met"]) == {"overhead", "delivery"}
     bare = r["bare_zmq_delivery_ms"]
@@ -80,6 +81,8 @@ def test_bench_pipeline_streams_compares_counts_in_one_run(tmp_path: Path, run_c
     assert [row["streams"] for row in rows] == [1, 2] and rows[0]["per_stream_cost_vs_1"] == pytest.approx(1.0)
     assert rows[1]["per_stream_cost_vs_1"] > 0 and rows[1]["overhead_p99_ms"] > 0
     growth = r["streams"]["overhead_p99_growth_ms_per_stream"]
+    own = r["streams"]["overhead_cpu_p99_growth_ms_per_stream"]
+    assert own == pytest.approx(rows[1]["overhead_cpu_p99_ms"] - rows[0]["overhead_cpu_p99_ms"])
     assert growth == pytest.approx(rows[1]["overhead_p99_ms"] - rows[0]["overhead_p99_ms"])
     assert r["streams"]["overhead_growth_met"] == (growth <= 0.1)
     p50 = r["streams"]["overhead_p50_growth_ms_per_stream"]

@@ -369,9 +369,10 @@ def test_live_off_cpu_is_the_part_of_the_tick_its_thread_did_not_run(run_checkpo
     monkeypatch.setattr(Publisher, "publish_rates", slow)
     rt = Runtime.from_config(_live(run_checkpoint, source="synthetic", max_frames=20), log=lambda _: None)
     rt.run()
-    overhead, off_cpu = (rt.stats.latency[k].values[:20] for k in ("overhead", "off_cpu"))
+    overhead, own, off_cpu = (rt.stats.latency[k].values[:20] for k in ("overhead", "overhead_cpu", "off_cpu"))
     assert np.all(overhead >= 8.0)
     if waits == "sleeping":
-        assert np.median(off_cpu) >= 7.5
-    else:  # on the CPU: overhead - off_cpu = CPU time in the window minus the model's wall time
-        assert np.median(overhead - off_cpu) >= 7.0
+        assert np.median(off_cpu) >= 7.5 and np.median(own) < 4.0  # asleep: not running, and no CPU time spent
+    else:
+        assert np.all(own >= 8.0)  # its own CPU time, model compute's excluded
+        assert np.median(overhead - off_cpu) >= 7.0  # = CPU time in the window minus the model's wall time

@@ -79,6 +79,7 @@ def live(rt: Runtime) -> None:
             rt.periodic()  # after the send: meta messages, flushes and status lines delay no rates
             rt.stats.add_latencies(
                 {"overhead": (done.sent - woke) * 1e3 - done.temporal_ms,
+                 "overhead_cpu": (done.sent_cpu - woke_cpu) * 1e3 - done.temporal_cpu_ms,
                  "off_cpu": max(0.0, (done.sent - woke) - (done.sent_cpu - woke_cpu)) * 1e3,
                  "housekeeping": (time.perf_counter() - done.sent) * 1e3}
             )  # fmt: skip

@@ -391,14 +391,15 @@ class Runtime:
     def step_groups(self, tick: int, *, held_is_stale: bool = True) -> Ticked:
         """Model tick `tick` for every group with a running stream that has features: one batched temporal step
         each and each running, unpaused stream's rates sent, then (after every send) the other sinks."""
-        sent, sent_cpu, temporal = time.perf_counter(), time.thread_time(), 0.0
+        sent, sent_cpu, temporal, temporal_cpu = time.perf_counter(), time.thread_time(), 0.0, 0.0
         out: list[Sent] = []
         for group in self.groups:
             batch = group.newest()
             if not any(s.active for s in group.streams) or all(f is None for f in batch.latest):
                 continue
+            cpu = time.thread_time()
             rates, ms = group.step(batch)
-            temporal += ms
+            temporal, temporal_cpu = temporal + ms, temporal_cpu + (time.thread_time() - cpu) * 1e3
             for stream, feat in zip(group.streams, batch.latest):
                 if feat is None:
                     continue
@@ -412,7 +413,7 @@ class Runtime:
                 stream.used = feat.seq
         self.after_sends(out)
         self._count_tick(tick)
-        return Ticked(sent, temporal, sent_cpu)
+        return Ticked(sent, temporal, sent_cpu, temporal_cpu)
 
     def _count_tick(self, tick: int) -> None:
         with self.stats.lock:

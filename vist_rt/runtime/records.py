@@ -52,3 +52,4 @@ class Ticked(NamedTuple):
     sent: float  # perf clock of the last send (the tick's start when nothing was sent)
     temporal_ms: float  # all groups' temporal steps
     sent_cpu: float  # the clock thread's CPU time (time.thread_time) at `sent`
+    temporal_cpu_ms: float  # the clock thread's CPU time in the temporal steps

@@ -12,9 +12,10 @@ from vist_rt.latency import summarize
 # overhead: a tick's work from the clock's wake-up to the send, model compute excluded; housekeeping: the
 # rest of a live tick, after the send (recording, counters, meta messages, flushes, status lines); record: the
 # recorder's share of it (the journal write, and an HDF5 flush when one is due); off_cpu (live): of the clock's
-# wake-up-to-send window, the time its thread did not run (preempted, or waiting for the GIL or a lock)
-STAGES = ("capture", "preprocess", "vit", "temporal", "publish", "e2e", "overhead", "off_cpu", "housekeeping",
-          "record")  # fmt: skip
+# wake-up-to-send window, the time its thread did not run (preempted, or waiting for the GIL or a lock);
+# overhead_cpu (live): the clock thread's CPU time in that window, the model's excluded (the pipeline's own work)
+STAGES = ("capture", "preprocess", "vit", "temporal", "publish", "e2e", "overhead", "overhead_cpu", "off_cpu",
+          "housekeeping", "record")  # fmt: skip
 
 
 class LatencyWindow:
