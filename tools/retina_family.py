@@ -1,15 +1,18 @@
 """Train and evaluate the CPU preset on members of the simulated retina family (docs/science/family.md).
 
     python tools/retina_family.py DIR --members 100,101,102 [--recipe recipe.toml] [--frames 800]
+                                      [--set subunits=1.0 --set adaptation=2.0]
 
 Per member: simulate 3 movies x FRAMES frames (10 trials), train (`cpu-small`, train movie1, best epoch by
 movie2), evaluate on movie3 (the streaming model); DIR/family.json gets the member's settings, mean CC, mean
 noise-normalised CC, the LN baseline's, and the training time. A member already in family.json is skipped.
+`--set FIELD=VALUE` overrides one of the members' RetinaSettings fields (a number), e.g. a stronger nonlinearity.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -17,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vist_rt.bench.stats import write_json
-from vist_rt.data.simulate import family_member, write_simulation
+from vist_rt.data.simulate import RetinaSettings, family_member, write_simulation
 from vist_rt.train.evaluate import evaluate_checkpoint
 from vist_rt.train.schedule import PRESETS
 from vist_rt.train.trainer import recipe_from_toml, train
@@ -29,7 +32,18 @@ def main() -> None:
     ap.add_argument("--members", required=True, help="comma-separated member indices (0-99 tuning, 100+ held out)")
     ap.add_argument("--recipe", help="recipe TOML over cpu-small")
     ap.add_argument("--frames", type=int, default=800)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a RetinaSettings field")
     args = ap.parse_args()
+    fields = {f.name for f in dataclasses.fields(RetinaSettings)}
+    overrides: dict[str, float] = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in fields or key in ("cell_size", "rate"):
+            ap.error(f"--set {item}: FIELD is one of subunits, adaptation, adaptation_s, fano")
+        try:
+            overrides[key] = float(value)
+        except ValueError:
+            ap.error(f"--set {item}: VALUE must be a number")
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
     recipe = recipe_from_toml(args.recipe, base=PRESETS["cpu-small"]) if args.recipe else PRESETS["cpu-small"]
@@ -39,6 +53,7 @@ def main() -> None:
         if any(r["member"] == index for r in rows):
             continue
         kw = family_member(index)
+        kw["settings"] = dataclasses.replace(kw["settings"], **overrides)  # checked by RetinaSettings
         data = out / f"member{index}.h5"
         write_simulation(data, n_movies=3, n_frames=args.frames, n_trials=10, overwrite=True, **kw)
         start = time.perf_counter()
