@@ -49,9 +49,8 @@ def not_frozen() -> Iterator[int]:
 
 
 def one_arm(freeze: bool, requests: int, seed: int) -> dict[str, Any]:
-    port = free_port()
     cfg = RunConfig(checkpoint=str(demo_checkpoint()), source="synthetic", dashboard=False, status_every_s=1e6,
-                    pub=f"tcp://127.0.0.1:{free_port()}", control=f"tcp://127.0.0.1:{port}")  # fmt: skip
+                    pub=f"tcp://127.0.0.1:{free_port()}", control=f"tcp://127.0.0.1:{free_port()}")  # fmt: skip
     rt = Runtime.from_config(cfg, log=lambda _: None)
     worker = threading.Thread(target=rt.run, name="run")
     lowlatency.frozen_heap = FROZEN if freeze else not_frozen  # the run looks it up as it starts

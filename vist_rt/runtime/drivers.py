@@ -77,11 +77,10 @@ def live(rt: Runtime) -> None:
                 continue
             done = rt.step_groups(tick)
             rt.periodic()  # after the send: meta messages, flushes and status lines delay no rates
+            wall, cpu = (done.sent - woke) * 1e3, (done.sent_cpu - woke_cpu) * 1e3  # wake-up to send
             rt.stats.add_latencies(
-                {"overhead": (done.sent - woke) * 1e3 - done.temporal_ms,
-                 "overhead_cpu": (done.sent_cpu - woke_cpu) * 1e3 - done.temporal_cpu_ms,
-                 "off_cpu": max(0.0, (done.sent - woke) - (done.sent_cpu - woke_cpu)) * 1e3,
-                 "housekeeping": (time.perf_counter() - done.sent) * 1e3}
+                {"overhead": wall - done.temporal_ms, "overhead_cpu": cpu - done.temporal_cpu_ms,
+                 "off_cpu": max(0.0, wall - cpu), "housekeeping": (time.perf_counter() - done.sent) * 1e3}
             )  # fmt: skip
             if rt.cfg.max_frames is not None and rt.stats.ticks >= rt.cfg.max_frames:
                 return

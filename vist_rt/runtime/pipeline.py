@@ -409,8 +409,10 @@ class Runtime:
                     fresh = feat.seq != stream.used
                     stale = not fresh and held_is_stale
                     out.append(self.send(stream, tick, feat, rates[stream.row], ms, fresh=fresh, stale=stale))
-                    sent, sent_cpu = out[-1].delivery.sent, time.thread_time()
+                    sent = out[-1].delivery.sent
                 stream.used = feat.seq
+        if out:  # once, not per send: only the loop's bookkeeping runs between the last send and here
+            sent_cpu = time.thread_time()
         self.after_sends(out)
         self._count_tick(tick)
         return Ticked(sent, temporal, sent_cpu, temporal_cpu)

@@ -51,5 +51,5 @@ class Ticked(NamedTuple):
 
     sent: float  # perf clock of the last send (the tick's start when nothing was sent)
     temporal_ms: float  # all groups' temporal steps
-    sent_cpu: float  # the clock thread's CPU time (time.thread_time) at `sent`
+    sent_cpu: float  # the clock thread's CPU time (time.thread_time) at `sent`, give or take the loop's bookkeeping
     temporal_cpu_ms: float  # the clock thread's CPU time in the temporal steps
