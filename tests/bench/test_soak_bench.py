@@ -18,8 +18,11 @@ def test_slope_and_rss() -> None:
     assert slope_per_minute(t[:1], t[:1]) == 0.0
     before = rss_bytes()
     block = np.ones(64 << 20, np.uint8)  # 64 MiB touched
-    assert rss_bytes() - before > 32 << 20
-    del block
+    held = rss_bytes()
+    del block  # unmapped (above malloc's mmap threshold)
+    after = rss_bytes()
+    # either edge shows it (the kernel may reclaim other pages of a busy test process meanwhile)
+    assert held - before > 32 << 20 or held - after > 32 << 20, (before, held, after)
 
 
 @pytest.mark.slow

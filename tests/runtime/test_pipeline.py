@@ -197,9 +197,11 @@ def test_live_stops_when_its_source_ends(run_checkpoint: Path, monkeypatch) -> N
 
     monkeypatch.setattr(sources, "make_source", lambda *a, **k: sources.SyntheticSource(max_frames=12, size=(60, 80)))
     logs: list[str] = []
-    summary = Runtime.from_config(_live(run_checkpoint, source="synthetic"), log=logs.append).run()
+    runtime = Runtime.from_config(_live(run_checkpoint, source="synthetic"), log=logs.append)
+    summary = runtime.run()
     assert any("the source ended" in line for line in logs)
     assert 1 <= summary["features"] <= 12 and summary["ticks"] >= 1
+    assert runtime.publisher is not None and runtime.publisher.templated == runtime.streams[0].ticks > 0  # rates sent
 
 
 def failing_engine(checkpoint: Path, message: str, after: int = 3) -> Engine:

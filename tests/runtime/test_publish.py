@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import sys
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import zmq
 
-from tests.runtime.test_wire import make_header
+from tests.runtime.test_wire import general, make_header, run_header
 from vist_rt.client import Subscriber
 from vist_rt.errors import VistError
 from vist_rt.runtime.publish import Publisher, load_curve_keys, make_curve_keys
@@ -276,3 +277,59 @@ def test_a_bad_stream_uses_no_seq(ctx: zmq.Context) -> None:
         assert pub.seq == 0 and pub.last_rates_header is None and pub.last_meta_header is None
         assert pub.publish_rates(make_header(), np.ones(2, np.float32)) == 0
         assert "stream" not in pub.last_rates_header  # type: ignore[operator]
+
+
+def test_run_headers_go_out_from_templates_as_the_general_encoder_would_send_them(ctx: zmq.Context) -> None:
+    rates = np.arange(4, dtype=np.float32)
+    with Publisher(RANDOM, context=ctx) as pub, ctx.socket(zmq.SUB) as sub:
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"rates")
+        sub.connect(pub.endpoint)
+        time.sleep(0.3)  # the subscription reaches the publisher
+        headers: list[tuple[dict, str | None, int]] = []
+        for tick in range(6):
+            for stream in ("a", "b", None):
+                header = run_header(tick=tick)
+                if tick == 3:
+                    header["lat_ms"]["vit"] = None  # a stale tick: the same layout
+                if tick >= 4 and stream == "b":
+                    header["extra"] = "new field"  # the layout changes: a new template for b
+                headers.append((header, stream, pub.publish_rates(header, rates, stream=stream)))
+        assert pub.templated == 18 and pub.last_rates_header is not None
+        pub.publish_rates(run_header(tick=np.int64(9)), rates, stream="a")  # the general encoder converts it
+        with pytest.raises(WireError, match="finite"):
+            pub.publish_rates({**run_header(), "lat_ms": {"vit": float("nan")}}, rates, stream="a")
+        assert pub.templated == 18 and pub.seq == 19  # the refused one used no seq
+        frames = []
+        while sub.poll(2000) and len(frames) < 19:
+            frames.append(sub.recv_multipart())
+    assert len(frames) == 19
+    for (header, stream, seq), (topic, text, payload) in zip(headers, frames):
+        stamp = json.loads(text)["t_pub_ns"]
+        _, want = general(header, 4, stream, seq, stamp)
+        assert text == want and payload == rates.tobytes()
+        assert topic == (b"rates" if stream is None else b"rates/" + stream.encode())
+    assert json.loads(frames[-1][1]) == pub.last_rates_header and json.loads(frames[-1][1])["tick"] == 9
+
+
+def test_templated_t_pub_ns_is_stamped_after_the_values_are_written(ctx: zmq.Context, monkeypatch) -> None:
+    import types
+
+    from vist_rt.runtime import publish
+    from vist_rt.runtime.wire import RatesTemplate
+
+    events: list[str] = []
+    values, send = RatesTemplate.values, Publisher._send
+
+    def stamp() -> int:
+        events.append("stamp")
+        return time.time_ns()
+
+    monkeypatch.setattr(RatesTemplate, "values", lambda self, h: (events.append("encode"), values(self, h))[1])
+    monkeypatch.setattr(publish, "time", types.SimpleNamespace(time_ns=stamp))
+    monkeypatch.setattr(Publisher, "_send", lambda self, parts: (events.append("send"), send(self, parts))[1])
+    with Publisher(RANDOM, context=ctx) as pub:
+        before = time.time_ns()
+        pub.publish_rates(run_header(), np.ones(2, np.float32), stream="s0")
+        assert events == ["encode", "stamp", "send"] and pub.templated == 1
+        assert pub.last_rates_header is not None and before <= pub.last_rates_header["t_pub_ns"] <= time.time_ns()

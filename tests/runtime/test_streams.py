@@ -172,6 +172,8 @@ def test_live_streams_publish_apart_pause_alone_and_a_failing_source_stops_alone
         run.runtime.stop()
     summary = run.join()
     assert [s["name"] for s in summary["streams"]] == ["left", "right"]
+    # every rates message of the run went out from its stream's template (no header field the general encoder needs)
+    assert run.runtime.publisher.templated == sum(s.ticks for s in run.runtime.streams) > 0
     assert summary["streams"][0]["stopped"] and summary["streams"][1]["stopped"] is None
 
 

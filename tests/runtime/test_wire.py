@@ -13,12 +13,14 @@ from vist_rt.errors import VistError
 from vist_rt.runtime.wire import (
     VERSION,
     Message,
+    RatesTemplate,
     SeqTracker,
     WireError,
     check_meta_header,
     check_rates_header,
     check_stream_name,
     decode,
+    dumps,
     encode_meta,
     encode_rates,
     meta_message,
@@ -299,3 +301,127 @@ def test_message_stream_field() -> None:
     assert Message("meta", {"seq": 1}, None, 5).stream is None and Message("meta", {"seq": 1}, None, 5).t_recv_ns == 5
     assert Message("meta", {"seq": 1}, None, None, "eye").stream == "eye"
     assert Message("meta", header) == Message("meta", header, None, 9, "cam")  # t_recv_ns is not compared
+
+
+def run_header(tick: int = 0, **extra: Any) -> dict[str, Any]:
+    """A rates header laid out as a run's (no seq, v, n, t_pub_ns: the publisher sets them)."""
+    return {"tick": tick, "frame": tick, "t_frame_ns": 1_700_000_000_000_000_000 + tick, "stale": False,
+            "lat_ms": {"capture": 0.5, "preprocess": None, "vit": 7.0, "temporal": 0.75, "e2e": 9.5},
+            "mode": "live", "paused_ticks": 0, **extra}  # fmt: skip
+
+
+def general(header: dict[str, Any], n: int, stream: str | None, seq: int, stamp: int) -> tuple[dict[str, Any], bytes]:
+    """What the general encoder sends for `header` with seq and t_pub_ns, as the publisher fills them."""
+    full = {**header, "seq": seq}
+    if stream is not None:
+        full["stream"] = stream
+    full["t_pub_ns"] = stamp
+    sent, parts = rates_message(full, np.zeros(n, np.float32), stream)
+    return sent, bytes(parts[1])
+
+
+def random_value(rng: np.random.Generator) -> Any:
+    pick = int(rng.integers(7))
+    if pick == 0:
+        return None
+    if pick == 1:
+        return bool(rng.integers(2))
+    if pick == 2:
+        return int(rng.integers(-(2**62), 2**62)) * int(rng.integers(1, 4))
+    if pick == 3:
+        return float(rng.standard_normal() * 10.0 ** rng.integers(-300, 300))
+    if pick == 4:
+        return [-0.0, 0.0, 1e-310, 5e-324, 1.7976931348623157e308, 0.1 + 0.2][int(rng.integers(6))]
+    return "".join(rng.choice(list('ab%"\\\n\t/é漢😀 '), size=int(rng.integers(0, 8))))
+
+
+def test_rates_template_writes_byte_for_byte_what_the_general_encoder_writes() -> None:
+    rng = np.random.default_rng(7)
+    names = ["capture", "vit", "e2e", "per%cent", 'quo"te', "ünï", ""]
+    for trial in range(400):
+        stages = tuple(rng.choice(names, size=int(rng.integers(0, 5)), replace=False))
+        lat = {str(s): [None, float(rng.standard_normal() * 100), int(rng.integers(-5, 5))][int(rng.integers(3))]
+               for s in stages}  # fmt: skip
+        extra = {f"x{i}%": random_value(rng) for i in range(int(rng.integers(0, 4)))}
+        header = {"tick": int(rng.integers(-(2**40), 2**62)), "frame": int(rng.integers(0, 2**31)),
+                  "t_frame_ns": int(rng.integers(0, 2**63)), "stale": bool(rng.integers(2)), "lat_ms": lat,
+                  **extra}  # fmt: skip
+        order = list(header)
+        rng.shuffle(order)  # any field order
+        header = {k: header[k] for k in order}
+        stream = [None, "s0", "cam-1_B"][trial % 3]
+        n, seq, stamp = int(rng.integers(1, 500)), int(rng.integers(0, 2**40)), int(rng.integers(0, 2**63))
+        template = RatesTemplate.build(header, n, stream)
+        assert template is not None and template.matches(header, n) and not template.matches(header, n + 1)
+        values = template.values(header)
+        assert values is not None
+        text = template.text(values, seq, stamp)
+        want_sent, want_text = general(header, n, stream, seq, stamp)
+        assert text == want_text
+        sent = template.as_sent(header, seq, stamp)
+        assert sent == want_sent and list(sent) == list(want_sent)
+        message = decode([template.topic, text, np.zeros(n, np.float32).tobytes()])
+        assert message.header == sent and message.stream == stream
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"tick": np.int64(3)},  # numpy scalars: converted by the general encoder
+        {"stale": np.bool_(True)},
+        {"lat_ms": {"vit": np.float32(1.5)}},
+        {"tick": 3.0},  # refused by the general encoder
+        {"tick": True},
+        {"stale": 1},
+        {"lat_ms": {"vit": float("nan")}},
+        {"lat_ms": {"vit": float("inf")}},
+        {"lat_ms": {"vit": True}},
+        {"lat_ms": {"vit": "7"}},
+        {"mode": float("-inf")},
+        {"mode": ["a", 1]},  # containers: the general encoder
+        {"mode": {"a": 1}},
+    ],
+)
+def test_rates_template_leaves_what_it_cannot_write_to_the_general_encoder(change: dict[str, Any]) -> None:
+    header = run_header(tick=5)
+    header["lat_ms"] = {"vit": 1.0}
+    template = RatesTemplate.build(header, 3, "s0")
+    assert template is not None and template.values(header) is not None
+    changed = {**header, **change}
+    assert template.matches(changed, 3)
+    assert template.values(changed) is None
+    try:
+        _, text = general(changed, 3, "s0", 1, 2)
+    except WireError:
+        return  # refused: the publisher's general path refuses it too
+    assert json.loads(text)["tick"] == int(changed["tick"])  # converted: sent by the general path
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        make_header(),  # seq and t_pub_ns given: the publisher's own fields
+        run_header(v=1),
+        run_header(n=3),
+        run_header(stream="s0"),
+        {k: v for k, v in run_header().items() if k != "frame"},  # a required field missing
+        {**run_header(), "lat_ms": [("vit", 1.0)]},  # not a dict
+        {**run_header(), "lat_ms": {1: 1.0}},  # not a str key
+        {**run_header(), 7: "x"},
+    ],
+)
+def test_rates_template_refuses_layouts_it_cannot_hold(header: dict[str, Any]) -> None:
+    assert RatesTemplate.build(header, 3, None) is None
+
+
+def test_rates_template_refuses_bad_streams_and_sizes() -> None:
+    assert RatesTemplate.build(run_header(), 3, "a/b") is None
+    assert RatesTemplate.build(run_header(), 0, "s0") is None
+    template = RatesTemplate.build(run_header(), 3, "s0")
+    assert template is not None and template.topic == b"rates/s0"
+    assert not template.matches(run_header(extra=1), 3)  # another layout
+    assert not template.matches({**run_header(), "lat_ms": {"vit": 1.0}}, 3)
+    reordered = run_header()
+    reordered["tick"] = reordered.pop("tick")
+    assert not template.matches(reordered, 3)  # the same fields in another order are another text
+    assert dumps(template.as_sent(run_header(), 4, 5)) == template.text(template.values(run_header()) or [], 4, 5)

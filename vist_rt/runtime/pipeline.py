@@ -373,15 +373,14 @@ class Runtime:
         delivery = self.sinks.send(stream.name, header, rates, feat.got)
         stream.ticks += 1
         stream.stale += int(stale)
-        done = {k: v for k, v in lat.items() if v is not None}
-        done.update(delivery.ms)
-        return Sent(stream.name, delivery, rates, feat.got, done, stale)
+        return Sent(stream.name, delivery, rates, feat.got, lat, stale)
 
     def after_sends(self, sent: Sequence[Sent]) -> None:
         """A tick's sent rates to the other sinks (recorder, LSL, history), then the counters and latencies."""
         assert self.sinks is not None
         for one in sent:
-            lat = one.lat  # the send's stages; the other sinks' times join them
+            lat = {k: v for k, v in one.lat.items() if v is not None}  # the stages measured for this tick
+            lat.update(one.delivery.ms)  # the send's, then the other sinks'
             lat.update(self.sinks.follow(one.stream, one.delivery, one.rates, one.got))
             self.stats.add_latencies(lat if not one.stale else {k: lat[k] for k in STALE_AGAIN if k in lat})
         with self.stats.lock:

@@ -42,7 +42,7 @@ class Sent(NamedTuple):
     delivery: Delivery
     rates: np.ndarray  # [C] float32, as sent
     got: float  # perf clock when the frame was taken
-    lat: dict[str, float]  # the stages measured so far (ms), the send's included (the other sinks' join later)
+    lat: dict[str, float | None]  # the stages before the send (ms; None: not measured for this tick)
     stale: bool
 
 

@@ -194,6 +194,116 @@ def _name_stream(full: dict[str, Any], stream: str | None) -> str | None:
     return stream
 
 
+_RESERVED = frozenset(("v", "n", "seq", "stream", "t_pub_ns"))  # set by the publisher; a template leaves such
+# headers to rates_message
+_INT, _BOOL, _NUM, _ANY = range(4)  # what a templated value must be: an int, a bool, a finite number or null, any
+
+
+def _scalar(value: Any, kind: int) -> bytes | None:
+    """`value` as `dumps` writes it when it is a plain scalar of `kind`; None for anything else (numpy scalars,
+    containers, NaN, a wrong type: left to the general encoder, which converts or refuses them)."""
+    t = type(value)
+    if t is float:
+        return repr(value).encode() if kind in (_NUM, _ANY) and value - value == 0.0 else None
+    if t is int:
+        return b"%d" % value if kind != _BOOL else None
+    if value is None:
+        return b"null" if kind in (_NUM, _ANY) else None
+    if t is bool:
+        return (b"true" if value else b"false") if kind in (_BOOL, _ANY) else None
+    if t is str and kind == _ANY:
+        return _ENCODER.encode(value).encode()
+    return None
+
+
+class RatesTemplate:
+    """The `rates` messages of one stream whose headers share one layout (the same fields in the same order, the
+    same lat_ms stages, the same n): the JSON text around the values is made once; each message only writes its
+    values. The header text is byte for byte what `rates_message` makes of the same header with `seq` and
+    `t_pub_ns` added, and a header that `check_rates_header` would refuse is never written (`values` is None).
+
+    `build` makes one from a header (None for a layout it cannot hold: fields the publisher sets, a lat_ms that is
+    not a dict of str keys, a required field missing); `matches` says whether a header has its layout."""
+
+    def __init__(self, keys: tuple[str, ...], stages: tuple[str, ...], n: int, stream: str | None) -> None:
+        self.keys, self.stages, self.n, self.stream = keys, stages, n, stream
+        self.topic = topic_for("rates", stream)
+        self.lat_at = keys.index("lat_ms")
+        kinds = [_INT if k in INT_FIELDS else _BOOL if k == "stale" else _ANY for k in keys]
+        kinds[self.lat_at : self.lat_at + 1] = [_NUM] * len(stages)
+        self.kinds = tuple(kinds)
+        text = [b'{"v":%d,"n":%d' % (VERSION, n)]
+        for key in keys:
+            if key == "lat_ms":
+                text.append(b',"lat_ms":{' + b",".join(_json_key(s) + b":%s" for s in stages) + b"}")
+            else:
+                text.append(b"," + _json_key(key) + b":%s")
+        if stream is not None:
+            text.append(b',"seq":%d,"stream":' + _ENCODER.encode(stream).encode() + b',"t_pub_ns":%d}')
+        else:
+            text.append(b',"seq":%d,"t_pub_ns":%d}')
+        self._text = b"".join(text)
+
+    @classmethod
+    def build(cls, header: Mapping[str, Any], n: int, stream: str | None) -> RatesTemplate | None:
+        """A template for `header`'s layout, or None where one cannot be made (the general encoder then serves)."""
+        lat = header.get("lat_ms")
+        if type(header) is not dict or type(lat) is not dict or n < 1:
+            return None
+        keys, stages = tuple(header), tuple(lat)
+        if not all(type(k) is str for k in (*keys, *stages)) or _RESERVED.intersection(keys):
+            return None
+        if any(k not in header for k in RATES_FIELDS if k not in _RESERVED):
+            return None
+        if stream is not None and not STREAM_NAME.fullmatch(stream):
+            return None
+        return cls(keys, stages, n, stream)
+
+    def matches(self, header: Mapping[str, Any], n: int) -> bool:
+        """`header` and a payload of n cells have this template's layout."""
+        lat = header.get("lat_ms")
+        return n == self.n and type(lat) is dict and tuple(header) == self.keys and tuple(lat) == self.stages
+
+    def values(self, header: Mapping[str, Any]) -> list[bytes] | None:
+        """The JSON text of each of a matching `header`'s values, in order; None when one is not a plain value of
+        its field's type (the general encoder decides)."""
+        out: list[bytes] = []
+        kinds = self.kinds
+        i = 0
+        for key, value in header.items():
+            if key == "lat_ms":
+                for ms in value.values():
+                    text = _scalar(ms, _NUM)
+                    if text is None:
+                        return None
+                    out.append(text)
+                i += len(self.stages)
+                continue
+            text = _scalar(value, kinds[i])
+            if text is None:
+                return None
+            out.append(text)
+            i += 1
+        return out
+
+    def text(self, values: Sequence[bytes], seq: int, t_pub_ns: int) -> bytes:
+        """The header's JSON text from `values`, with `seq` and `t_pub_ns`."""
+        return self._text % (*values, seq, t_pub_ns)
+
+    def as_sent(self, header: Mapping[str, Any], seq: int, t_pub_ns: int) -> dict[str, Any]:
+        """The header as sent (the dict `rates_message` returns, with t_pub_ns), fields in the text's order."""
+        sent = {"v": VERSION, "n": self.n, **header, "seq": seq}
+        if self.stream is not None:
+            sent["stream"] = self.stream
+        sent["t_pub_ns"] = t_pub_ns
+        return sent
+
+
+def _json_key(key: str) -> bytes:
+    """A JSON object key as `dumps` writes it (quoted, escaped), with any % doubled for a %-template."""
+    return _ENCODER.encode(key).encode().replace(b"%", b"%%")
+
+
 def encode_meta(header: Mapping[str, Any], stream: str | None = None) -> list[bytes]:
     """[b"meta", header JSON]: fills `v`; `seq` is required, the other fields are free-form. `stream`: a named
     stream's meta (topic `meta/<stream>`, header field `stream`), as for `encode_rates`.
