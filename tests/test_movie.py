@@ -90,6 +90,18 @@ def test_drift_is_small_saccades_jump_flashes_flash(movie: SyntheticMovie):
     assert len(on) and all(abs(mean[i] - mean[i - 1]) > 25 for i in on)
 
 
+def test_without_flashes_only_the_flashes_go(movie: SyntheticMovie):
+    n = 600
+    plain = SyntheticMovie(movie.seed, movie.size, movie.fps, flashes=False)
+    s, p = movie.schedule(n), plain.schedule(n)
+    assert s.flash.any() and not p.flash.any() and not p.offset.any()
+    for name in ("x", "y", "gain", "saccade"):  # the eye movements and contrast steps are the same
+        np.testing.assert_array_equal(getattr(p, name), getattr(s, name))
+    a, b = movie.frames(n), plain.frames(n)
+    assert (a[s.flash] != b[s.flash]).any()
+    np.testing.assert_array_equal(a[~s.flash], b[~s.flash])
+
+
 def test_bad_arguments():
     with pytest.raises(VistError):
         SyntheticMovie(size=(4, 4))

@@ -1,12 +1,13 @@
 """Train and evaluate the CPU preset on members of the simulated retina family (docs/science/family.md).
 
     python tools/retina_family.py DIR --members 100,101,102 [--recipe recipe.toml] [--frames 800]
-                                      [--set subunits=1.0 --set adaptation=2.0]
+                                      [--set subunits=1.0 --set adaptation=2.0] [--no-flashes]
 
 Per member: simulate 3 movies x FRAMES frames (10 trials), train (`cpu-small`, train movie1, best epoch by
 movie2), evaluate on movie3 (the streaming model); DIR/family.json gets the member's settings, mean CC, mean
 noise-normalised CC, the LN baseline's, and the training time. A member already in family.json is skipped.
 `--set FIELD=VALUE` overrides one of the members' RetinaSettings fields (a number), e.g. a stronger nonlinearity.
+`--no-flashes`: the movies without their full-field flashes (`vist-rt simulate --no-flashes`); one DIR holds one kind.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> None:
     ap.add_argument("--recipe", help="recipe TOML over cpu-small")
     ap.add_argument("--frames", type=int, default=800)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a RetinaSettings field")
+    ap.add_argument("--no-flashes", dest="flashes", action="store_false", help="movies without full-field flashes")
     args = ap.parse_args()
     overrides: dict[str, float] = {}
     for item in args.set:
@@ -49,14 +51,19 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     recipe = recipe_from_toml(args.recipe, base=PRESETS["cpu-small"]) if args.recipe else PRESETS["cpu-small"]
     path = out / "family.json"
-    rows = json.loads(path.read_text())["members"] if path.exists() else []
+    done = json.loads(path.read_text()) if path.exists() else {}
+    if done and done.get("flashes", True) != args.flashes:
+        ap.error(f"{path} holds members {'with' if done.get('flashes', True) else 'without'} flashes: use another DIR")
+    rows = done.get("members", [])
     for index in (int(v) for v in args.members.split(",")):
         if any(r["member"] == index for r in rows):
             continue
         kw = family_member(index)
         kw["settings"] = dataclasses.replace(kw["settings"], **overrides)  # checked by RetinaSettings
         data = out / f"member{index}.h5"
-        write_simulation(data, n_movies=3, n_frames=args.frames, n_trials=10, overwrite=True, **kw)
+        write_simulation(
+            data, n_movies=3, n_frames=args.frames, n_trials=10, flashes=args.flashes, overwrite=True, **kw
+        )
         start = time.perf_counter()
         res = train(data, "movie1", out / f"member{index}.safetensors", test_movie="movie2", recipe=recipe,
                     force=True, log=lambda _line: None)  # fmt: skip
@@ -71,7 +78,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row))
         norm = [r["cc_norm"] for r in rows]
-        write_json(path, {"recipe": recipe.__dict__, "frames": args.frames, "members": rows,
+        write_json(path, {"recipe": recipe.__dict__, "frames": args.frames, "flashes": args.flashes, "members": rows,
                           "cc_norm_mean": float(np.mean(norm)), "cc_norm_sd": float(np.std(norm))})  # fmt: skip
 
 

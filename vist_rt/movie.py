@@ -12,7 +12,8 @@ simulating the frames before it):
 - a saccade between fixations: the window jumps to a new, uniformly drawn place in the texture
   (each block also starts with one);
 - contrast steps (gain 0.35-1.5 about mid-grey, mean interval `contrast_s`) and brief full-field
-  flashes (+-60-120 grey levels for 2-4 frames, mean interval `flash_s`).
+  flashes (+-60-120 grey levels for 2-4 frames, mean interval `flash_s`; none with `flashes=False`, which
+  leaves every other frame as it was: the flashes are drawn last).
 """
 
 from __future__ import annotations
@@ -82,12 +83,14 @@ class SyntheticMovie:
         fixation_s: float = 0.8,
         flash_s: float = 3.0,
         contrast_s: float = 4.0,
+        flashes: bool = True,
     ) -> None:
         h, w = check_size(size)
         if not fps > 0:
             raise VistError(f"synthetic movie fps must be > 0, got {fps!r}")
         self.seed, self.size, self.fps, self.color = int(seed), (h, w), float(fps), bool(color)
         self.fixation_s, self.flash_s, self.contrast_s = fixation_s, flash_s, contrast_s
+        self.flashes = bool(flashes)  # False: no full-field flashes (the rest of the movie is the same frame for frame)
         # texture: about twice the frame each way, a multiple of 32 (fast FFT), periodic
         self.texture_shape = (2 * h + 31) // 32 * 32, (2 * w + 31) // 32 * 32
         self._texture = self._make_texture()
@@ -147,7 +150,7 @@ class SyntheticMovie:
         gain = levels[np.cumsum(steps)].astype(np.float32)
         # flashes: brief full-field steps up or down
         offset = np.zeros(n, np.float32)
-        onsets = np.flatnonzero(rng.random(n) < 1.0 / (self.flash_s * fps))
+        onsets = np.flatnonzero(rng.random(n) < 1.0 / (self.flash_s * fps)) if self.flashes else ()
         for t0 in onsets:  # a handful per block
             dur = int(rng.integers(2, 5))
             offset[t0 : t0 + dur] = rng.choice([-1.0, 1.0]) * rng.uniform(60.0, 120.0)

@@ -210,6 +210,33 @@ def test_a_retina_of_other_settings_is_rebuilt_from_its_file(tmp_path: Path) -> 
         assert "retina" not in ds.attrs["simulation"]
 
 
+def test_movies_without_flashes_same_retina(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vist_rt.cli import main
+    from vist_rt.data.simulate import _movie_seed, known_retina, respond, simulation_params
+    from vist_rt.movie import SyntheticMovie
+
+    flags = ["--cells", "5", "--movies", "1", "--frames", "400", "--trials", "2", "--size", "40x48", "--seed", "3"]
+    assert main(["simulate", str(tmp_path / "f.h5"), *flags]) == 0
+    assert main(["simulate", str(tmp_path / "n.h5"), *flags, "--no-flashes"]) == 0
+    assert "no flashes" in capsys.readouterr().out
+    with open_dataset(tmp_path / "f.h5") as f, open_dataset(tmp_path / "n.h5") as n:
+        assert "movie" not in simulation_params(f.attrs["simulation"])  # the default's attribute is as it was
+        assert simulation_params(n.attrs["simulation"])["movie"] == {"flashes": False}
+        a, b = np.asarray(f.movie("movie1").stimulus), np.asarray(n.movie("movie1").stimulus)
+        truth = np.asarray(n.movie("movie1").extra("truth"))
+    flash = SyntheticMovie(_movie_seed(3, 0), (40, 48)).schedule(400).flash
+    assert flash.any()
+    np.testing.assert_array_equal((a != b).any(axis=(1, 2)), flash)  # the flash frames, and only they, differ
+    rf, rn = known_retina(tmp_path / "f.h5"), known_retina(tmp_path / "n.h5")
+    np.testing.assert_array_equal(rn.scale, rf.scale)  # the same cells, calibrated the same
+    np.testing.assert_array_equal(respond(tmp_path / "n.h5", b), truth)
+    np.save(tmp_path / "stim.npy", b)
+    code = main(["simulate", "--respond", str(tmp_path / "n.h5"), str(tmp_path / "stim.npy"), str(tmp_path / "r.npy"),
+                 "--no-flashes"])  # fmt: skip
+    assert code == 2 and "give no retina or movie settings" in capsys.readouterr().err
+    assert not (tmp_path / "r.npy").exists()
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

@@ -50,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed, >= 0 (default 0)")
     p.add_argument("--size", type=_size, default=(120, 160), help="frame size HxW (default 120x160)")
     p.add_argument("--fps", type=_fps, default=30.0, help="frame rate = bin rate, 0.1 to 1000 Hz (default 30)")
+    p.add_argument("--no-flashes", dest="flashes", action="store_false",
+                   help="movies without the brief full-field flashes (every other frame the same)")  # fmt: skip
     r = p.add_argument_group("kind of retina (defaults: the demo's LNP retina)")
     r.add_argument("--cell-size", type=_pair, metavar="LO,HI", default=(0.035, 0.06),
                    help="centre sigma as fractions of the frame's short side (0.035,0.06)")  # fmt: skip
@@ -115,19 +117,20 @@ def run_simulate(args: argparse.Namespace) -> int:
     settings = RetinaSettings(cell_size=args.cell_size, rate=args.rate, subunits=args.subunits,
                               adaptation=args.adaptation, adaptation_s=args.adaptation_s, fano=args.fano)  # fmt: skip
     if args.respond:
-        if settings != RetinaSettings():
-            raise VistError("--respond uses the retina that made DATA.h5: give no retina settings with it")
+        if settings != RetinaSettings() or not args.flashes:
+            raise VistError("--respond uses the retina that made DATA.h5 on STIMULUS: give no retina or movie "
+                            "settings with it")  # fmt: skip
         return run_respond(args)
     if args.out is None:
         raise VistError("simulate needs OUT (the dataset to write), or --respond DATA.h5 STIMULUS.npy")
 
     sim = write_simulation(args.out, args.cells, args.movies, args.frames, args.trials, args.seed, args.size, args.fps,
-                           settings=settings, overwrite=args.force)  # fmt: skip
+                           settings=settings, flashes=args.flashes, overwrite=args.force)  # fmt: skip
     h, w = sim.retina.size
     print(
         f"wrote {args.out}: {sim.retina.n_cells} cells ({int((sim.retina.polarity > 0).sum())} ON), "
         f"{len(sim.movies)} movies x {args.frames} frames ({h}x{w}) at {sim.fps:g} Hz, {args.trials} trials, "
-        f"seed {args.seed}"
+        f"seed {args.seed}{'' if args.flashes else ', no flashes'}"
     )
     ccs = truth_cc(sim)
     for name, m in sim.movies.items():

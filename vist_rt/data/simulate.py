@@ -334,6 +334,7 @@ class Simulation:
     movies: dict[str, SimMovie]
     seed: int
     n_trials: int
+    flashes: bool = True  # the movies' full-field flashes (SyntheticMovie)
 
     @property
     def fps(self) -> float:
@@ -352,6 +353,8 @@ class Simulation:
         if r.settings != RetinaSettings():  # the default retina's attribute stays as it always was
             params["retina"] = r.settings.to_dict()
             params["model"] = "DoG + rectified subunits x biphasic kernel, contrast adaptation, softplus, gamma-Poisson"
+        if not self.flashes:  # likewise the default movies'
+            params["movie"] = {"flashes": False}
         return write_dataset(
             path,
             {name: (m.stimulus, m.rates, m.spikes) for name, m in self.movies.items()},
@@ -375,9 +378,11 @@ def simulate(
     size: tuple[int, int] = (120, 160),
     fps: float = 30.0,
     settings: RetinaSettings | None = None,
+    flashes: bool = True,
 ) -> Simulation:
     """Simulate C cells' responses to K synthetic movies of T frames over R trials; writes nothing.
-    `settings`: the kind of retina (default: the LNP retina of the demo)."""
+    `settings`: the kind of retina (default: the LNP retina of the demo); `flashes=False`: movies without the
+    full-field flashes (the same frames otherwise; the retina, calibrated on its own movie, is the same)."""
     for label, value, low in (("cells", n_cells, 1), ("movies", n_movies, 1), ("frames", n_frames, 1),
                               ("trials", n_trials, 1)):  # fmt: skip
         if not isinstance(value, (int, np.integer)) or value < low:
@@ -393,7 +398,7 @@ def simulate(
     fano = retina.settings.fano
     movies: dict[str, SimMovie] = {}
     for m in range(n_movies):
-        stim = SyntheticMovie(seed=_movie_seed(seed, m), size=(h, w), fps=fps).frames(n_frames)
+        stim = SyntheticMovie(seed=_movie_seed(seed, m), size=(h, w), fps=fps, flashes=flashes).frames(n_frames)
         truth = retina.rates(stim)
         rng = np.random.default_rng([seed, 2, m])
         mean = np.broadcast_to(truth[None] / fps, (n_trials, *truth.shape))
@@ -403,7 +408,7 @@ def simulate(
         spikes = np.minimum(counts, np.iinfo(np.uint16).max).astype(np.uint16)
         rates = (spikes.mean(axis=0) * fps).astype(np.float32)
         movies[f"movie{m + 1}"] = SimMovie(stimulus=stim, truth=truth, rates=rates, spikes=spikes)
-    return Simulation(retina=retina, movies=movies, seed=seed, n_trials=n_trials)
+    return Simulation(retina=retina, movies=movies, seed=seed, n_trials=n_trials, flashes=bool(flashes))
 
 
 def simulation_params(attribute: Any) -> dict[str, Any] | None:
@@ -460,13 +465,14 @@ def write_simulation(
     fps: float = 30.0,
     *,
     settings: RetinaSettings | None = None,
+    flashes: bool = True,
     overwrite: bool = False,
 ) -> Simulation:
     """`simulate(...)` and write the result to `path` (the dataset format plus `/movies/<name>/truth`).
 
     `path` is checked first (a folder, an unwritable place, or an existing file without `overwrite`: VistError)."""
     check_output_file(path, overwrite=overwrite)
-    sim = simulate(n_cells, n_movies, n_frames, n_trials, seed, size, fps, settings=settings)
+    sim = simulate(n_cells, n_movies, n_frames, n_trials, seed, size, fps, settings=settings, flashes=flashes)
     sim.write(path, overwrite=overwrite)
     return sim
 
