@@ -277,7 +277,9 @@ def test_a_stream_without_frames_does_not_hold_the_clock_and_joins_fresh(
     monkeypatch.setattr(engine, "reset", lambda row=None: (resets.append(row), reset(row))[1])
     run.thread.start()
     try:
-        assert wait_for(lambda: run.ticks() >= 10, timeout=30.0), "the camera's stream keeps the clock alone"
+        assert wait_for(lambda: run.ticks() >= 10, timeout=30.0), (
+            f"the camera's stream keeps the clock alone (ticks {run.ticks()}, error {run.error!r}, log {lines})"
+        )
         assert "stream rig: no frame yet; the clock starts without it (each joins at its first frame)" in lines
         cam, rig = run.runtime.streams
         assert rig.ticks == 0 and cam.ticks >= 10 and resets == []
