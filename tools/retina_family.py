@@ -2,10 +2,13 @@
 
     python tools/retina_family.py DIR --members 100,101,102 [--recipe recipe.toml] [--frames 800]
                                       [--set subunits=1.0 --set adaptation=2.0] [--no-flashes]
+                                      [--train movie1,movie2 --test none] [--seed 0]
 
-Per member: simulate 3 movies x FRAMES frames (10 trials), train (`cpu-small`, train movie1, best epoch by
-movie2), evaluate on movie3 (the streaming model); DIR/family.json gets the member's settings, mean CC, mean
-noise-normalised CC, the LN baseline's, and the training time. A member already in family.json is skipped.
+Per member: simulate 3 movies x FRAMES frames (10 trials), train (`cpu-small`; by default on movie1, best
+epoch by movie2; `--train movie1,movie2 --test none`: on both, no epoch chosen on held-out data), evaluate
+on movie3 (the streaming model; the LN baseline fitted on the same training movies); DIR/family.json gets
+the member's settings, mean CC, mean noise-normalised CC, the LN baseline's, and the training time. A member
+already in family.json is skipped; one DIR holds one protocol (movies, seed, flashes).
 `--set FIELD=VALUE` overrides one of the members' RetinaSettings fields (a number), e.g. a stronger nonlinearity.
 `--no-flashes`: the movies without their full-field flashes (`vist-rt simulate --no-flashes`); one DIR holds one kind.
 """
@@ -37,7 +40,18 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=800)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a RetinaSettings field")
     ap.add_argument("--no-flashes", dest="flashes", action="store_false", help="movies without full-field flashes")
+    ap.add_argument("--train", default="movie1", help="training movies, comma-separated (of movie1, movie2)")
+    ap.add_argument("--test", default="movie2", help="movie for the epoch choice, or none (default movie2)")
+    ap.add_argument("--seed", type=int, default=0, help="training seed")
     args = ap.parse_args()
+    movies = args.train.split(",")
+    test = None if args.test == "none" else args.test
+    if (
+        not set(movies) <= {"movie1", "movie2"}
+        or len(set(movies)) != len(movies)
+        or test not in (None, "movie1", "movie2")
+    ):
+        ap.error("--train takes movie1 and/or movie2, --test movie1, movie2 or none: movie3 is the evaluation's")
     overrides: dict[str, float] = {}
     for item in args.set:
         key, _, value = item.partition("=")
@@ -54,6 +68,9 @@ def main() -> None:
     done = json.loads(path.read_text()) if path.exists() else {}
     if done and done.get("flashes", True) != args.flashes:
         ap.error(f"{path} holds members {'with' if done.get('flashes', True) else 'without'} flashes: use another DIR")
+    protocol = {"train": movies, "test": test, "seed": args.seed}
+    if done and done.get("protocol", {"train": ["movie1"], "test": "movie2", "seed": 0}) != protocol:
+        ap.error(f"{path} holds members of another protocol (training movies, test movie or seed): use another DIR")
     rows = done.get("members", [])
     for index in (int(v) for v in args.members.split(",")):
         if any(r["member"] == index for r in rows):
@@ -65,8 +82,8 @@ def main() -> None:
             data, n_movies=3, n_frames=args.frames, n_trials=10, flashes=args.flashes, overwrite=True, **kw
         )
         start = time.perf_counter()
-        res = train(data, "movie1", out / f"member{index}.safetensors", test_movie="movie2", recipe=recipe,
-                    force=True, log=lambda _line: None)  # fmt: skip
+        res = train(data, movies[0] if len(movies) == 1 else movies, out / f"member{index}.safetensors",
+                    test_movie=test, recipe=recipe, seed=args.seed, force=True, log=lambda _line: None)  # fmt: skip
         seconds = time.perf_counter() - start
         result, _ = evaluate_checkpoint(res.best, data, "movie3")
         v, ln = result["vist"], result["ln"]
@@ -78,7 +95,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row))
         norm = [r["cc_norm"] for r in rows]
-        write_json(path, {"recipe": recipe.__dict__, "frames": args.frames, "flashes": args.flashes, "members": rows,
+        write_json(path, {"recipe": recipe.__dict__, "frames": args.frames, "flashes": args.flashes,
+                          "protocol": protocol, "members": rows,
                           "cc_norm_mean": float(np.mean(norm)), "cc_norm_sd": float(np.std(norm))})  # fmt: skip
 
 

@@ -32,3 +32,19 @@ def test_windows_lie_inside_the_movie():
         window_starts(9, r, np.random.default_rng(0))
     with pytest.raises(VistError):
         Recipe(epochs=0)
+
+
+def test_windows_of_several_movies_never_span_two():
+    r = Recipe(window=10, batch=4000)
+    lengths = (25, 12, 40)  # 16 + 3 + 31 windows
+    starts = window_starts(lengths, r, np.random.default_rng(1))
+    edges = np.cumsum((0, *lengths))
+    movie = np.searchsorted(edges, starts, side="right") - 1
+    assert ((starts + r.window) <= edges[movie + 1]).all()  # each window ends inside the movie it starts in
+    assert len(set(starts.tolist())) == 16 + 3 + 31  # and every such window is drawn
+    share = np.bincount(movie, minlength=3) / len(starts)
+    np.testing.assert_allclose(share, np.array([16, 3, 31]) / 50, atol=0.03)  # uniform over windows, not movies
+    one = window_starts((25,), r, np.random.default_rng(1))  # one movie draws as it always has
+    np.testing.assert_array_equal(one, window_starts(25, r, np.random.default_rng(1)))
+    with pytest.raises(VistError, match="movie 2 of 3 has 9 frames, fewer than one 10-frame window"):
+        window_starts((25, 9, 40), r, np.random.default_rng(0))

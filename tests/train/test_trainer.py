@@ -14,10 +14,13 @@ import pytest
 import torch
 
 from vist_rt.cli import main
+from vist_rt.data.dataset import open_dataset
 from vist_rt.data.simulate import write_simulation
 from vist_rt.errors import VistError
+from vist_rt.features import PatchesExtractor
 from vist_rt.model import StreamingViST, load_checkpoint
 from vist_rt.train import schedule, trainer
+from vist_rt.train.metrics import cc_per_cell
 from vist_rt.train.trainer import recipe_from_toml, state_path, train
 
 
@@ -158,6 +161,47 @@ def test_bad_inputs(tmp_path: Path, capsys) -> None:
     assert "nope" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "s.h5"), "--train-movie", "movie1", "--out", str(tmp_path / "m")]) == 2
     assert "fewer than one 64-frame window" in capsys.readouterr().err
+
+
+def test_train_on_several_movies(tmp_path: Path, monkeypatch, capsys) -> None:
+    data = tmp_path / "s.h5"
+    write_simulation(data, n_cells=4, n_movies=3, n_frames=80, n_trials=4, seed=2, size=(40, 48))
+    seen: list[tuple[int, ...]] = []
+    real = trainer.window_starts
+    monkeypatch.setattr(
+        trainer, "window_starts", lambda n, r, rng: (seen.append(tuple(np.atleast_1d(n))), real(n, r, rng))[1]
+    )
+    recipe = recipe_from_toml(_tiny_recipe(tmp_path, epochs=2))
+    res = train(data, ["movie1", "movie2"], tmp_path / "m.safetensors", recipe=recipe, log=lambda _line: None)
+    assert set(seen) == {(80, 80)}  # every window drawn from both movies
+    last = load_checkpoint(res.last)
+    assert last.meta["train_movie"] == ["movie1", "movie2"] and last.meta["test_movie"] is None
+    # without a test movie the tracked CC is over both movies, each predicted from its own first frame
+    with open_dataset(data) as ds, torch.no_grad():
+        ext = PatchesExtractor(224, channels="grey")
+        pred, rates = [], []
+        for name in ("movie1", "movie2"):
+            m = ds.movie(name)
+            feats = torch.from_numpy(trainer.movie_features(m.stimulus, ext))
+            pred.append(last.model.eval()(feats[None], last.rf[None])[0].T.numpy())
+            rates.append(np.asarray(m.rates))
+    cc = cc_per_cell(np.concatenate(pred), np.concatenate(rates))
+    assert last.meta["history"][-1]["cc"] == pytest.approx(float(np.mean(cc)), abs=1e-5)
+    with pytest.raises(VistError, match="without repeats"):
+        train(data, ["movie1", "movie1"], tmp_path / "r.safetensors", recipe=recipe, log=lambda _line: None)
+    assert not (tmp_path / "r.safetensors").exists()
+    # the CLI: --train-movie repeated; eval fits the LN baseline on the same movies
+    out = tmp_path / "c.safetensors"
+    args = ["train", str(data), "--train-movie", "movie1", "--train-movie", "movie2", "--test-movie", "movie3",
+            "--out", str(out), "--recipe", str(_tiny_recipe(tmp_path, epochs=2))]  # fmt: skip
+    assert main(args) == 0
+    assert load_checkpoint(out).meta["train_movie"] == ["movie1", "movie2"]
+    assert main(["eval", str(out), str(data), "--movie", "movie3", "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["ln"]["train_movie"] == ["movie1", "movie2"]
+    capsys.readouterr()
+    assert main([*args[:-2], "--train-movie", "movie4", "--force"]) == 2  # an unknown movie: one line, no traceback
+    err = capsys.readouterr().err
+    assert "movie4" in err and "Traceback" not in err
 
 
 def test_every_train_flag_reaches_train(tmp_path: Path, monkeypatch) -> None:

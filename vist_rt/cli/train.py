@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `train`."""
     p = sub.add_parser("train", help="train Vi-ST on a dataset (the published recipe, presets paper / cpu-small)")
     p.add_argument("data", help="dataset file (.h5, docs/data.md)")
-    p.add_argument("--train-movie", required=True, help="movie to train on")
+    p.add_argument("--train-movie", required=True, action="append",
+                   help="movie to train on; repeat it to train on several (no window spans two)")  # fmt: skip
     p.add_argument("--test-movie", help="held-out movie for the CC tracked each epoch (default: the training movie)")
     p.add_argument(
         "--out", required=True, help="best checkpoint, e.g. m.safetensors; the last goes to m.last.safetensors"
@@ -82,7 +83,8 @@ def run_train(args: argparse.Namespace) -> int:
         def on_step(step: int, total: int, loss: float) -> None:
             progress.update(task, completed=step, total=total, loss=f"{loss:.4f}")
 
-        res = train(args.data, args.train_movie, args.out, test_movie=args.test_movie, preset=args.preset,
+        movies = args.train_movie[0] if len(args.train_movie) == 1 else args.train_movie
+        res = train(args.data, movies, args.out, test_movie=args.test_movie, preset=args.preset,
                     recipe=recipe, ablations=tuple(args.ablation), extractor=extractor, seed=args.seed,
                     cache_dir=args.cache, device=args.device,
                     resume=args.resume, force=args.force, command="vist-rt " + " ".join(args.argv), log=log,
@@ -106,7 +108,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("data", help="dataset file (.h5)")
     p.add_argument("--movie", required=True, help="movie to evaluate on")
     p.add_argument("--alpha", type=_alpha, default=0.3, help="SD-KL KDE bandwidth factor, in (0, 10] (default 0.3)")
-    p.add_argument("--ln-train-movie", help="fit the LN baseline on this movie (default: the checkpoint's)")
+    p.add_argument("--ln-train-movie", help="fit the LN baseline on this movie (default: the training movies)")
     p.add_argument("--vit-weights", metavar="PATH", help="DINOv2 weights, for checkpoints with DINOv2 features")
     p.add_argument("--cache", metavar="DIR", help="reuse per-movie features from this folder")
     p.add_argument("--json", metavar="PATH", help="write every figure to PATH (at the end; replaces PATH)")

@@ -69,8 +69,9 @@ def evaluate_checkpoint(
     with open_dataset(dataset) as ds:
         pick = _checkpoint_columns(ckpt, ds.cell_ids)
         m = ds.movie(movie)
-        ln_movie = ln_train_movie or ckpt.meta.get("train_movie")
-        ln_m = ds.movie(ln_movie) if ln_movie else None
+        ln_movie = ln_train_movie or ckpt.meta.get("train_movie")  # a list: the checkpoint's training movies
+        ln_names = [ln_movie] if isinstance(ln_movie, str) else list(ln_movie or [])
+        ln_ms = [ds.movie(name) for name in ln_names]
         ext = from_spec(ckpt.extractor, weights=vit_weights)
         if ext.dim != ckpt.config.feature_dim:
             raise VistError(f"the extractor gives {ext.dim}-dim tokens, the model reads {ckpt.config.feature_dim}")
@@ -87,9 +88,9 @@ def evaluate_checkpoint(
         truth = m.extra("truth")  # the simulator's ground-truth rate, when the dataset has one
         truth = None if truth is None else np.asarray(truth)[:, pick]
         ln_feats = ln_rates = None
-        if ln_m is not None and ln_movie is not None:
-            ln_feats = features(ln_movie, ln_m)
-            ln_rates = np.asarray(ln_m.rates)[:, pick]
+        if ln_ms:  # several movies: joined end to end (the LN's lags straddle a join for its first frames)
+            ln_feats = np.concatenate([features(name, mov) for name, mov in zip(ln_names, ln_ms)])
+            ln_rates = np.concatenate([np.asarray(mov.rates)[:, pick] for mov in ln_ms])
     pred = streaming_prediction(ckpt.model, ckpt.rf, feats, progress=report("streaming Vi-ST"))
     ceiling = noise_ceiling(spikes) if spikes is not None and spikes.shape[0] >= 2 else None
     result: dict[str, Any] = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -81,8 +82,23 @@ def learning_rate(step: int, recipe: Recipe) -> float:
     return recipe.lr_end + (recipe.lr - recipe.lr_end) * (1 + math.cos(math.pi * t)) / 2
 
 
-def window_starts(n_frames: int, recipe: Recipe, rng: np.random.Generator) -> np.ndarray:
-    """`batch` random window starts in a movie of `n_frames` frames (uniform, windows fully inside)."""
-    if n_frames < recipe.window:
-        raise VistError(f"the movie has {n_frames} frames, fewer than one {recipe.window}-frame window")
-    return rng.integers(0, n_frames - recipe.window + 1, size=recipe.batch)
+def window_starts(n_frames: int | Sequence[int], recipe: Recipe, rng: np.random.Generator) -> np.ndarray:
+    """`batch` random window starts, uniform over every window that lies fully inside one movie.
+
+    `n_frames`: a movie's length, or the lengths of several movies joined end to end (the starts index the
+    joined frames; no window crosses from one movie into the next). One movie draws exactly as it always has."""
+    lengths = np.atleast_1d(np.asarray(n_frames, dtype=np.int64))
+    counts = np.maximum(lengths - recipe.window + 1, 0)  # windows per movie
+    if lengths.size == 1:
+        if counts[0] == 0:
+            raise VistError(f"the movie has {lengths[0]} frames, fewer than one {recipe.window}-frame window")
+        return rng.integers(0, counts[0], size=recipe.batch)
+    if (counts == 0).any():
+        short = int(np.flatnonzero(counts == 0)[0])
+        raise VistError(f"movie {short + 1} of {lengths.size} has {lengths[short]} frames, "
+                        f"fewer than one {recipe.window}-frame window")  # fmt: skip
+    k = rng.integers(0, int(counts.sum()), size=recipe.batch)  # [batch] index among all windows
+    movie = np.searchsorted(np.cumsum(counts), k, side="right")
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # where each movie begins in the joined frames
+    skipped = np.concatenate([[0], np.cumsum(counts)[:-1]])  # windows in the movies before
+    return offsets[movie] + (k - skipped[movie])

@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -136,16 +137,18 @@ class TrainResult:
     best_cc: float
 
 
-def evaluate(model: ViST, feats: np.ndarray, rates: np.ndarray, rf: torch.Tensor) -> np.ndarray:
-    """Per-cell CC of the model's prediction over a whole movie (offline forward, eval mode, on rf's device)."""
+def evaluate(model: ViST, movies: _Movies, rf: torch.Tensor) -> np.ndarray:
+    """Per-cell CC `[C]` of the model's prediction over whole movies (offline forward, eval mode, on rf's
+    device; each movie predicted from its own start, the predictions joined before the CC)."""
     model.eval()
     with torch.no_grad():
-        pred = model(torch.from_numpy(feats).to(rf.device)[None], rf[None])[0].T.float().cpu().numpy()
-    return cc_per_cell(pred, rates)
+        pred = [model(torch.from_numpy(f).to(rf.device)[None], rf[None])[0].T.float().cpu().numpy()
+                for f, _ in movies.movies()]  # fmt: skip
+    return cc_per_cell(np.concatenate(pred), movies.rates)
 
 
 def _refresh_batchnorm(
-    model: ViST, feats: np.ndarray, rf: torch.Tensor, recipe: Recipe, rng: np.random.Generator
+    model: ViST, movies: _Movies, rf: torch.Tensor, recipe: Recipe, rng: np.random.Generator
 ) -> None:
     """Recompute BatchNorm statistics of averaged (SWA) weights over training windows."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -155,8 +158,8 @@ def _refresh_batchnorm(
     model.train()
     with torch.no_grad():
         for _ in range(8):
-            starts = window_starts(len(feats), recipe, rng)
-            x = torch.from_numpy(np.stack([feats[s : s + recipe.window] for s in starts])).to(rf.device)
+            starts = window_starts(movies.lengths, recipe, rng)
+            x = torch.from_numpy(np.stack([movies.feats[s : s + recipe.window] for s in starts])).to(rf.device)
             model(x, rf.expand(len(starts), -1, -1, -1))
     model.eval()
 
@@ -227,7 +230,7 @@ def start_distributed(device: torch.device) -> tuple[_Dist, torch.device, bool]:
 
 def train(
     dataset_path: str | Path,
-    train_movie: str,
+    train_movie: str | Sequence[str],
     out: str | Path,
     *,
     test_movie: str | None = None,
@@ -249,6 +252,9 @@ def train(
 ) -> TrainResult:
     """Train on `train_movie`, track held-out CC on `test_movie` (else on the training movie), write checkpoints
     `<out>` (best held-out CC) and `<out stem>.last.safetensors`, and the resumable state after every epoch.
+
+    `train_movie`: one movie, or several (a list): windows are drawn from all of them, none crosses from one into
+    the next, and without `test_movie` the tracked CC is over all of them (each movie predicted on its own).
 
     `ablations`: the model without these modules (`ViSTConfig.ablate`; saved in the checkpoint's config).
     `cells`: model only these cells (ids of the dataset, in this order; default all), e.g. for the population study.
@@ -286,15 +292,18 @@ def train(
             )
     if cache_dir is not None:
         check_output_dir(cache_dir, flag="--cache")
+    names = [train_movie] if isinstance(train_movie, str) else list(train_movie)
+    if not names or len(set(names)) != len(names):
+        raise VistError(f"the training movies must be a non-empty list without repeats, got {names}")
     with open_dataset(dataset_path) as ds:
-        train_m = ds.movie(train_movie)
-        test_m = ds.movie(test_movie) if test_movie else train_m
-        n_frames = train_m.T
-        if n_frames < recipe.window:  # before any work
-            raise VistError(f"{train_movie} has {n_frames} frames, fewer than one {recipe.window}-frame window")
+        train_ms = [ds.movie(name) for name in names]
+        test_m = ds.movie(test_movie) if test_movie else None
+        for name, frames in zip(names, (mov.T for mov in train_ms)):
+            if frames < recipe.window:  # before any work
+                raise VistError(f"{name} has {frames} frames, fewer than one {recipe.window}-frame window")
         pick = cell_columns(list(ds.cell_ids), cells)
-        r_train, r_test = np.asarray(train_m.rates)[:, pick], np.asarray(test_m.rates)[:, pick]
-        n_cells = r_train.shape[1]
+        r_trains = [np.asarray(mov.rates)[:, pick] for mov in train_ms]
+        n_cells = r_trains[0].shape[1]
         cfg = (model_config or ViSTConfig(feature_dim=extractor.dim, video_dim=32, cells=n_cells,
                                           grid=int(extractor.spec["grid"]))).ablate(*ablations)  # fmt: skip
         if cfg.cells != n_cells or cfg.feature_dim != extractor.dim or cfg.grid != int(extractor.spec["grid"]):
@@ -321,17 +330,22 @@ def train(
             if recipe.batch % dist_info.world:
                 raise VistError(f"batch {recipe.batch} does not split over {dist_info.world} processes")
             log(f"features: {extractor.describe()}")
-            f_train = cached_features(Path(dataset_path), train_movie, train_m.stimulus, extractor, cache_dir, log=log)
-            f_test = (cached_features(Path(dataset_path), test_movie, test_m.stimulus, extractor, cache_dir, log=log)
-                      if test_movie else f_train)  # fmt: skip
+            f_trains = [cached_features(Path(dataset_path), name, mov.stimulus, extractor, cache_dir, log=log)
+                        for name, mov in zip(names, train_ms)]  # fmt: skip
+            joined = _Movies.join(f_trains, r_trains)
+            held_out = joined  # without a test movie: the training movies (one copy)
+            if test_movie and test_m is not None:
+                f_test = cached_features(Path(dataset_path), test_movie, test_m.stimulus, extractor, cache_dir, log=log)
+                held_out = _Movies.join([f_test], [np.asarray(test_m.rates)[:, pick]])
             meta = {"preset": preset, "recipe": dataclasses.asdict(recipe), "dataset": str(dataset_path),
-                    "train_movie": train_movie, "test_movie": test_movie, "seed": seed,
+                    "train_movie": names[0] if len(names) == 1 else names, "test_movie": test_movie, "seed": seed,
                     "world_size": dist_info.world, "provenance": provenance}  # fmt: skip
             if cells is not None:
                 meta["cells"] = cell_ids  # a subset (the checkpoint's cell_ids say which)
             return _fit(
-                _Run(f_train, r_train, f_test, r_test, rf_cpu.to(dev), cfg, recipe, seed, dist_info, out, last_path,
-                     meta, dict(rf=rf_cpu, fps=fps, extractor=extractor.spec, cell_ids=cell_ids, units=units)),
+                _Run(joined, held_out, rf_cpu.to(dev), cfg, recipe,
+                     seed, dist_info, out, last_path, meta,
+                     dict(rf=rf_cpu, fps=fps, extractor=extractor.spec, cell_ids=cell_ids, units=units)),
                 resume=resume, log=log, on_step=on_step, on_epoch=on_epoch,
             )  # fmt: skip
         finally:
@@ -359,14 +373,33 @@ def _dataset_digest(path: Path) -> str:
     return _file_digest(path.resolve(), st.st_size, st.st_mtime_ns)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Movies:
+    """One or more movies joined end to end: features `[T, N, D]`, rates `[T, C]`, and each movie's length."""
+
+    feats: np.ndarray
+    rates: np.ndarray
+    lengths: tuple[int, ...]
+
+    @classmethod
+    def join(cls, feats: Sequence[np.ndarray], rates: Sequence[np.ndarray]) -> _Movies:
+        """The movies' arrays joined (no copy for one movie)."""
+        one = len(feats) == 1
+        return cls(feats[0] if one else np.concatenate(feats), rates[0] if one else np.concatenate(rates),
+                   tuple(len(f) for f in feats))  # fmt: skip
+
+    def movies(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(features, rates) of each movie (views)."""
+        edges = np.cumsum((0, *self.lengths))
+        return [(self.feats[a:b], self.rates[a:b]) for a, b in itertools.pairwise(edges)]
+
+
 @dataclasses.dataclass
 class _Run:
     """Everything one training run reads (arrays on the host, rf on the training device)."""
 
-    f_train: np.ndarray
-    r_train: np.ndarray
-    f_test: np.ndarray
-    r_test: np.ndarray
+    train: _Movies
+    test: _Movies
     rf: torch.Tensor
     cfg: ViSTConfig
     recipe: Recipe
@@ -446,9 +479,9 @@ def _fit(
         for _ in range(recipe.batches_per_epoch):
             for group in opt.param_groups:
                 group["lr"] = learning_rate(step, recipe)
-            starts = window_starts(len(run.f_train), local, rng)
-            x = torch.from_numpy(np.stack([run.f_train[s : s + recipe.window] for s in starts])).to(dev)
-            y = torch.from_numpy(np.stack([run.r_train[s : s + recipe.window] for s in starts])).to(dev)
+            starts = window_starts(run.train.lengths, local, rng)
+            x = torch.from_numpy(np.stack([run.train.feats[s : s + recipe.window] for s in starts])).to(dev)
+            y = torch.from_numpy(np.stack([run.train.rates[s : s + recipe.window] for s in starts])).to(dev)
             y_hat = net(x, run.rf.expand(len(starts), -1, -1, -1)).transpose(1, 2)  # [B, T, C]
             loss, _parts = objective(y_hat, y)
             opt.zero_grad(set_to_none=True)
@@ -468,7 +501,7 @@ def _fit(
             swa_n += 1
         if not run.dist.main:
             continue
-        cc = evaluate(model, run.f_test, run.r_test, run.rf)
+        cc = evaluate(model, run.test, run.rf)
         entry = {"epoch": epoch, "loss": float(np.mean(losses)), "cc": float(np.mean(cc))}
         history.append(entry)
         if on_epoch:
@@ -485,8 +518,8 @@ def _fit(
     final = model
     if swa is not None and run.dist.main:
         torch.manual_seed(_epoch_seed(run.seed, run.dist.rank, recipe.epochs))  # dropout during the refresh
-        _refresh_batchnorm(swa, run.f_train, run.rf, recipe, np.random.default_rng([run.seed, 99]))
-        cc = float(np.mean(evaluate(swa, run.f_test, run.r_test, run.rf)))
+        _refresh_batchnorm(swa, run.train, run.rf, recipe, np.random.default_rng([run.seed, 99]))
+        cc = float(np.mean(evaluate(swa, run.test, run.rf)))
         log(f"SWA over {swa_n} epochs: held-out CC {cc:.3f}")
         history.append({"epoch": recipe.epochs, "cc": cc, "swa": 1.0})
         final = swa
