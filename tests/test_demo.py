@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import shlex
@@ -15,6 +16,8 @@ from vist_rt.data.simulate import write_simulation
 from vist_rt.demo import DEMO_CHECKPOINT, demo_checkpoint, is_demo
 from vist_rt.model import load_checkpoint
 from vist_rt.train.evaluate import evaluate_checkpoint
+from vist_rt.train.schedule import PRESETS
+from vist_rt.train.trainer import recipe_from_toml
 
 SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "make_demo_model.sh"
 
@@ -44,6 +47,13 @@ def test_the_rebuild_script_matches_the_shipped_provenance() -> None:
     recorded = prov["command"].split("vist-rt train ", 1)[1]
     for flag in ("--train-movie movie1", "--test-movie movie2", "--preset cpu-small", "--seed 0"):
         assert flag in train and flag in recorded, flag
+    # the preset has been retuned since: the script pins the recipe the shipped model was trained with
+    pinned = re.search(r'--recipe "\$\(dirname "\$0"\)/\.\./(\S+)"', train)
+    assert pinned, train
+    recipe = recipe_from_toml(SCRIPT.parents[1] / pinned.group(1), base=PRESETS["cpu-small"])
+    shipped = load_checkpoint(DEMO_CHECKPOINT).meta["recipe"]  # made before the recipe had `loss` (then: vist)
+    assert {k: v for k, v in dataclasses.asdict(recipe).items() if k != "loss"} == shipped and recipe.loss == "vist"
+    assert recipe != PRESETS["cpu-small"]
 
 
 @pytest.mark.slow
