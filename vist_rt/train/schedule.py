@@ -62,8 +62,16 @@ PRESETS = {
     # two CPU cores, minutes not hours: shorter windows, fewer and smaller batches, the same schedule shape; a
     # larger step for the fewer steps (tuned on a family of simulated retinas, docs/science/family.md)
     "cpu-small": Recipe(
-        window=64, batch=8, batches_per_epoch=16, epochs=16, warmup_epochs=2, swa_start=12, swa_anneal_epochs=2,
-        lr=4e-3, lr_end=4e-4, swa_lr=4e-4,
+        window=64,
+        batch=8,
+        batches_per_epoch=16,
+        epochs=16,
+        warmup_epochs=2,
+        swa_start=12,
+        swa_anneal_epochs=2,
+        lr=4e-3,
+        lr_end=4e-4,
+        swa_lr=4e-4,
     ),
 }
 
