@@ -82,7 +82,7 @@ def main() -> None:
             data, n_movies=3, n_frames=args.frames, n_trials=10, flashes=args.flashes, overwrite=True, **kw
         )
         start = time.perf_counter()
-        res = train(data, movies[0] if len(movies) == 1 else movies, out / f"member{index}.safetensors",
+        res = train(data, movies, out / f"member{index}.safetensors",
                     test_movie=test, recipe=recipe, seed=args.seed, force=True, log=lambda _line: None)  # fmt: skip
         seconds = time.perf_counter() - start
         result, _ = evaluate_checkpoint(res.best, data, "movie3")

@@ -217,7 +217,7 @@ def test_every_train_flag_reaches_train(tmp_path: Path, monkeypatch) -> None:
             "--seed", "4", "--cache", "c", "--recipe", str(recipe), "--device", "cuda", "--resume",
             "--force"]  # fmt: skip
     assert main(argv) == 0
-    assert (seen["data"], seen["train_movie"], seen["out"], seen["test_movie"]) == ("d.h5", "a", "o.safetensors", "b")
+    assert (seen["data"], seen["train_movie"], seen["out"], seen["test_movie"]) == ("d.h5", ["a"], "o.safetensors", "b")
     assert seen["preset"] == "paper" and seen["seed"] == 4 and seen["cache_dir"] == "c"
     assert seen["recipe"].epochs == 7 and seen["device"] == "cuda" and seen["resume"] is True and seen["force"] is True
     assert seen["command"] == "vist-rt " + " ".join(argv)

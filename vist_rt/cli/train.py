@@ -83,8 +83,7 @@ def run_train(args: argparse.Namespace) -> int:
         def on_step(step: int, total: int, loss: float) -> None:
             progress.update(task, completed=step, total=total, loss=f"{loss:.4f}")
 
-        movies = args.train_movie[0] if len(args.train_movie) == 1 else args.train_movie
-        res = train(args.data, movies, args.out, test_movie=args.test_movie, preset=args.preset,
+        res = train(args.data, args.train_movie, args.out, test_movie=args.test_movie, preset=args.preset,
                     recipe=recipe, ablations=tuple(args.ablation), extractor=extractor, seed=args.seed,
                     cache_dir=args.cache, device=args.device,
                     resume=args.resume, force=args.force, command="vist-rt " + " ".join(args.argv), log=log,

@@ -99,14 +99,10 @@ def window_starts(n_frames: int | Sequence[int], recipe: Recipe, rng: np.random.
     joined frames; no window crosses from one movie into the next). One movie draws exactly as it always has."""
     lengths = np.atleast_1d(np.asarray(n_frames, dtype=np.int64))
     counts = np.maximum(lengths - recipe.window + 1, 0)  # windows per movie
-    if lengths.size == 1:
-        if counts[0] == 0:
-            raise VistError(f"the movie has {lengths[0]} frames, fewer than one {recipe.window}-frame window")
-        return rng.integers(0, counts[0], size=recipe.batch)
     if (counts == 0).any():
         short = int(np.flatnonzero(counts == 0)[0])
-        raise VistError(f"movie {short + 1} of {lengths.size} has {lengths[short]} frames, "
-                        f"fewer than one {recipe.window}-frame window")  # fmt: skip
+        which = "the movie" if lengths.size == 1 else f"movie {short + 1} of {lengths.size}"
+        raise VistError(f"{which} has {lengths[short]} frames, fewer than one {recipe.window}-frame window")
     k = rng.integers(0, int(counts.sum()), size=recipe.batch)  # [batch] index among all windows
     movie = np.searchsorted(np.cumsum(counts), k, side="right")
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # where each movie begins in the joined frames

@@ -334,7 +334,7 @@ def train(
                         for name, mov in zip(names, train_ms)]  # fmt: skip
             joined = _Movies.join(f_trains, r_trains)
             held_out = joined  # without a test movie: the training movies (one copy)
-            if test_movie and test_m is not None:
+            if test_m is not None:
                 f_test = cached_features(Path(dataset_path), test_movie, test_m.stimulus, extractor, cache_dir, log=log)
                 held_out = _Movies.join([f_test], [np.asarray(test_m.rates)[:, pick]])
             meta = {"preset": preset, "recipe": dataclasses.asdict(recipe), "dataset": str(dataset_path),
