@@ -40,15 +40,15 @@ bench_rc=${PIPESTATUS[0]}
 
 echo "== bench pipeline --streams 1,2,4 (CPU)"
 streams_rc=0
-if "$PY" -c 'import vist_rt.bench.pipeline' 2>/dev/null; then
-  rt=()  # SCHED_FIFO for an instant: can this user have it?
-  "$PY" -c 'import os; os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))' 2>/dev/null && rt=(--rt-priority 10)
+if import_err=$("$PY" -c 'import vist_rt.bench.pipeline' 2>&1); then
+  rt=()  # the run-time's own check: SCHED_FIFO for an instant (a one-line reason where it cannot be had)
+  if why=$("$PY" -c 'from vist_rt.runtime.lowlatency import ClockPriority
+with ClockPriority(10): pass' 2>&1); then rt=(--rt-priority 10); else why=${why##*$'\n'}; echo "without --rt-priority: ${why#*Error: }"; fi
   timeout 150 "$PY" -m vist_rt bench pipeline --streams 1,2,4 --ticks 600 --baseline 150 "${rt[@]}" \
     --json "$OUT_DIR/device-streams.json" 2>&1 | tee "$OUT_DIR/device-streams.log"
   streams_rc=${PIPESTATUS[0]}
 else
-  echo "skipped: the run-time does not import here ($("$PY" -c 'import vist_rt.bench.pipeline' 2>&1 | tail -n 1))" \
-    | tee "$OUT_DIR/device-streams.log"
+  echo "skipped: the run-time does not import here (${import_err##*$'\n'})" | tee "$OUT_DIR/device-streams.log"
 fi
 
 echo "== done in $(( $(date +%s) - start )) s: tests rc=$tests_rc, bench rc=$bench_rc, streams rc=$streams_rc; files in $OUT_DIR"
